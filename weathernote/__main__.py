@@ -1,0 +1,3 @@
+from weathernote.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""What a cell is: validation of a point and its rounding to the grid.
+
+A phone's GPS position is rounded to a cell (0.1 degree by default, about
+11 km) so that a whole city shares one cache entry. This module is the only
+place that decides which cell a point belongs to and how a cell prints.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+
+
+class InvalidCoordinates(ValueError):
+    """A latitude or longitude that is not a finite number in range."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """The centre of one grid cell; `lat`/`lon` are already rounded."""
+
+    lat: float
+    lon: float
+    label: str  # "lat:40.7:lon:-74.0": the canonical spelling used in keys
+
+    def __str__(self) -> str:
+        return self.label
+
+
+class Grid:
+    """Rounds points to cells of `step` degrees."""
+
+    def __init__(self, step: float = 0.1) -> None:
+        if not (0 < step <= 1):
+            raise ValueError("grid step must be in (0, 1] degrees")
+        self.step = step
+        # Enough decimals to print every multiple of the step exactly.
+        exponent = Decimal(str(step)).normalize().as_tuple().exponent
+        self.decimals = max(1, -int(exponent))
+        self._quantum = Decimal(1).scaleb(-self.decimals)
+
+    def cell(self, lat: float, lon: float) -> Cell:
+        """The cell containing (lat, lon); raises InvalidCoordinates."""
+        validate(lat, lon)
+        return self._cell(self._snap(lat), self._wrap(self._snap(lon)))
+
+    def _snap(self, value: float) -> float:
+        return round(value / self.step) * self.step
+
+    def _wrap(self, lon: float) -> float:
+        # The antimeridian is one line: 180 and -180 name the same cell.
+        return -180.0 if lon >= 180.0 - self.step / 2 else lon
+
+    def _cell(self, lat: float, lon: float) -> Cell:
+        lat_text = self._format(lat)
+        lon_text = self._format(lon)
+        return Cell(float(lat_text), float(lon_text), f"lat:{lat_text}:lon:{lon_text}")
+
+    def _format(self, value: float) -> str:
+        text = str(Decimal(repr(value)).quantize(self._quantum, rounding=ROUND_HALF_EVEN))
+        # "-0.0" and "0.0" are the same cell; keys never carry the sign.
+        return text.lstrip("-") if Decimal(text) == 0 else text
+
+
+def validate(lat: float, lon: float) -> None:
+    for name, value, bound in (("lat", lat, 90.0), ("lon", lon, 180.0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidCoordinates(f"{name} must be a number")
+        if not math.isfinite(value):
+            raise InvalidCoordinates(f"{name} must be a finite number")
+        if not -bound <= value <= bound:
+            raise InvalidCoordinates(f"{name} must be between -{bound:g} and {bound:g}, got {value:g}")

@@ -1,0 +1,188 @@
+"""The `weathernote` command: serve, simulate-upstream, prewarm, export-schema, redis-cli."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from weathernote.settings import Settings
+
+log = logging.getLogger("weathernote")
+
+# `serve` flags that are not settings
+_SERVE_ONLY = {"simulator"}
+
+
+def _settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting, named like its WEATHERNOTE_ variable."""
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = "WEATHERNOTE_" + name.upper()
+        parser.add_argument(
+            flag, dest=name, default=None, metavar=name.upper(), help=f"{field.description} [${env}]"
+        )
+
+
+def _settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {
+        name: getattr(args, name)
+        for name in Settings.model_fields
+        if getattr(args, name, None) is not None
+    }
+    if "trusted_proxies" in overrides:
+        overrides["trusted_proxies"] = overrides["trusted_proxies"].split(",")
+    return Settings(**overrides)
+
+
+def _export_environment(settings: Settings) -> None:
+    """Worker processes read their settings from the environment."""
+    for name, value in settings.model_dump().items():
+        key = "WEATHERNOTE_" + name.upper()
+        if value is None:
+            os.environ.pop(key, None)
+        elif isinstance(value, list):
+            os.environ[key] = ",".join(value)
+        else:
+            os.environ[key] = str(value)
+
+
+class _LocalSimulator:
+    """The Open-Meteo simulator as a child process, for running offline."""
+
+    def __init__(self) -> None:
+        from weathernote.embedded_redis import _free_port
+
+        self.port = _free_port("127.0.0.1")
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "weathernote.simulator", "--port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                httpx.get(f"{self.url}/__simulator/stats", timeout=1)
+                return
+            except httpx.HTTPError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("the upstream simulator did not start") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from weathernote.embedded_redis import EmbeddedRedis
+
+    settings = _settings_from(args)
+    simulator = embedded = None
+    try:
+        if args.simulator:
+            simulator = _LocalSimulator()
+            settings = settings.model_copy(update={"upstream_url": simulator.url})
+            log.info("offline: Open-Meteo simulator at %s", simulator.url)
+        if not settings.redis_url:
+            embedded = EmbeddedRedis(settings.data_dir)
+            embedded.start()
+            settings = settings.model_copy(update={"redis_url": embedded.url})
+            log.info("embedded Redis at %s, data in %s", embedded.url, settings.data_dir)
+        _export_environment(settings)
+        uvicorn.run(
+            "weathernote.http.app:app_from_environment",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            # many small JSON messages: compression costs more CPU and memory than it saves
+            ws_per_message_deflate=False,
+            ws_max_size=64 * 1024,
+            timeout_graceful_shutdown=20,
+        )
+    finally:
+        if embedded:
+            embedded.stop()
+        if simulator:
+            simulator.stop()
+    return 0
+
+
+def simulate_upstream(args: argparse.Namespace) -> int:
+    from weathernote import simulator
+
+    simulator.run(args)
+    return 0
+
+
+def export_schema(args: argparse.Namespace) -> int:
+    from weathernote.graphql.schema import schema
+
+    text = str(schema) + "\n"
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+    return 0
+
+
+def redis_cli(args: argparse.Namespace) -> int:
+    from weathernote.embedded_redis import binary_path
+
+    settings = Settings()
+    port_file = settings.data_dir / "redis.port"
+    try:
+        port = port_file.read_text().split()[0]
+    except OSError:
+        raise SystemExit(f"no embedded Redis is running for {settings.data_dir}") from None
+    cli = binary_path("valkey-cli")
+    os.execv(cli, [str(cli), "-p", port, *args.command])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from weathernote import simulator
+
+    parser = argparse.ArgumentParser(prog="weathernote", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_parser = commands.add_parser("serve", help="run the GraphQL/WebSocket server")
+    _settings_flags(serve_parser)
+    serve_parser.add_argument(
+        "--simulator",
+        action="store_true",
+        help="run offline: start the Open-Meteo simulator and use it as the upstream",
+    )
+    serve_parser.set_defaults(handler=serve)
+
+    sim_parser = commands.add_parser(
+        "simulate-upstream", help="an Open-Meteo-compatible server for offline use and tests"
+    )
+    simulator.add_arguments(sim_parser)
+    sim_parser.set_defaults(handler=simulate_upstream)
+
+    export_parser = commands.add_parser("export-schema", help="print the GraphQL schema (SDL)")
+    export_parser.add_argument("-o", "--output", default="-", help="file to write (default stdout)")
+    export_parser.set_defaults(handler=export_schema)
+
+    cli_parser = commands.add_parser("redis-cli", help="valkey-cli against the embedded Redis")
+    cli_parser.add_argument("command", nargs=argparse.REMAINDER)
+    cli_parser.set_defaults(handler=redis_cli)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.handler(args)

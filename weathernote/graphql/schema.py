@@ -1,0 +1,119 @@
+"""The GraphQL schema: resolvers that turn arguments into cells and delegate to the service."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import strawberry
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import Info
+
+from weathernote.cells import Cell as GridCell
+from weathernote.entries import FORECAST_DAYS, Current, Daily, Hourly, Part
+from weathernote.graphql.context import Context, check_days
+from weathernote.graphql.errors import upstream_unavailable
+from weathernote.graphql.extensions import schema_extensions
+from weathernote.graphql.selection import forecast_parts
+from weathernote.graphql.types import (
+    Cell,
+    CurrentWeather,
+    Forecast,
+    Units,
+    daily_rows,
+    hourly_rows,
+    utc_from_ms,
+)
+from weathernote.service import Reading, UpstreamUnavailable
+from weathernote.units import Units as UnitSystem
+
+
+async def read(context: Context, cell: GridCell, parts: frozenset[Part]) -> Mapping[Part, Reading]:
+    if not parts:
+        return {}
+    try:
+        return await context.service.read(cell, parts)
+    except UpstreamUnavailable:
+        raise upstream_unavailable() from None
+
+
+def build_current(cell: GridCell, reading: Reading, units: UnitSystem) -> CurrentWeather:
+    model = reading.entry.model
+    assert isinstance(model, Current)
+    return CurrentWeather.build(
+        cell,
+        model,
+        units,
+        cached=reading.cached,
+        stale=reading.stale,
+        fetched_at_ms=reading.entry.fetched_at_ms,
+    )
+
+
+def build_forecast(
+    cell: GridCell, readings: Mapping[Part, Reading], days: int, units: UnitSystem
+) -> Forecast:
+    daily = readings.get(Part.DAILY)
+    hourly = readings.get(Part.HOURLY)
+    timezone = None
+    if daily is not None:
+        assert isinstance(daily.entry.model, Daily)
+        timezone = daily.entry.model.timezone
+    if hourly is not None:
+        assert isinstance(hourly.entry.model, Hourly)
+        timezone = timezone or hourly.entry.model.timezone
+    read = list(readings.values())
+    return Forecast(
+        cell=Cell.of(cell),
+        timezone=timezone,
+        days=days,
+        units=units,
+        daily=daily_rows(daily.entry.model, days, units) if daily else [],  # type: ignore[arg-type]
+        hourly_rows=hourly_rows(hourly.entry.model, days, units) if hourly else [],  # type: ignore[arg-type]
+        cached=all(r.cached for r in read),
+        stale=any(r.stale for r in read),
+        fetched_at=utc_from_ms(min(r.entry.fetched_at_ms for r in read)) if read else None,
+    )
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Current weather at a point (rounded to its grid cell)")
+    async def current(
+        self,
+        info: Info[Context, None],
+        lat: float,
+        lon: float,
+        units: Units | None = UnitSystem.METRIC,
+    ) -> CurrentWeather:
+        cell = info.context.cell(lat, lon)
+        units = units or UnitSystem.METRIC
+        readings = await read(info.context, cell, frozenset({Part.CURRENT}))
+        return build_current(cell, readings[Part.CURRENT], units)
+
+    @strawberry.field(description=f"Forecast at a point for 1..{FORECAST_DAYS} days")
+    async def forecast(
+        self,
+        info: Info[Context, None],
+        lat: float,
+        lon: float,
+        days: int | None = 7,
+        units: Units | None = UnitSystem.METRIC,
+    ) -> Forecast:
+        cell = info.context.cell(lat, lon)
+        days = 7 if days is None else days
+        units = units or UnitSystem.METRIC
+        check_days(days)
+        parts = forecast_parts(info.selected_fields[0].selections)
+        readings = await read(info.context, cell, parts)
+        return build_forecast(cell, readings, days, units)
+
+
+def build_schema() -> strawberry.Schema:
+    return strawberry.Schema(
+        query=Query,
+        extensions=schema_extensions(),
+        config=StrawberryConfig(disable_field_suggestions=False),
+    )
+
+
+schema = build_schema()

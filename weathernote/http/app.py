@@ -1,0 +1,131 @@
+"""The ASGI application: routes, and the services one process owns for its lifetime."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from weathernote.cache import EntryStore
+from weathernote.cells import Grid
+from weathernote.entries import Part
+from weathernote.graphql.context import Context
+from weathernote.graphql.schema import schema
+from weathernote.http.graphql_http import GraphQLEndpoint
+from weathernote.http.rest import RestRoutes
+from weathernote.redis_client import AnyRedis, connect, redacted
+from weathernote.service import WeatherService
+from weathernote.settings import Settings
+from weathernote.upstream import OpenMeteoClient
+
+log = logging.getLogger(__name__)
+
+GRAPHIQL_DIR = Path(__file__).resolve().parent.parent / "static" / "graphiql"
+
+
+class Services:
+    """Everything one process starts at boot and stops at shutdown."""
+
+    redis: AnyRedis
+    upstream: OpenMeteoClient
+    weather: WeatherService
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.redis_url:
+            raise RuntimeError(
+                "WEATHERNOTE_REDIS_URL is not set; `weathernote serve` starts an embedded Redis for you"
+            )
+        self.settings = settings
+        self.grid = Grid(settings.grid_step)
+        self.ready = False
+
+    async def start(self) -> None:
+        settings = self.settings
+        assert settings.redis_url
+        self.redis = await connect(settings.redis_url, settings.redis_timeout_seconds)
+        log.info("Redis at %s", redacted(settings.redis_url))
+        self.upstream = OpenMeteoClient(
+            settings.upstream_url,
+            timeout=settings.upstream_timeout_seconds,
+            max_connections=settings.upstream_max_connections,
+        )
+        self.weather = WeatherService(
+            EntryStore(self.redis, stale_ms=int(settings.stale_seconds * 1000)),
+            self.upstream,
+            ttl_seconds={
+                Part.CURRENT: settings.weather_ttl_seconds,
+                Part.DAILY: settings.forecast_ttl_seconds,
+                Part.HOURLY: settings.forecast_ttl_seconds,
+            },
+        )
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self.upstream.aclose()
+        await self.redis.aclose()
+
+    def graphql_context(self, request: Request) -> Context:
+        return Context(service=self.weather, grid=self.grid, request=request)
+
+    async def redis_alive(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except (RedisError, OSError):
+            return False
+
+
+def create_app(settings: Settings) -> Starlette:
+    services = Services(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await services.start()
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    async def health(request: Request) -> Response:
+        redis_ok = await services.redis_alive()
+        upstream = {True: "ok", False: "failing", None: "unknown"}[services.weather.upstream_healthy]
+        status = "ok" if redis_ok and upstream != "failing" else "degraded"
+        return JSONResponse({"status": status, "redis": "ok" if redis_ok else "down", "upstream": upstream})
+
+    async def ready(request: Request) -> Response:
+        if services.ready:
+            return JSONResponse({"ready": True})
+        return JSONResponse({"ready": False}, status_code=503)
+
+    rest = RestRoutes(services)
+    ide_page = GRAPHIQL_DIR / "index.html"
+    graphql = GraphQLEndpoint(
+        schema,
+        services.graphql_context,
+        ide_page.read_bytes() if ide_page.exists() else None,
+    )
+    routes = [
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        Route("/health", health),
+        Route("/ready", ready),
+        Route("/api/v1/weather", rest.weather),
+        Route("/api/v1/forecast", rest.forecast),
+    ]
+    if GRAPHIQL_DIR.is_dir():
+        routes.append(Mount("/graphiql", StaticFiles(directory=GRAPHIQL_DIR), name="graphiql"))
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.services = services
+    return app
+
+
+def app_from_environment() -> Starlette:
+    """uvicorn factory for worker processes: settings come from WEATHERNOTE_* variables."""
+    return create_app(Settings())

@@ -1,0 +1,232 @@
+"""GraphQL over HTTP, per the GraphQL-over-HTTP specification.
+
+Strawberry's own view always answers `application/json` with status 200; this
+endpoint negotiates `application/graphql-response+json` too (a request error
+then answers 400 without `data`), and is the one place where an HTTP request
+becomes a GraphQL operation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from graphql import OperationType
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from strawberry import Schema
+from strawberry.exceptions import (
+    CannotGetOperationTypeError,
+    InvalidOperationTypeError,
+    MissingQueryError,
+)
+from strawberry.types import ExecutionResult
+from strawberry.types.execution import PreExecutionError
+
+log = logging.getLogger(__name__)
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+JSON = "application/json"
+_MAX_BODY_BYTES = 256 * 1024
+
+
+class RequestError(Exception):
+    """A request that is not a well-formed GraphQL-over-HTTP request."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def response_type(accept: str | None) -> str | None:
+    """The media type to answer with, or None when the client accepts neither.
+
+    `*/*` and a missing Accept get `application/json`, which every legacy client
+    understands; on equal quality `application/graphql-response+json` wins.
+    """
+    if not accept:
+        return JSON
+    best: tuple[float, bool, str] | None = None
+    for item in accept.split(","):
+        media, *params = (p.strip().lower() for p in item.split(";"))
+        if media == GRAPHQL_RESPONSE:
+            candidate = GRAPHQL_RESPONSE
+        elif media in (JSON, "*/*", "application/*"):
+            candidate = JSON
+        else:
+            continue
+        quality = _quality(params)
+        ranked = (quality, candidate == GRAPHQL_RESPONSE, candidate)
+        if quality > 0 and (best is None or ranked > best):
+            best = ranked
+    return best[2] if best else None
+
+
+def _quality(params: list[str]) -> float:
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip() == "q":
+            try:
+                return float(value)
+            except ValueError:
+                return 0.0
+    return 1.0
+
+
+class GraphQLParams:
+    __slots__ = ("query", "variables", "operation_name", "extensions")
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        query = raw.get("query")
+        variables = raw.get("variables")
+        operation_name = raw.get("operationName")
+        extensions = raw.get("extensions")
+        if query is not None and not isinstance(query, str):
+            raise RequestError(400, "`query` must be a string")
+        if variables is not None and not isinstance(variables, dict):
+            raise RequestError(400, "`variables` must be an object")
+        if operation_name is not None and not isinstance(operation_name, str):
+            raise RequestError(400, "`operationName` must be a string")
+        if extensions is not None and not isinstance(extensions, dict):
+            raise RequestError(400, "`extensions` must be an object")
+        self.query: str | None = query
+        self.variables: dict[str, Any] | None = variables
+        self.operation_name: str | None = operation_name
+        self.extensions: dict[str, Any] | None = extensions
+
+
+def _json_param(request: Request, name: str) -> Any:
+    text = request.query_params.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise RequestError(400, f"`{name}` is not valid JSON") from None
+
+
+async def read_params(request: Request) -> GraphQLParams:
+    if request.method == "GET":
+        return GraphQLParams(
+            {
+                "query": request.query_params.get("query"),
+                "variables": _json_param(request, "variables"),
+                "operationName": request.query_params.get("operationName") or None,
+                "extensions": _json_param(request, "extensions"),
+            }
+        )
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != JSON:
+        raise RequestError(415, "POST bodies must be application/json")
+    body = await request.body()
+    if len(body) > _MAX_BODY_BYTES:
+        raise RequestError(413, "request body too large")
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise RequestError(400, "request body is not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise RequestError(400, "request body must be a JSON object")
+    return GraphQLParams(raw)
+
+
+def error_body(message: str, code: str | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"message": message}
+    if code:
+        error["extensions"] = {"code": code}
+    return {"errors": [error]}
+
+
+def is_request_error(result: ExecutionResult) -> bool:
+    """Errors before execution (syntax, validation, variables): no `data` at all."""
+    if isinstance(result, PreExecutionError):
+        return True
+    return result.data is None and bool(result.errors) and all(e.path is None for e in result.errors)
+
+
+def render(result: ExecutionResult, media: str) -> tuple[int, dict[str, Any]]:
+    body: dict[str, Any] = {}
+    request_error = is_request_error(result)
+    if not (request_error and media == GRAPHQL_RESPONSE):
+        body["data"] = result.data
+    if result.errors:
+        body["errors"] = [error.formatted for error in result.errors]
+    if result.extensions:
+        body["extensions"] = result.extensions
+    status = 400 if request_error and media == GRAPHQL_RESPONSE else 200
+    return status, body
+
+
+class GraphQLEndpoint:
+    """Starlette endpoint for GET and POST /graphql."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        context_factory: Callable[[Request], Any],
+        ide_html: bytes | None,
+    ) -> None:
+        self.schema = schema
+        self.context_factory = context_factory
+        self.ide_html = ide_html
+
+    async def __call__(self, request: Request) -> Response:
+        if request.method == "GET" and self._wants_ide(request):
+            return HTMLResponse(self.ide_html)
+        media = response_type(request.headers.get("accept"))
+        try:
+            if media is None:
+                raise RequestError(406, f"acceptable responses are {GRAPHQL_RESPONSE} and {JSON}")
+            params = await read_params(request)
+            status, body = await self.execute(request, params, media)
+        except RequestError as exc:
+            status, body = exc.status, error_body(exc.message)
+            return _json(status, body, media or JSON, exc.headers)
+        return _json(status, body, media)
+
+    def _wants_ide(self, request: Request) -> bool:
+        if self.ide_html is None or "query" in request.query_params:
+            return False
+        return "text/html" in request.headers.get("accept", "")
+
+    async def execute(
+        self, request: Request, params: GraphQLParams, media: str
+    ) -> tuple[int, dict[str, Any]]:
+        allowed = (
+            {OperationType.QUERY}
+            if request.method == "GET"
+            else {OperationType.QUERY, OperationType.MUTATION}
+        )
+        try:
+            result = await self.schema.execute(
+                params.query,
+                variable_values=params.variables,
+                context_value=self.context_factory(request),
+                operation_name=params.operation_name,
+                allowed_operation_types=allowed,
+                operation_extensions=params.extensions,
+            )
+        except MissingQueryError:
+            raise RequestError(400, "no GraphQL query in the request") from None
+        except CannotGetOperationTypeError as exc:
+            raise RequestError(400, exc.as_http_error_reason()) from None
+        except InvalidOperationTypeError as exc:
+            if exc.operation_type is OperationType.SUBSCRIPTION:
+                raise RequestError(400, "subscriptions are served over WebSocket at /graphql") from None
+            raise RequestError(405, "only queries are allowed over GET", {"Allow": "POST"}) from None
+        return render(result, media)
+
+
+def _json(status: int, body: dict[str, Any], media: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body),
+        status_code=status,
+        media_type=f"{media}; charset=utf-8",
+        headers=headers,
+    )
+

@@ -1,0 +1,160 @@
+"""REST compatibility routes for app versions that predate GraphQL (the seed design's JSON)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from weathernote import conditions
+from weathernote.cells import Cell, Grid, InvalidCoordinates
+from weathernote.entries import FORECAST_DAYS, Current, Daily, Part
+from weathernote.service import Reading, UpstreamUnavailable, WeatherService
+
+
+class BadRequest(Exception):
+    pass
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return _json(status, {"error": {"code": code, "message": message}}, headers)
+
+
+def _number(request: Request, name: str) -> float:
+    text = request.query_params.get(name)
+    if text is None:
+        raise BadRequest(f"query parameter `{name}` is required")
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadRequest(f"`{name}` must be a number, got {text[:32]!r}") from None
+    if not math.isfinite(value):
+        raise BadRequest(f"`{name}` must be a finite number")
+    return value
+
+
+def _cell(request: Request, grid: Grid) -> Cell:
+    try:
+        return grid.cell(_number(request, "lat"), _number(request, "lon"))
+    except InvalidCoordinates as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def _days(request: Request) -> int:
+    text = request.query_params.get("days", "7")
+    try:
+        days = int(text)
+    except ValueError:
+        raise BadRequest(f"`days` must be an integer, got {text[:32]!r}") from None
+    if not 1 <= days <= FORECAST_DAYS:
+        raise BadRequest(f"`days` must be between 1 and {FORECAST_DAYS}, got {days}")
+    return days
+
+
+def _meta(cell: Cell, readings: list[Reading]) -> dict[str, Any]:
+    return {
+        "location": {"lat": cell.lat, "lon": cell.lon},
+        "cached": all(r.cached for r in readings),
+        "stale": any(r.stale for r in readings),
+        "fetched_at": min(r.entry.fetched_at_ms for r in readings) / 1000,
+    }
+
+
+def current_body(cell: Cell, reading: Reading) -> dict[str, Any]:
+    model = reading.entry.model
+    assert isinstance(model, Current)
+    return {
+        **_meta(cell, [reading]),
+        "units": {"temperature": "°C", "wind_speed": "km/h", "precipitation": "mm", "pressure": "hPa"},
+        "current": {
+            "time": model.time,
+            "temperature": model.temperature,
+            "apparent_temperature": model.apparent_temperature,
+            "humidity": model.humidity,
+            "precipitation": model.precipitation,
+            "weather_code": model.weather_code,
+            "condition": conditions.describe(model.weather_code),
+            "cloud_cover": model.cloud_cover,
+            "pressure": model.pressure,
+            "wind_speed": model.wind_speed,
+            "wind_direction": model.wind_direction,
+            "wind_gusts": model.wind_gusts,
+            "is_day": model.is_day,
+        },
+    }
+
+
+def forecast_body(cell: Cell, reading: Reading, days: int) -> dict[str, Any]:
+    model = reading.entry.model
+    assert isinstance(model, Daily)
+    count = min(days, len(model.date))
+    return {
+        **_meta(cell, [reading]),
+        "timezone": model.timezone,
+        "days": days,
+        "daily": [
+            {
+                "date": model.date[i],
+                "temperature_max": model.temperature_max[i],
+                "temperature_min": model.temperature_min[i],
+                "precipitation_sum": model.precipitation_sum[i],
+                "precipitation_probability_max": model.precipitation_probability_max[i],
+                "weather_code": model.weather_code[i],
+                "condition": conditions.describe(model.weather_code[i]),
+                "sunrise": model.sunrise[i],
+                "sunset": model.sunset[i],
+                "wind_speed_max": model.wind_speed_max[i],
+                "uv_index_max": model.uv_index_max[i],
+            }
+            for i in range(count)
+        ],
+    }
+
+
+class HasWeather(Protocol):
+    """The running services (built at start-up, after the routes)."""
+
+    weather: WeatherService
+    grid: Grid
+
+
+class RestRoutes:
+    def __init__(self, services: HasWeather) -> None:
+        self.services = services
+
+    async def weather(self, request: Request) -> Response:
+        try:
+            cell = _cell(request, self.services.grid)
+            readings = await self.services.weather.read(cell, (Part.CURRENT,))
+        except BadRequest as exc:
+            return error(400, "BAD_USER_INPUT", str(exc))
+        except UpstreamUnavailable:
+            return _unavailable()
+        return _json(200, current_body(cell, readings[Part.CURRENT]))
+
+    async def forecast(self, request: Request) -> Response:
+        try:
+            cell = _cell(request, self.services.grid)
+            days = _days(request)
+            readings = await self.services.weather.read(cell, (Part.DAILY,))
+        except BadRequest as exc:
+            return error(400, "BAD_USER_INPUT", str(exc))
+        except UpstreamUnavailable:
+            return _unavailable()
+        return _json(200, forecast_body(cell, readings[Part.DAILY], days))
+
+
+def _unavailable() -> Response:
+    return error(
+        503,
+        "UPSTREAM_UNAVAILABLE",
+        "the weather provider is unavailable and nothing is cached for this place",
+        {"Retry-After": "30"},
+    )

@@ -1,0 +1,23 @@
+"""The one place that spells Redis keys and pub/sub channel names."""
+
+from __future__ import annotations
+
+from weathernote.cells import Cell
+from weathernote.entries import FORECAST_DAYS, Part
+
+
+def entry_key(part: Part, cell: Cell) -> str:
+    if part is Part.CURRENT:
+        return f"weather:{cell.label}"
+    if part is Part.DAILY:
+        return f"forecast:{cell.label}:days:{FORECAST_DAYS}"
+    return f"forecast:{cell.label}:days:{FORECAST_DAYS}:hourly"
+
+
+def update_channel(part: Part, cell: Cell) -> str:
+    """Where a refresh of this entry is announced."""
+    return f"updates:{entry_key(part, cell)}"
+
+
+def rate_limit_key(client_hash: str) -> str:
+    return f"rate_limit:hash:{client_hash}"

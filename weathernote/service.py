@@ -1,0 +1,138 @@
+"""The weather service: cache-aside over Redis in front of Open-Meteo.
+
+Both the GraphQL resolvers and the REST routes call this; it knows nothing of
+either. A read asks for some parts of one cell; fresh entries are answered from
+Redis, the rest are fetched from the upstream in ONE call per cell however many
+requests ask at once (single flight), stored, announced and answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from weathernote.cache import EntryStore
+from weathernote.cells import Cell
+from weathernote.entries import Entry, Part
+from weathernote.keys import entry_key
+from weathernote.upstream import OpenMeteoClient, UpstreamError
+
+log = logging.getLogger(__name__)
+
+
+class UpstreamUnavailable(Exception):
+    """The upstream failed and nothing is cached for the cell, not even stale."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    entry: Entry
+    cached: bool  # answered from Redis rather than fetched for this request
+    stale: bool  # past its TTL, served because the upstream failed
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class WeatherService:
+    def __init__(
+        self,
+        store: EntryStore,
+        upstream: OpenMeteoClient,
+        *,
+        ttl_seconds: dict[Part, float],
+    ) -> None:
+        self.store = store
+        self.upstream = upstream
+        self.ttl_ms = {part: int(seconds * 1000) for part, seconds in ttl_seconds.items()}
+        self._flights: dict[tuple[str, Part], asyncio.Future[Entry]] = {}
+        self.upstream_healthy: bool | None = None  # outcome of the last upstream call
+
+    async def read(self, cell: Cell, parts: Collection[Part]) -> dict[Part, Reading]:
+        wanted = list(parts)
+        raws = await self.store.read([entry_key(part, cell) for part in wanted])
+        now = now_ms()
+        readings: dict[Part, Reading] = {}
+        stale: dict[Part, Entry] = {}
+        for part, raw in zip(wanted, raws):
+            if raw is None:
+                continue
+            entry = Entry.decode(part, cell, raw)
+            if entry.is_fresh(now):
+                readings[part] = Reading(entry, cached=True, stale=False)
+            else:
+                stale[part] = entry
+        missing = [part for part in wanted if part not in readings]
+        if missing:
+            readings.update(await self._refresh_or_stale(cell, missing, stale))
+        return readings
+
+    async def _refresh_or_stale(
+        self, cell: Cell, parts: list[Part], stale: dict[Part, Entry]
+    ) -> dict[Part, Reading]:
+        try:
+            fetched = await self.refresh(cell, parts)
+        except UpstreamError as exc:
+            if all(part in stale for part in parts):
+                log.warning("upstream failed for %s, serving stale: %s", cell, exc.reason)
+                return {part: Reading(stale[part], cached=True, stale=True) for part in parts}
+            raise UpstreamUnavailable(exc.reason) from exc
+        return {part: Reading(entry, cached=False, stale=False) for part, entry in fetched.items()}
+
+    async def refresh(self, cell: Cell, parts: Collection[Part]) -> dict[Part, Entry]:
+        """Fetch, store and announce `parts` of `cell`, joining any fetch already in flight."""
+        futures: dict[Part, asyncio.Future[Entry]] = {}
+        to_fetch: list[Part] = []
+        loop = asyncio.get_running_loop()
+        for part in parts:
+            flight = self._flights.get((cell.label, part))
+            if flight is None:
+                flight = loop.create_future()
+                flight.add_done_callback(_retrieve_exception)
+                self._flights[(cell.label, part)] = flight
+                to_fetch.append(part)
+            futures[part] = flight
+        if to_fetch:
+            # A task of its own: a cancelled first caller must not cancel the others' fetch.
+            task = asyncio.create_task(self._fetch_and_store(cell, to_fetch))
+            task.add_done_callback(_retrieve_exception)
+        # shield: a waiter's cancellation must not cancel the shared future
+        return {part: await asyncio.shield(future) for part, future in futures.items()}
+
+    async def _fetch_and_store(self, cell: Cell, parts: list[Part]) -> None:
+        futures = [self._flights[(cell.label, part)] for part in parts]
+        try:
+            try:
+                [models] = await self.upstream.fetch([cell], parts)
+            except UpstreamError:
+                self.upstream_healthy = False
+                raise
+            self.upstream_healthy = True
+            fetched_at = now_ms()
+            entries = [
+                Entry.from_model(part, cell, models[part], fetched_at, self.ttl_ms[part])
+                for part in parts
+            ]
+            await self.store.write(entries)
+        except BaseException as exc:
+            for future in futures:
+                if not future.done():
+                    future.set_exception(exc)
+            raise
+        else:
+            for future, entry in zip(futures, entries):
+                future.set_result(entry)
+        finally:
+            for part in parts:
+                self._flights.pop((cell.label, part), None)
+
+
+def _retrieve_exception(future: asyncio.Future[object]) -> None:
+    # Waiters receive the error through their futures; this only keeps asyncio
+    # from logging it again as "never retrieved" when every waiter has left.
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,73 @@
+"""Configuration: every WEATHERNOTE_* variable, read once into one typed object.
+
+`weathernote serve` exposes each field as a flag of the same name, so the
+environment and the command line can never drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "weathernote"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WEATHERNOTE_", extra="ignore", frozen=True)
+
+    redis_url: str | None = Field(
+        None, description="redis:// or rediss:// URL; unset starts an embedded server"
+    )
+    upstream_url: str = Field("https://api.open-meteo.com", description="Open-Meteo base URL")
+    upstream_timeout_seconds: float = Field(10.0, gt=0, description="timeout of one upstream call")
+    upstream_max_connections: int = Field(
+        4, ge=1, description="upstream requests in flight per instance"
+    )
+    weather_ttl_seconds: float = Field(600, gt=0, description="current-weather entry TTL")
+    forecast_ttl_seconds: float = Field(600, gt=0, description="forecast entry TTL")
+    stale_seconds: float = Field(
+        86400, ge=0, description="how long past its TTL an entry may be served as stale"
+    )
+    grid_step: float = Field(0.1, gt=0, le=1, description="cell size in degrees")
+    rate_limit_per_minute: int = Field(60, ge=1, description="per-client requests per minute")
+    ip_rate_limit_per_minute: int | None = Field(
+        None, ge=1, description="per-address requests per minute (default 4x the client limit)"
+    )
+    prewarm_interval_seconds: float = Field(
+        600, ge=0, description="pre-warm cycle period; 0 disables the pre-warmer here"
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated addresses whose X-Forwarded-For is believed"
+    )
+    client_id_secret: str | None = Field(
+        None, description="key for hashing client ids (generated and kept when embedded)"
+    )
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="where the embedded Redis keeps its data and the generated secret",
+    )
+    redis_timeout_seconds: float = Field(
+        0.5, gt=0, description="timeout of one Redis call before it counts as a failure"
+    )
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="port to listen on")
+    workers: int = Field(1, ge=1, description="worker processes")
+    log_level: str = Field("info", description="log level")
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def effective_ip_rate_limit(self) -> int:
+        return self.ip_rate_limit_per_minute or 4 * self.rate_limit_per_minute

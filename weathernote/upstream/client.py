@@ -1,0 +1,84 @@
+"""The Open-Meteo HTTP client: one pooled httpx client, every failure one error type."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import httpx
+import orjson
+
+from weathernote.cells import Cell
+from weathernote.entries import Model, Part
+from weathernote.upstream.contract import ContractError, parse_locations, query_params
+
+# Beyond this many locations the coordinate lists go in a POST body, as
+# Open-Meteo advises for long location lists (URLs over 3500 chars are refused).
+_GET_MAX_LOCATIONS = 20
+
+
+class UpstreamError(Exception):
+    """Open-Meteo could not give a usable answer: network, status or body."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.status == 429
+
+
+class OpenMeteoClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 10.0,
+        max_connections: int = 4,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            headers={"User-Agent": "weathernote/0.1 (+https://github.com/weathernote)"},
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def fetch(self, cells: Sequence[Cell], parts: Collection[Part]) -> list[dict[Part, Model]]:
+        """Fetch `parts` for every cell in one upstream request, in the order given."""
+        if not cells or not parts:
+            raise ValueError("fetch needs at least one cell and one part")
+        params = query_params(parts)
+        params["latitude"] = ",".join(f"{cell.lat:g}" for cell in cells)
+        params["longitude"] = ",".join(f"{cell.lon:g}" for cell in cells)
+        try:
+            if len(cells) <= _GET_MAX_LOCATIONS:
+                response = await self._http.get("/v1/forecast", params=params)
+            else:
+                response = await self._http.post("/v1/forecast", data=params)
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(f"timeout: {type(exc).__name__}") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"transport: {type(exc).__name__}") from exc
+        if response.status_code != 200:
+            raise UpstreamError(_error_reason(response), status=response.status_code)
+        try:
+            body = orjson.loads(response.content)
+            return parse_locations(body, len(cells), parts)
+        except (orjson.JSONDecodeError, ContractError) as exc:
+            raise UpstreamError(f"malformed answer: {exc}", status=200) from exc
+
+
+def _error_reason(response: httpx.Response) -> str:
+    try:
+        reason = orjson.loads(response.content).get("reason")
+    except (orjson.JSONDecodeError, AttributeError):
+        reason = None
+    return f"HTTP {response.status_code}" + (f": {reason}" if isinstance(reason, str) else "")
