@@ -7,12 +7,14 @@ from collections.abc import Sequence
 from redis.asyncio.cluster import RedisCluster
 
 from weathernote.entries import Entry
-from weathernote.keys import entry_key, update_channel
+from weathernote.keys import entry_key, stale_key, update_channel
 from weathernote.redis_client import AnyRedis
 
 
 class EntryStore:
-    """Entries live `ttl + stale window` in Redis; freshness is in their header."""
+    """Each entry is stored twice: under its key for its TTL, and as the last
+    good copy under its stale key for TTL + stale window, served only when the
+    upstream fails."""
 
     def __init__(self, redis: AnyRedis, stale_ms: int) -> None:
         self.redis = redis
@@ -34,7 +36,9 @@ class EntryStore:
         async with self.redis.pipeline(transaction=False) as pipe:
             for entry in entries:
                 raw = entry.encode()
-                expire_ms = max(1, entry.fresh_until_ms - entry.fetched_at_ms + self.stale_ms)
-                pipe.set(entry_key(entry.part, entry.cell), raw, px=expire_ms)
+                ttl_ms = max(1, entry.fresh_until_ms - entry.fetched_at_ms)
+                pipe.set(entry_key(entry.part, entry.cell), raw, px=ttl_ms)
+                if self.stale_ms:
+                    pipe.set(stale_key(entry.part, entry.cell), raw, px=ttl_ms + self.stale_ms)
                 pipe.publish(update_channel(entry.part, entry.cell), raw)
             await pipe.execute()

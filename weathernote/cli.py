@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -89,6 +90,9 @@ def serve(args: argparse.Namespace) -> int:
 
     settings = _settings_from(args)
     simulator = embedded = None
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it under the
+    # previous handler: make that handler a normal exit so `finally` runs.
+    signal.signal(signal.SIGTERM, _exit_normally)
     try:
         if args.simulator:
             simulator = _LocalSimulator()
@@ -118,6 +122,10 @@ def serve(args: argparse.Namespace) -> int:
         if simulator:
             simulator.stop()
     return 0
+
+
+def _exit_normally(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def simulate_upstream(args: argparse.Namespace) -> int:

@@ -14,6 +14,11 @@ def entry_key(part: Part, cell: Cell) -> str:
     return f"forecast:{cell.label}:days:{FORECAST_DAYS}:hourly"
 
 
+def stale_key(part: Part, cell: Cell) -> str:
+    """The last good entry, kept past its TTL for the stale window."""
+    return f"stale:{entry_key(part, cell)}"
+
+
 def update_channel(part: Part, cell: Cell) -> str:
     """Where a refresh of this entry is announced."""
     return f"updates:{entry_key(part, cell)}"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from weathernote.cache import EntryStore
 from weathernote.cells import Cell
 from weathernote.entries import Entry, Part
-from weathernote.keys import entry_key
+from weathernote.keys import entry_key, stale_key
 from weathernote.upstream import OpenMeteoClient, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -57,30 +57,28 @@ class WeatherService:
         raws = await self.store.read([entry_key(part, cell) for part in wanted])
         now = now_ms()
         readings: dict[Part, Reading] = {}
-        stale: dict[Part, Entry] = {}
         for part, raw in zip(wanted, raws):
-            if raw is None:
-                continue
-            entry = Entry.decode(part, cell, raw)
-            if entry.is_fresh(now):
-                readings[part] = Reading(entry, cached=True, stale=False)
-            else:
-                stale[part] = entry
+            if raw is not None:
+                entry = Entry.decode(part, cell, raw)
+                if entry.is_fresh(now):
+                    readings[part] = Reading(entry, cached=True, stale=False)
         missing = [part for part in wanted if part not in readings]
         if missing:
-            readings.update(await self._refresh_or_stale(cell, missing, stale))
+            readings.update(await self._refresh_or_stale(cell, missing))
         return readings
 
-    async def _refresh_or_stale(
-        self, cell: Cell, parts: list[Part], stale: dict[Part, Entry]
-    ) -> dict[Part, Reading]:
+    async def _refresh_or_stale(self, cell: Cell, parts: list[Part]) -> dict[Part, Reading]:
         try:
             fetched = await self.refresh(cell, parts)
         except UpstreamError as exc:
-            if all(part in stale for part in parts):
-                log.warning("upstream failed for %s, serving stale: %s", cell, exc.reason)
-                return {part: Reading(stale[part], cached=True, stale=True) for part in parts}
-            raise UpstreamUnavailable(exc.reason) from exc
+            raws = await self.store.read([stale_key(part, cell) for part in parts])
+            if any(raw is None for raw in raws):
+                raise UpstreamUnavailable(exc.reason) from exc
+            log.warning("upstream failed for %s, serving stale: %s", cell, exc.reason)
+            return {
+                part: Reading(Entry.decode(part, cell, raw), cached=True, stale=True)  # type: ignore[arg-type]
+                for part, raw in zip(parts, raws)
+            }
         return {part: Reading(entry, cached=False, stale=False) for part, entry in fetched.items()}
 
     async def refresh(self, cell: Cell, parts: Collection[Part]) -> dict[Part, Entry]:

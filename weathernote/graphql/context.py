@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from weathernote.cells import Cell, Grid, InvalidCoordinates
-from weathernote.entries import FORECAST_DAYS
-from weathernote.graphql.errors import bad_user_input
-from weathernote.service import WeatherService
+from weathernote.entries import FORECAST_DAYS, Part
+from weathernote.graphql.errors import bad_user_input, upstream_unavailable
+from weathernote.service import Reading, UpstreamUnavailable, WeatherService
+
+Prefetched = dict[tuple[str, frozenset[Part]], "Mapping[Part, Reading] | UpstreamUnavailable"]
 
 
 @dataclass(slots=True)
@@ -16,12 +19,25 @@ class Context:
     service: WeatherService
     grid: Grid
     request: Any = None  # the Starlette Request or WebSocket, for transports that need it
+    # reads the transport already made for this operation (see graphql.fastpath)
+    prefetched: Prefetched = field(default_factory=dict)
 
     def cell(self, lat: float, lon: float) -> Cell:
         try:
             return self.grid.cell(lat, lon)
         except InvalidCoordinates as exc:
             raise bad_user_input(str(exc)) from None
+
+    async def read(self, cell: Cell, parts: frozenset[Part]) -> Mapping[Part, Reading]:
+        if not parts:
+            return {}
+        found = self.prefetched.get((cell.label, parts))
+        try:
+            if isinstance(found, UpstreamUnavailable):
+                raise found
+            return found if found is not None else await self.service.read(cell, parts)
+        except UpstreamUnavailable:
+            raise upstream_unavailable() from None
 
 
 def check_days(days: int) -> None:

@@ -11,7 +11,6 @@ from strawberry.types import Info
 from weathernote.cells import Cell as GridCell
 from weathernote.entries import FORECAST_DAYS, Current, Daily, Hourly, Part
 from weathernote.graphql.context import Context, check_days
-from weathernote.graphql.errors import upstream_unavailable
 from weathernote.graphql.extensions import schema_extensions
 from weathernote.graphql.selection import forecast_parts
 from weathernote.graphql.types import (
@@ -23,17 +22,8 @@ from weathernote.graphql.types import (
     hourly_rows,
     utc_from_ms,
 )
-from weathernote.service import Reading, UpstreamUnavailable
+from weathernote.service import Reading
 from weathernote.units import Units as UnitSystem
-
-
-async def read(context: Context, cell: GridCell, parts: frozenset[Part]) -> Mapping[Part, Reading]:
-    if not parts:
-        return {}
-    try:
-        return await context.service.read(cell, parts)
-    except UpstreamUnavailable:
-        raise upstream_unavailable() from None
 
 
 def build_current(cell: GridCell, reading: Reading, units: UnitSystem) -> CurrentWeather:
@@ -87,7 +77,7 @@ class Query:
     ) -> CurrentWeather:
         cell = info.context.cell(lat, lon)
         units = units or UnitSystem.METRIC
-        readings = await read(info.context, cell, frozenset({Part.CURRENT}))
+        readings = await info.context.read(cell, frozenset({Part.CURRENT}))
         return build_current(cell, readings[Part.CURRENT], units)
 
     @strawberry.field(description=f"Forecast at a point for 1..{FORECAST_DAYS} days")
@@ -104,7 +94,7 @@ class Query:
         units = units or UnitSystem.METRIC
         check_days(days)
         parts = forecast_parts(info.selected_fields[0].selections)
-        readings = await read(info.context, cell, parts)
+        readings = await info.context.read(cell, parts)
         return build_forecast(cell, readings, days, units)
 
 

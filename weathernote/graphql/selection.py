@@ -25,7 +25,11 @@ def selected_names(selections: Iterable[Any]) -> Iterator[str]:
 
 
 def forecast_parts(selections: Iterable[Any]) -> frozenset[Part]:
-    names = set(selected_names(selections))
+    return forecast_parts_for(set(selected_names(selections)))
+
+
+def forecast_parts_for(names: set[str]) -> frozenset[Part]:
+    """The parts a forecast selection of these field names needs."""
     parts = set()
     if "daily" in names:
         parts.add(Part.DAILY)

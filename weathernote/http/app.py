@@ -113,14 +113,14 @@ def create_app(settings: Settings) -> Starlette:
         ide_page.read_bytes() if ide_page.exists() else None,
     )
     routes = [
-        Route("/graphql", graphql, methods=["GET", "POST"]),
+        Route("/graphql", graphql.handle, methods=["GET", "POST"]),
         Route("/health", health),
         Route("/ready", ready),
         Route("/api/v1/weather", rest.weather),
         Route("/api/v1/forecast", rest.forecast),
     ]
     if GRAPHIQL_DIR.is_dir():
-        routes.append(Mount("/graphiql", StaticFiles(directory=GRAPHIQL_DIR), name="graphiql"))
+        routes.append(Mount("/graphiql", StaticFiles(directory=GRAPHIQL_DIR, html=True), name="graphiql"))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.services = services
     return app

@@ -13,17 +13,19 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from graphql import OperationType
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from strawberry import Schema
-from strawberry.exceptions import (
-    CannotGetOperationTypeError,
-    InvalidOperationTypeError,
-    MissingQueryError,
-)
+from strawberry.exceptions import MissingQueryError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 from strawberry.types.execution import PreExecutionError
+
+from weathernote.graphql.context import Context
+from weathernote.graphql.fastpath import Bound, Planner, RenderCache
+from weathernote.service import UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -168,14 +170,16 @@ class GraphQLEndpoint:
     def __init__(
         self,
         schema: Schema,
-        context_factory: Callable[[Request], Any],
+        context_factory: Callable[[Request], Context],
         ide_html: bytes | None,
     ) -> None:
         self.schema = schema
         self.context_factory = context_factory
         self.ide_html = ide_html
+        self.planner = Planner(schema._schema)
+        self.renders = RenderCache()
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         if request.method == "GET" and self._wants_ide(request):
             return HTMLResponse(self.ide_html)
         media = response_type(request.headers.get("accept"))
@@ -185,28 +189,69 @@ class GraphQLEndpoint:
             params = await read_params(request)
             status, body = await self.execute(request, params, media)
         except RequestError as exc:
-            status, body = exc.status, error_body(exc.message)
-            return _json(status, body, media or JSON, exc.headers)
-        return _json(status, body, media)
+            return _response(exc.status, orjson.dumps(error_body(exc.message)), media or JSON, exc.headers)
+        return _response(status, body, media)
 
     def _wants_ide(self, request: Request) -> bool:
         if self.ide_html is None or "query" in request.query_params:
             return False
         return "text/html" in request.headers.get("accept", "")
 
-    async def execute(
-        self, request: Request, params: GraphQLParams, media: str
-    ) -> tuple[int, dict[str, Any]]:
+    async def execute(self, request: Request, params: GraphQLParams, media: str) -> tuple[int, bytes]:
+        context = self.context_factory(request)
+        variables = params.variables
+        render_key = None
+        plan = self.planner.plan(params.query, params.operation_name) if params.query else None
+        bound = plan.bind(variables, context.grid) if plan else None
+        if bound is not None:
+            versions = await self._prefetch(context, bound)
+            variables = bound.variables
+            if versions is not None:
+                render_key = (plan, bound.key, versions, media)
+                rendered = self.renders.get(render_key)
+                if rendered is not None:
+                    return rendered
+        result = await self._execute(request, params, variables, context)
+        status, body = render(result, media)
+        encoded = orjson.dumps(body)
+        if render_key is not None and not result.errors:
+            self.renders.put(render_key, (status, encoded))
+        return status, encoded
+
+    async def _prefetch(self, context: Context, bound: Bound) -> tuple[int, ...] | None:
+        """Read every entry the plan needs; their versions when all were cache hits."""
+        versions: list[int] = []
+        all_hits = True
+        for cell, parts in bound.reads:
+            try:
+                readings = await context.service.read(cell, parts)
+            except UpstreamUnavailable as exc:
+                context.prefetched[(cell.label, parts)] = exc
+                all_hits = False
+                continue
+            context.prefetched[(cell.label, parts)] = readings
+            for reading in readings.values():
+                all_hits = all_hits and reading.cached and not reading.stale
+                versions.append(reading.entry.fetched_at_ms)
+        return tuple(versions) if all_hits else None
+
+    async def _execute(
+        self,
+        request: Request,
+        params: GraphQLParams,
+        variables: dict[str, Any] | None,
+        context: Context,
+    ) -> ExecutionResult:
         allowed = (
             {OperationType.QUERY}
             if request.method == "GET"
             else {OperationType.QUERY, OperationType.MUTATION}
         )
         try:
-            result = await self.schema.execute(
+            return await self.schema.execute(
                 params.query,
-                variable_values=params.variables,
-                context_value=self.context_factory(request),
+                variable_values=variables,
+                context_value=context,
                 operation_name=params.operation_name,
                 allowed_operation_types=allowed,
                 operation_extensions=params.extensions,
@@ -214,19 +259,17 @@ class GraphQLEndpoint:
         except MissingQueryError:
             raise RequestError(400, "no GraphQL query in the request") from None
         except CannotGetOperationTypeError as exc:
-            raise RequestError(400, exc.as_http_error_reason()) from None
+            return _request_error(exc.as_http_error_reason())
         except InvalidOperationTypeError as exc:
             if exc.operation_type is OperationType.SUBSCRIPTION:
-                raise RequestError(400, "subscriptions are served over WebSocket at /graphql") from None
+                return _request_error("subscriptions are served over WebSocket at /graphql")
             raise RequestError(405, "only queries are allowed over GET", {"Allow": "POST"}) from None
-        return render(result, media)
 
 
-def _json(status: int, body: dict[str, Any], media: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(body),
-        status_code=status,
-        media_type=f"{media}; charset=utf-8",
-        headers=headers,
-    )
+def _request_error(message: str) -> ExecutionResult:
+    """An operation that cannot run: reported like a validation error."""
+    return PreExecutionError(data=None, errors=[GraphQLError(message)])
 
+
+def _response(status: int, body: bytes, media: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status_code=status, media_type=f"{media}; charset=utf-8", headers=headers)

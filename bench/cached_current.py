@@ -1,0 +1,127 @@
+"""Cached `current` queries over HTTP: WeatherNote beside two baselines, in the same run.
+
+Peers, each one uvicorn process on the same Redis, loaded in turn by the same
+closed-loop generator (its own process, so it gets its own core):
+  - weathernote:       `weathernote serve`, a warm cell, the full GraphQL pipeline
+  - bare-asgi:         an ASGI app doing the same Redis GET (the limit)
+  - plain-strawberry:  Strawberry's view + a resolver reading Redis, no caches (the usual first try)
+
+Usage: python bench/cached_current.py [--duration 10] [--connections 32] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from weathernote.embedded_redis import EmbeddedRedis, _free_port  # noqa: E402
+
+QUERY = "{ current(lat: 40.7128, lon: -74.0060) { temperature cached cell { lat lon } } }"
+BODY = json.dumps({"query": QUERY})
+
+
+def wait_ready(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready")
+
+
+def start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def uvicorn_cmd(app: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning", "--no-access-log", "--app-dir", str(ROOT / "bench" / "peers")]
+
+
+def load(url: str, args: argparse.Namespace) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "loadgen.py"), url, "--body", BODY, "--header", "Content-Type: application/json",
+         "--connections", str(args.connections), "--duration", str(args.duration), "--warmup", str(args.warmup)],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--warmup", type=float, default=2)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2, help="peers are measured in turn, this many times")
+    args = parser.parse_args()
+
+    processes: list[subprocess.Popen[bytes]] = []
+    redis_server = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="bench-redis-")), persistent=False)
+    redis_server.start()
+    try:
+        sim_port = _free_port("127.0.0.1")
+        processes.append(start([sys.executable, "-m", "weathernote", "simulate-upstream", "--port", str(sim_port)], {}))
+        wait_ready(f"http://127.0.0.1:{sim_port}/__simulator/stats")
+        ports = {name: _free_port("127.0.0.1") for name in ("weathernote", "bare-asgi", "plain-strawberry")}
+        env = {
+            "WEATHERNOTE_REDIS_URL": redis_server.url,
+            "WEATHERNOTE_UPSTREAM_URL": f"http://127.0.0.1:{sim_port}",
+            "WEATHERNOTE_LOG_LEVEL": "warning",
+            "WEATHERNOTE_WEATHER_TTL_SECONDS": "3600",
+            "WEATHERNOTE_RATE_LIMIT_PER_MINUTE": "100000000",
+            "WEATHERNOTE_PORT": str(ports["weathernote"]),
+            "BENCH_REDIS_URL": redis_server.url,
+        }
+        processes.append(start([sys.executable, "-m", "weathernote", "serve"], env))
+        processes.append(start(uvicorn_cmd("bare_asgi:app", ports["bare-asgi"]), env))
+        processes.append(start(uvicorn_cmd("plain_strawberry:app", ports["plain-strawberry"]), env))
+        urls = {
+            "weathernote": f"http://127.0.0.1:{ports['weathernote']}/graphql",
+            "bare-asgi": f"http://127.0.0.1:{ports['bare-asgi']}/",
+            "plain-strawberry": f"http://127.0.0.1:{ports['plain-strawberry']}/graphql",
+        }
+        wait_ready(f"http://127.0.0.1:{ports['weathernote']}/ready")
+        wait_ready(urls["bare-asgi"])
+        wait_ready(urls["plain-strawberry"])
+        warm = httpx.post(urls["weathernote"], json={"query": QUERY}).json()  # fills the cell
+        assert "errors" not in warm, warm
+        hit = httpx.post(urls["weathernote"], json={"query": QUERY}).json()
+        assert hit["data"]["current"]["cached"] is True, hit
+        plain = httpx.post(urls["plain-strawberry"], json={"query": QUERY}).json()
+        assert plain["data"]["current"]["temperature"] == hit["data"]["current"]["temperature"], plain
+
+        best: dict[str, dict[str, float]] = {}
+        for _ in range(args.rounds):
+            for name, url in urls.items():
+                result = load(url, args)
+                if name not in best or result["rps"] > best[name]["rps"]:
+                    best[name] = result
+        print(f"cached `current` over HTTP, {args.connections} connections, {args.duration:g} s x {args.rounds} rounds (best round)")
+        print(f"{'peer':<18}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+        for name, r in best.items():
+            print(f"{name:<18}{r['rps']:>10.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['errors']:>8}")
+        print(f"weathernote / plain-strawberry: {best['weathernote']['rps'] / best['plain-strawberry']['rps']:.2f}x throughput")
+        print(f"weathernote / bare-asgi:        {best['weathernote']['rps'] / best['bare-asgi']['rps']:.2f}x throughput")
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(10)
+        redis_server.stop()
+
+
+if __name__ == "__main__":
+    main()
