@@ -7,6 +7,7 @@ own Open-Meteo simulator over HTTP; servers are `weathernote serve` processes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -44,6 +45,20 @@ def wait_until(predicate: Any, timeout: float = 15.0, interval: float = 0.05) ->
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+async def eventually(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> None:
+    """wait_until for async tests: the event loop keeps running while we wait."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():
+                return
+        except (httpx.HTTPError, OSError, redis.RedisError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
 
 
 class Simulator:

@@ -84,9 +84,8 @@ class _LocalSimulator:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from weathernote.embedded_redis import EmbeddedRedis
+    from weathernote.http import server
 
     settings = _settings_from(args)
     simulator = embedded = None
@@ -104,18 +103,7 @@ def serve(args: argparse.Namespace) -> int:
             settings = settings.model_copy(update={"redis_url": embedded.url})
             log.info("embedded Redis at %s, data in %s", embedded.url, settings.data_dir)
         _export_environment(settings)
-        uvicorn.run(
-            "weathernote.http.app:app_from_environment",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=settings.log_level,
-            # many small JSON messages: compression costs more CPU and memory than it saves
-            ws_per_message_deflate=False,
-            ws_max_size=64 * 1024,
-            timeout_graceful_shutdown=20,
-        )
+        server.run(settings)
     finally:
         if embedded:
             embedded.stop()
@@ -192,5 +180,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> Any:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
     args = build_parser().parse_args(argv)
     return args.handler(args)

@@ -24,5 +24,13 @@ def update_channel(part: Part, cell: Cell) -> str:
     return f"updates:{entry_key(part, cell)}"
 
 
+WATCHED_CELLS = "watched_cells"
+"""Sorted set: member `<part>|<cell label>`, score = when the last watcher's registration expires."""
+
+
+def watched_member(part: Part, cell: Cell) -> str:
+    return f"{part.value}|{cell.label}"
+
+
 def rate_limit_key(client_hash: str) -> str:
     return f"rate_limit:hash:{client_hash}"

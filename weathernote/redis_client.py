@@ -12,7 +12,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError, RedisError
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,9 @@ def _options(timeout: float) -> dict[str, Any]:
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "health_check_interval": 10,
+        # A pooled connection found dead (Redis restarted) is replaced once at
+        # once; a timeout is not retried, so no call waits twice on a slow Redis.
+        "retry": Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
     }
 
 
@@ -32,6 +37,21 @@ def standalone(url: str, timeout: float, max_connections: int = 128) -> Redis:
         url, max_connections=max_connections, timeout=timeout, **_options(timeout)
     )
     return Redis(connection_pool=pool)
+
+
+def for_pubsub(url: str, timeout: float) -> Redis:
+    """A client for the pub/sub hub, with redis-py's own retries off.
+
+    redis-py reconnects a PubSub transparently within its retries, and the
+    announcements published meanwhile are lost without anyone knowing; the hub
+    must see every disconnect to catch up on what it missed.
+    """
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=timeout,
+        health_check_interval=5,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 async def connect(url: str, timeout: float) -> AnyRedis:

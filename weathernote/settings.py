@@ -56,6 +56,20 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = Field(
         0.5, gt=0, description="timeout of one Redis call before it counts as a failure"
     )
+    watch_ttl_seconds: float = Field(
+        90, gt=0, description="how long a watched cell stays registered without renewal"
+    )
+    ws_init_timeout_seconds: float = Field(
+        10, gt=0, description="WebSocket connection_init deadline"
+    )
+    ws_keepalive_seconds: float = Field(15, gt=0, description="WebSocket keep-alive ping period")
+    ws_max_subscriptions: int = Field(100, ge=1, description="operations per WebSocket connection")
+    ws_max_message_bytes: int = Field(
+        64 * 1024, ge=1024, description="largest WebSocket message accepted"
+    )
+    shutdown_timeout_seconds: float = Field(
+        20, gt=0, description="how long shutdown waits for in-flight requests"
+    )
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on")
     workers: int = Field(1, ge=1, description="worker processes")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from weathernote.cells import Cell, Grid, InvalidCoordinates
 from weathernote.entries import FORECAST_DAYS, Part
 from weathernote.graphql.errors import bad_user_input, upstream_unavailable
+from weathernote.live import LiveWeather
 from weathernote.service import Reading, UpstreamUnavailable, WeatherService
 
 Prefetched = dict[tuple[str, frozenset[Part]], "Mapping[Part, Reading] | UpstreamUnavailable"]
@@ -18,6 +19,7 @@ Prefetched = dict[tuple[str, frozenset[Part]], "Mapping[Part, Reading] | Upstrea
 class Context:
     service: WeatherService
     grid: Grid
+    live: LiveWeather | None = None  # present on transports that serve subscriptions
     request: Any = None  # the Starlette Request or WebSocket, for transports that need it
     # reads the transport already made for this operation (see graphql.fastpath)
     prefetched: Prefetched = field(default_factory=dict)
@@ -38,6 +40,17 @@ class Context:
             return found if found is not None else await self.service.read(cell, parts)
         except UpstreamUnavailable:
             raise upstream_unavailable() from None
+
+
+    async def updates(self, cell: Cell, parts: frozenset[Part]) -> AsyncIterator[Mapping[Part, Reading]]:
+        """The cell's readings now, then after every refresh."""
+        assert self.live is not None, "subscriptions need a live transport"
+        async with self.live.watch(cell, parts) as watch:
+            try:
+                async for readings in watch:
+                    yield readings
+            except UpstreamUnavailable:
+                raise upstream_unavailable() from None
 
 
 def check_days(days: int) -> None:

@@ -1,22 +1,24 @@
-"""The hot path: plan a query document once, answer repeats from rendered bytes.
+"""The hot path: plan a document once, reuse what it renders for a cell.
 
-Most requests are the same few documents asking for cells already cached. A
-`Plan` is computed once per document: which root fields read which parts,
-and which variables only carry coordinates. Binding a plan to a request's
-variables yields the reads (one per root field) and a key in which every
-coordinate variable is replaced by its cell, so all phones in one cell share
-it. The endpoint reads the entries, and when every read was a cache hit the
-response rendered for (document, key, entry versions) is reused as bytes.
-Anything the planner does not understand goes down the ordinary path.
+Most requests are the same few documents asking for cells already cached, and
+every subscriber of a cell receives the same refresh. A `Plan` is computed
+once per document: which root fields read which parts, and which variables
+only carry coordinates. Binding a plan to a request's variables yields the
+reads (one per root field) and a key in which every coordinate variable is
+replaced by its cell, so all phones in one cell share it. Responses (and
+subscription payloads) rendered for (document, key, entry versions) are then
+reused as bytes. Anything the planner does not understand takes the ordinary
+path: full execution per request or per subscriber.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from inspect import isawaitable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from graphql import (
@@ -30,18 +32,24 @@ from graphql import (
     GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
+    OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
     VariableNode,
+    execute,
     get_operation_ast,
     parse,
     validate,
 )
+from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.language import Visitor, visit
 
 from weathernote.cells import Cell, Grid, InvalidCoordinates
 from weathernote.entries import Part
 from weathernote.graphql.selection import forecast_parts_for
+
+if TYPE_CHECKING:
+    from weathernote.service import Reading
 
 _COORDINATES = ("lat", "lon")
 
@@ -50,9 +58,16 @@ class _NotPlannable(Exception):
     pass
 
 
+# root field -> whether it reads the current entry (else: forecast parts by selection)
+_ROOT_FIELDS = {
+    OperationType.QUERY: {"current": True, "forecast": False},
+    OperationType.SUBSCRIPTION: {"weatherUpdates": True, "forecastUpdates": False},
+}
+
+
 @dataclass(frozen=True, slots=True)
 class RootRead:
-    field: str  # "current" or "forecast"
+    node: FieldNode
     lat: float | str  # a literal, or the name of the variable carrying it
     lon: float | str
     parts: frozenset[Part]
@@ -66,9 +81,36 @@ class Bound:
 
 
 class Plan:
-    def __init__(self, reads: tuple[RootRead, ...], coordinate_variables: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        document: DocumentNode,
+        operation: OperationDefinitionNode,
+        reads: tuple[RootRead, ...],
+        coordinate_variables: Mapping[str, str],
+    ) -> None:
+        self.document = document
+        self.operation = operation
         self.reads = reads
         self.coordinate_variables = coordinate_variables  # variable -> "lat" | "lon"
+
+    @property
+    def is_subscription(self) -> bool:
+        return self.operation.operation is OperationType.SUBSCRIPTION
+
+    def arguments(self, schema: GraphQLSchema, variables: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+        """Coerced arguments of each root field (Python values), or None if they do not coerce."""
+        values = get_variable_values(schema, self.operation.variable_definitions or (), dict(variables))
+        if isinstance(values, list):
+            return None
+        root = schema.get_root_type(self.operation.operation)
+        assert root is not None
+        try:
+            return [
+                get_argument_values(root.fields[read.node.name.value], read.node, values)
+                for read in self.reads
+            ]
+        except GraphQLError:
+            return None
 
     def bind(self, variables: Mapping[str, Any] | None, grid: Grid) -> Bound | None:
         """The reads for these variables, or None when the ordinary path must decide."""
@@ -105,13 +147,19 @@ class Planner:
     def __init__(self, schema: GraphQLSchema, cache_size: int = 1024) -> None:
         self.schema = schema
         self.plan = lru_cache(maxsize=cache_size)(self._plan)
+        self.checked = lru_cache(maxsize=cache_size)(self._checked)
 
-    def _plan(self, query: str, operation_name: str | None) -> Plan | None:
+    def _checked(self, query: str) -> tuple[DocumentNode | None, tuple[GraphQLError, ...]]:
+        """The parsed document and its syntax or validation errors."""
         try:
             document = parse(query)
-        except GraphQLError:
-            return None
-        if validate(self.schema, document):
+        except GraphQLError as error:
+            return None, (error,)
+        return document, tuple(validate(self.schema, document))
+
+    def _plan(self, query: str, operation_name: str | None) -> Plan | None:
+        document, errors = self.checked(query)
+        if document is None or errors:
             return None
         try:
             return _plan_document(document, operation_name)
@@ -121,8 +169,9 @@ class Planner:
 
 def _plan_document(document: DocumentNode, operation_name: str | None) -> Plan:
     operation = get_operation_ast(document, operation_name)
-    if operation is None or operation.operation is not OperationType.QUERY:
+    if operation is None or operation.operation not in _ROOT_FIELDS:
         raise _NotPlannable
+    root_fields = _ROOT_FIELDS[operation.operation]
     fragments = {
         d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
     }
@@ -131,13 +180,15 @@ def _plan_document(document: DocumentNode, operation_name: str | None) -> Plan:
     for selection in operation.selection_set.selections:
         if not isinstance(selection, FieldNode) or selection.directives:
             raise _NotPlannable
-        field = selection.name.value
-        if field == "current":
-            parts = frozenset({Part.CURRENT})
-        elif field == "forecast":
-            parts = forecast_parts_for(set(_names(selection.selection_set, fragments)))
-        else:
+        reads_current = root_fields.get(selection.name.value)
+        if reads_current is None:
             raise _NotPlannable
+        if reads_current:
+            parts = frozenset({Part.CURRENT})
+        else:
+            parts = forecast_parts_for(set(_names(selection.selection_set, fragments)))
+            if not parts and operation.operation is OperationType.SUBSCRIPTION:
+                parts = frozenset({Part.DAILY})  # something must announce the refreshes
         arguments = {arg.name.value: arg.value for arg in selection.arguments}
         sources = []
         for axis in _COORDINATES:
@@ -149,7 +200,7 @@ def _plan_document(document: DocumentNode, operation_name: str | None) -> Plan:
                 sources.append(float(node.value))
             else:
                 raise _NotPlannable
-        reads.append(RootRead(field, sources[0], sources[1], parts))
+        reads.append(RootRead(selection, sources[0], sources[1], parts))
     usage_counts = _variable_usages(operation, fragments)
     per_axis_counts = {name: 0 for name in coordinate_uses}
     for read in reads:
@@ -162,7 +213,7 @@ def _plan_document(document: DocumentNode, operation_name: str | None) -> Plan:
         for name, axes in coordinate_uses.items()
         if len(axes) == 1 and usage_counts.get(name) == per_axis_counts[name]
     }
-    return Plan(tuple(reads), coordinate_variables)
+    return Plan(document, operation, tuple(reads), coordinate_variables)
 
 
 def _names(
@@ -215,16 +266,71 @@ class RenderCache:
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
-        self._items: OrderedDict[tuple[Any, ...], tuple[int, bytes]] = OrderedDict()
+        self._items: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 
-    def get(self, key: tuple[Any, ...]) -> tuple[int, bytes] | None:
+    def get(self, key: tuple[Any, ...]) -> Any:
         item = self._items.get(key)
         if item is not None:
             self._items.move_to_end(key)
         return item
 
-    def put(self, key: tuple[Any, ...], value: tuple[int, bytes]) -> None:
+    def put(self, key: tuple[Any, ...], value: Any) -> None:
         self._items[key] = value
         self._items.move_to_end(key)
         while len(self._items) > self.size:
             self._items.popitem(last=False)
+
+
+BuildRoot = Callable[[str, Cell, Mapping[Part, "Reading"], Mapping[str, Any]], Any]
+
+
+class PayloadRenderer:
+    """Subscription payloads, rendered once per plan, cell-normalised variables and entry versions.
+
+    Every subscriber of a cell with the same document gets the same payload
+    string; only the first of them pays for executing the selection.
+    """
+
+    def __init__(self, schema: GraphQLSchema, build_root: BuildRoot, size: int = 4096) -> None:
+        self.schema = schema
+        self.build_root = build_root
+        self.cache = RenderCache(size)
+        self.renders = 0
+
+    async def render(
+        self, plan: Plan, bound: Bound, arguments: Mapping[str, Any], readings: Mapping[Part, Reading]
+    ) -> str:
+        versions = tuple(
+            (part.value, reading.entry.fetched_at_ms, reading.cached, reading.stale)
+            for part, reading in sorted(readings.items(), key=lambda item: item[0].value)
+        )
+        key = (plan, bound.key, versions)
+        cached: str | None = self.cache.get(key)
+        if cached is not None:
+            return cached
+        [read] = plan.reads  # a subscription has exactly one root field
+        root = self.build_root(read.node.name.value, bound.reads[0][0], readings, arguments)
+        result = execute(
+            self.schema,
+            plan.document,
+            root_value=root,
+            variable_values=bound.variables,
+            operation_name=plan.operation.name.value if plan.operation.name else None,
+        )
+        if isawaitable(result):
+            result = await result
+        body: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            body["errors"] = [masked(error).formatted for error in result.errors]
+        payload = orjson.dumps(body).decode()
+        self.cache.put(key, payload)
+        self.renders += 1
+        return payload
+
+
+def masked(error: GraphQLError) -> GraphQLError:
+    """Our coded errors and GraphQL's own stay readable; anything else says nothing."""
+    original = error.original_error
+    if original is None or isinstance(original, GraphQLError):
+        return error
+    return GraphQLError("Internal server error.", error.nodes, path=error.path)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
 
 import strawberry
 from strawberry.schema.config import StrawberryConfig
@@ -98,9 +99,52 @@ class Query:
         return build_forecast(cell, readings, days, units)
 
 
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="Current weather at a point now, then at every refresh of its cell"
+    )
+    async def weather_updates(
+        self,
+        info: Info[Context, None],
+        lat: float,
+        lon: float,
+        units: Units | None = UnitSystem.METRIC,
+    ) -> AsyncGenerator[CurrentWeather, None]:
+        cell = info.context.cell(lat, lon)
+        async for readings in info.context.updates(cell, frozenset({Part.CURRENT})):
+            yield build_current(cell, readings[Part.CURRENT], units or UnitSystem.METRIC)
+
+    @strawberry.subscription(description="The forecast at a point now, then at every refresh")
+    async def forecast_updates(
+        self,
+        info: Info[Context, None],
+        lat: float,
+        lon: float,
+        days: int | None = 7,
+        units: Units | None = UnitSystem.METRIC,
+    ) -> AsyncGenerator[Forecast, None]:
+        cell = info.context.cell(lat, lon)
+        days = 7 if days is None else days
+        check_days(days)
+        parts = forecast_parts(info.selected_fields[0].selections) or frozenset({Part.DAILY})
+        async for readings in info.context.updates(cell, parts):
+            yield build_forecast(cell, readings, days, units or UnitSystem.METRIC)
+
+
+def build_root(field: str, cell: GridCell, readings: Mapping[Part, Reading], args: Mapping[str, Any]) -> Any:
+    """The object a root field resolves to, for rendering outside resolver execution."""
+    units = args.get("units") or UnitSystem.METRIC
+    if field in ("current", "weatherUpdates"):
+        return build_current(cell, readings[Part.CURRENT], units)
+    days = args.get("days")
+    return build_forecast(cell, readings, 7 if days is None else days, units)
+
+
 def build_schema() -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
+        subscription=Subscription,
         extensions=schema_extensions(),
         config=StrawberryConfig(disable_field_suggestions=False),
     )

@@ -11,17 +11,22 @@ from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
 
 from weathernote.cache import EntryStore
 from weathernote.cells import Grid
 from weathernote.entries import Part
 from weathernote.graphql.context import Context
-from weathernote.graphql.schema import schema
+from weathernote.graphql.fastpath import PayloadRenderer, Planner
+from weathernote.graphql.schema import build_root, schema
+from weathernote.http import lifecycle
 from weathernote.http.graphql_http import GraphQLEndpoint
+from weathernote.http.graphql_ws import GraphQLWebSocket, Limits, Operations
 from weathernote.http.rest import RestRoutes
-from weathernote.redis_client import AnyRedis, connect, redacted
+from weathernote.live import LiveWeather
+from weathernote.redis_client import AnyRedis, connect, for_pubsub, redacted
 from weathernote.service import WeatherService
 from weathernote.settings import Settings
 from weathernote.upstream import OpenMeteoClient
@@ -37,6 +42,7 @@ class Services:
     redis: AnyRedis
     upstream: OpenMeteoClient
     weather: WeatherService
+    live: LiveWeather
 
     def __init__(self, settings: Settings) -> None:
         if not settings.redis_url:
@@ -66,15 +72,22 @@ class Services:
                 Part.HOURLY: settings.forecast_ttl_seconds,
             },
         )
+        self.pubsub_redis = for_pubsub(settings.redis_url, settings.redis_timeout_seconds)
+        self.live = LiveWeather(
+            self.redis, self.pubsub_redis, self.weather, watch_ttl_seconds=settings.watch_ttl_seconds
+        )
+        await self.live.start()
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
+        await self.live.stop()
         await self.upstream.aclose()
+        await self.pubsub_redis.aclose()
         await self.redis.aclose()
 
-    def graphql_context(self, request: Request) -> Context:
-        return Context(service=self.weather, grid=self.grid, request=request)
+    def context(self, request: Request | WebSocket) -> Context:
+        return Context(service=self.weather, grid=self.grid, live=self.live, request=request)
 
     async def redis_alive(self) -> bool:
         try:
@@ -85,13 +98,30 @@ class Services:
 
 def create_app(settings: Settings) -> Starlette:
     services = Services(settings)
+    planner = Planner(schema._schema)
+    websockets = GraphQLWebSocket(
+        Operations(schema, planner, PayloadRenderer(schema._schema, build_root)),
+        services.context,
+        Limits(
+            connection_init_timeout=settings.ws_init_timeout_seconds,
+            keepalive_interval=settings.ws_keepalive_seconds,
+            max_operations=settings.ws_max_subscriptions,
+        ),
+    )
+
+    async def drain() -> None:
+        services.ready = False
+        await websockets.close_all(1001)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await services.start()
+        lifecycle.on_drain(drain)
         try:
             yield
         finally:
+            lifecycle.forget(drain)
+            await drain()
             await services.stop()
 
     async def health(request: Request) -> Response:
@@ -109,11 +139,13 @@ def create_app(settings: Settings) -> Starlette:
     ide_page = GRAPHIQL_DIR / "index.html"
     graphql = GraphQLEndpoint(
         schema,
-        services.graphql_context,
+        services.context,
         ide_page.read_bytes() if ide_page.exists() else None,
+        planner,
     )
     routes = [
         Route("/graphql", graphql.handle, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", websockets.handle),
         Route("/health", health),
         Route("/ready", ready),
         Route("/api/v1/weather", rest.weather),
@@ -123,6 +155,7 @@ def create_app(settings: Settings) -> Starlette:
         routes.append(Mount("/graphiql", StaticFiles(directory=GRAPHIQL_DIR, html=True), name="graphiql"))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.services = services
+    app.state.websockets = websockets
     return app
 
 

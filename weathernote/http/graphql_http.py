@@ -172,11 +172,12 @@ class GraphQLEndpoint:
         schema: Schema,
         context_factory: Callable[[Request], Context],
         ide_html: bytes | None,
+        planner: Planner,
     ) -> None:
         self.schema = schema
         self.context_factory = context_factory
         self.ide_html = ide_html
-        self.planner = Planner(schema._schema)
+        self.planner = planner
         self.renders = RenderCache()
 
     async def handle(self, request: Request) -> Response:

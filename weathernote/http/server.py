@@ -1,0 +1,37 @@
+"""Running the app under uvicorn, with draining before uvicorn's own shutdown."""
+
+from __future__ import annotations
+
+import socket
+
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+
+from weathernote.http import lifecycle
+from weathernote.settings import Settings
+
+
+class DrainingServer(uvicorn.Server):
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await lifecycle.drain()
+        await super().shutdown(sockets)
+
+
+def run(settings: Settings) -> None:
+    config = uvicorn.Config(
+        "weathernote.http.app:app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        # many small JSON messages: compression costs more CPU and memory than it saves
+        ws_per_message_deflate=False,
+        ws_max_size=settings.ws_max_message_bytes,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+    )
+    if settings.workers > 1:
+        sock = config.bind_socket()
+        Multiprocess(config, target=DrainingServer(config).run, sockets=[sock]).run()
+    else:
+        DrainingServer(config).run()

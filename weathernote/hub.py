@@ -1,0 +1,202 @@
+"""The pub/sub hub: one Redis subscription per channel per process, fanned out locally.
+
+Modelled on encode/broadcaster (a per-channel set of local subscribers, one
+listener task) with what it leaves open fixed: each subscriber holds at most
+the latest pending message (weather is latest-wins, so a stalled socket never
+grows memory nor delays others), channels are reference-counted under a lock
+(SUBSCRIBE for the first local subscriber, UNSUBSCRIBE after the last), and a
+dropped connection is re-established with backoff, every channel resubscribed
+and `on_reconnect` told which channels may have missed messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+class Subscriber:
+    """A latest-wins slot: a new message replaces one not yet taken.
+
+    `wakeup` may be shared by several subscribers so that one consumer can
+    wait on many channels at once.
+    """
+
+    __slots__ = ("channel", "_pending", "wakeup", "dropped")
+
+    def __init__(self, channel: str, wakeup: asyncio.Event | None = None) -> None:
+        self.channel = channel
+        self._pending: Any = None
+        self.wakeup = wakeup or asyncio.Event()
+        self.dropped = 0  # messages replaced before they were taken
+
+    def offer(self, message: Any) -> None:
+        if self._pending is not None:
+            self.dropped += 1
+        self._pending = message
+        self.wakeup.set()
+
+    def take(self) -> Any:
+        """The pending message, or None."""
+        message, self._pending = self._pending, None
+        return message
+
+    async def next(self) -> Any:
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            message = self.take()
+            if message is not None:
+                return message
+
+
+class Hub:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        decode: Callable[[str, bytes], Any] = lambda channel, data: data,
+        on_reconnect: Callable[[list[str]], Awaitable[None]] | None = None,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self.redis = redis
+        self.decode = decode  # once per message, shared by every local subscriber
+        self.on_reconnect = on_reconnect
+        self.max_backoff = max_backoff
+        self._subscribers: dict[str, set[Subscriber]] = {}
+        self._lock = asyncio.Lock()
+        self._pubsub: PubSub | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._has_channels = asyncio.Event()
+        self.connected = False
+        self._ever_connected = False
+        self.messages_received = 0
+        self.deliveries = 0
+
+    async def start(self) -> None:
+        self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self._listener = asyncio.create_task(self._listen(), name="hub-listener")
+
+    async def stop(self) -> None:
+        if self._listener:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._pubsub:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.aclose()
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self._subscribers)
+
+    def local_subscribers(self, channel: str) -> int:
+        return len(self._subscribers.get(channel, ()))
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, channel: str, wakeup: asyncio.Event | None = None) -> AsyncIterator[Subscriber]:
+        subscriber = Subscriber(channel, wakeup)
+        await self._add(subscriber)
+        try:
+            yield subscriber
+        finally:
+            await self._remove(subscriber)
+
+    async def _add(self, subscriber: Subscriber) -> None:
+        async with self._lock:
+            local = self._subscribers.get(subscriber.channel)
+            if local is None:
+                self._subscribers[subscriber.channel] = local = set()
+                await self._redis_subscribe([subscriber.channel])
+            local.add(subscriber)
+            self._has_channels.set()
+
+    async def _remove(self, subscriber: Subscriber) -> None:
+        # shielded: a cancelled subscription must still leave nothing behind
+        await asyncio.shield(self._remove_now(subscriber))
+
+    async def _remove_now(self, subscriber: Subscriber) -> None:
+        async with self._lock:
+            local = self._subscribers.get(subscriber.channel)
+            if local is None:
+                return
+            local.discard(subscriber)
+            if local:
+                return
+            del self._subscribers[subscriber.channel]
+            if not self._subscribers:
+                self._has_channels.clear()
+            if self.connected and self._pubsub is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._pubsub.unsubscribe(subscriber.channel)
+
+    async def _redis_subscribe(self, channels: Iterable[str]) -> None:
+        if not self.connected or self._pubsub is None:
+            return  # the listener subscribes everything when it (re)connects
+        try:
+            await self._pubsub.subscribe(*channels)
+        except (RedisError, OSError) as exc:
+            log.warning("pub/sub subscribe failed (%s); will resubscribe on reconnect", type(exc).__name__)
+            self.connected = False
+
+    def deliver(self, channel: str, data: bytes) -> None:
+        """Decode a message once and hand it to every local subscriber of `channel`."""
+        subscribers = self._subscribers.get(channel)
+        if not subscribers:
+            return
+        try:
+            message = self.decode(channel, data)
+        except Exception:  # noqa: BLE001 - one bad message must not stop the listener
+            log.exception("undecodable message on %s dropped", channel)
+            return
+        for subscriber in subscribers:
+            subscriber.offer(message)
+        self.deliveries += len(subscribers)
+
+    async def _listen(self) -> None:
+        assert self._pubsub is not None
+        backoff = 0.05
+        while True:
+            await self._has_channels.wait()
+            try:
+                if not self.connected:
+                    await self._connect()
+                    backoff = 0.05
+                message = await self._pubsub.get_message(timeout=1.0)
+            except (RedisError, OSError) as exc:
+                if self.connected:
+                    log.warning("pub/sub connection lost (%s); reconnecting", type(exc).__name__)
+                self.connected = False
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            if message is not None and message.get("type") == "message":
+                self.messages_received += 1
+                self.deliver(_text(message["channel"]), message["data"])
+
+    async def _connect(self) -> None:
+        assert self._pubsub is not None
+        reconnecting, self._ever_connected = self._ever_connected, True
+        async with self._lock:
+            channels = list(self._subscribers)
+            await self._pubsub.reset()
+            if channels:
+                await self._pubsub.subscribe(*channels)
+            self.connected = True
+        log.info("pub/sub listening on %d channel(s)", len(channels))
+        if reconnecting and self.on_reconnect and channels:
+            # announcements published while we were away are lost: let the owner catch up
+            asyncio.create_task(self.on_reconnect(channels))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
