@@ -101,8 +101,13 @@ class Entry:
         fresh_until, fetched_at = header.split(b" ")
         return cls(part, cell, int(fetched_at), int(fresh_until), payload)
 
+    @property
+    def header(self) -> bytes:
+        """The first line of the wire form: freshness and version."""
+        return b"%d %d\n" % (self.fresh_until_ms, self.fetched_at_ms)
+
     def encode(self) -> bytes:
-        return b"%d %d\n%s" % (self.fresh_until_ms, self.fetched_at_ms, self.payload)
+        return self.header + self.payload
 
     @property
     def model(self) -> Model:

@@ -24,6 +24,35 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
+class Wakeup:
+    """An event for one waiter.
+
+    asyncio.Event allocates a deque per instance; at tens of thousands of
+    subscriptions that alone is megabytes.
+    """
+
+    __slots__ = ("_flag", "_waiter")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._flag = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Return once set (at once if already), and clear."""
+        if not self._flag:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self._flag = False
+
+
 class Subscriber:
     """A latest-wins slot: a new message replaces one not yet taken.
 
@@ -33,10 +62,10 @@ class Subscriber:
 
     __slots__ = ("channel", "_pending", "wakeup", "dropped")
 
-    def __init__(self, channel: str, wakeup: asyncio.Event | None = None) -> None:
+    def __init__(self, channel: str, wakeup: Wakeup | None = None) -> None:
         self.channel = channel
         self._pending: Any = None
-        self.wakeup = wakeup or asyncio.Event()
+        self.wakeup = wakeup or Wakeup()
         self.dropped = 0  # messages replaced before they were taken
 
     def offer(self, message: Any) -> None:
@@ -53,7 +82,6 @@ class Subscriber:
     async def next(self) -> Any:
         while True:
             await self.wakeup.wait()
-            self.wakeup.clear()
             message = self.take()
             if message is not None:
                 return message
@@ -103,15 +131,15 @@ class Hub:
         return len(self._subscribers.get(channel, ()))
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, channel: str, wakeup: asyncio.Event | None = None) -> AsyncIterator[Subscriber]:
-        subscriber = Subscriber(channel, wakeup)
-        await self._add(subscriber)
+    async def subscribe(self, channel: str) -> AsyncIterator[Subscriber]:
+        subscriber = Subscriber(channel)
+        await self.attach(subscriber)
         try:
             yield subscriber
         finally:
-            await self._remove(subscriber)
+            await self.detach(subscriber)
 
-    async def _add(self, subscriber: Subscriber) -> None:
+    async def attach(self, subscriber: Subscriber) -> None:
         async with self._lock:
             local = self._subscribers.get(subscriber.channel)
             if local is None:
@@ -120,7 +148,7 @@ class Hub:
             local.add(subscriber)
             self._has_channels.set()
 
-    async def _remove(self, subscriber: Subscriber) -> None:
+    async def detach(self, subscriber: Subscriber) -> None:
         # shielded: a cancelled subscription must still leave nothing behind
         await asyncio.shield(self._remove_now(subscriber))
 

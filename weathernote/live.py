@@ -13,14 +13,14 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from weathernote.cells import Cell
 from weathernote.entries import Entry, Part
-from weathernote.hub import Hub, Subscriber
+from weathernote.hub import Hub, Subscriber, Wakeup
 from weathernote.keys import WATCHED_CELLS, entry_key, update_channel, watched_member
 from weathernote.redis_client import AnyRedis
 from weathernote.service import Reading, WeatherService
@@ -29,27 +29,52 @@ log = logging.getLogger(__name__)
 
 
 class Watch:
-    """The readings of one watched cell, newest first, never the same version twice."""
+    """A watched cell: its readings now, then after every newer refresh, never one version twice.
 
-    def __init__(
-        self,
-        service: WeatherService,
-        cell: Cell,
-        subscribers: Mapping[Part, Subscriber],
-        wakeup: asyncio.Event,
-    ) -> None:
-        self.service = service
+    Use as `async with live.watch(cell, parts) as watch: async for readings in watch`.
+    A plain class rather than generator-based context managers: one of these
+    lives per subscription, and each generator frame shows at scale.
+    """
+
+    __slots__ = ("live", "cell", "parts", "wakeup", "subscribers", "members")
+
+    def __init__(self, live: LiveWeather, cell: Cell, parts: Collection[Part]) -> None:
+        self.live = live
         self.cell = cell
-        self.subscribers = subscribers
-        self.wakeup = wakeup
+        self.parts = tuple(parts)
+        self.wakeup = Wakeup()
+        self.subscribers: dict[Part, Subscriber] = {}
+        self.members = [watched_member(part, cell) for part in self.parts]
+
+    async def __aenter__(self) -> Watch:
+        try:
+            for part in self.parts:
+                channel = update_channel(part, self.cell)
+                self.live._channels[channel] = (part, self.cell)
+                subscriber = Subscriber(channel, self.wakeup)
+                await self.live.hub.attach(subscriber)
+                self.subscribers[part] = subscriber
+        except BaseException:
+            await self._detach()
+            raise
+        await self.live._watch(self.members)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.live._unwatch(self.members)
+        await self._detach()
+
+    async def _detach(self) -> None:
+        for subscriber in self.subscribers.values():
+            await self.live.hub.detach(subscriber)
+        self.live._forget_channels(subscriber.channel for subscriber in self.subscribers.values())
 
     async def __aiter__(self) -> AsyncIterator[dict[Part, Reading]]:
         # Subscribed before this read: a refresh landing in between is not lost.
-        readings = dict(await self.service.read(self.cell, list(self.subscribers)))
+        readings = dict(await self.live.service.read(self.cell, self.parts))
         yield dict(readings)
         while True:
             await self.wakeup.wait()
-            self.wakeup.clear()
             changed = False
             for part, subscriber in self.subscribers.items():
                 entry: Entry | None = subscriber.take()
@@ -88,35 +113,29 @@ class LiveWeather:
                 await self._renewer
         await self.hub.stop()
 
-    @contextlib.asynccontextmanager
-    async def watch(self, cell: Cell, parts: Collection[Part]) -> AsyncIterator[Watch]:
-        wakeup = asyncio.Event()
-        members = [watched_member(part, cell) for part in parts]
-        async with contextlib.AsyncExitStack() as stack:
-            subscribers = {}
-            for part in parts:
-                channel = update_channel(part, cell)
-                self._channels[channel] = (part, cell)
-                subscribers[part] = await stack.enter_async_context(self.hub.subscribe(channel, wakeup))
-            new = [member for member in members if not self._watched[member]]
-            self._watched.update(members)
-            stack.callback(self._unwatch, members)
-            if new:
-                await self._register(new)
-            yield Watch(self.service, cell, subscribers, wakeup)
+    def watch(self, cell: Cell, parts: Collection[Part]) -> Watch:
+        return Watch(self, cell, parts)
+
+    async def _watch(self, members: list[str]) -> None:
+        new = [member for member in members if not self._watched[member]]
+        self._watched.update(members)
+        if new:
+            await self._register(new)
 
     def _unwatch(self, members: list[str]) -> None:
         self._watched.subtract(members)
         for member in members:
             if self._watched[member] <= 0:
                 del self._watched[member]
-        for channel in list(self._channels):
+
+    def _forget_channels(self, channels: Iterable[str]) -> None:
+        for channel in channels:
             if not self.hub.local_subscribers(channel):
-                del self._channels[channel]
+                self._channels.pop(channel, None)
 
     def _decode(self, channel: str, data: bytes) -> Entry:
         part, cell = self._channels[channel]
-        return Entry.decode(part, cell, data)
+        return self.service.decode(part, cell, data)
 
     async def _catch_up(self, channels: list[str]) -> None:
         """After a reconnect, re-read each watched entry: announcements made meanwhile were lost."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -50,6 +51,10 @@ class WeatherService:
         self.upstream = upstream
         self.ttl_ms = {part: int(seconds * 1000) for part, seconds in ttl_seconds.items()}
         self._flights: dict[tuple[str, Part], asyncio.Future[Entry]] = {}
+        # The latest entry seen per key: every reader of one version shares one
+        # object, so its model is decoded once per process, not once per reader.
+        self._recent: OrderedDict[str, Entry] = OrderedDict()
+        self._recent_size = 8192
         self.upstream_healthy: bool | None = None  # outcome of the last upstream call
 
     async def read(self, cell: Cell, parts: Collection[Part]) -> dict[Part, Reading]:
@@ -59,13 +64,29 @@ class WeatherService:
         readings: dict[Part, Reading] = {}
         for part, raw in zip(wanted, raws):
             if raw is not None:
-                entry = Entry.decode(part, cell, raw)
+                entry = self.decode(part, cell, raw)
                 if entry.is_fresh(now):
                     readings[part] = Reading(entry, cached=True, stale=False)
         missing = [part for part in wanted if part not in readings]
         if missing:
             readings.update(await self._refresh_or_stale(cell, missing))
         return readings
+
+    def decode(self, part: Part, cell: Cell, raw: bytes) -> Entry:
+        """The entry of `raw`, the same object for every reader of one version."""
+        key = entry_key(part, cell)
+        known = self._recent.get(key)
+        if known is not None and raw.startswith(known.header):
+            self._recent.move_to_end(key)
+            return known
+        return self._remember(key, Entry.decode(part, cell, raw))
+
+    def _remember(self, key: str, entry: Entry) -> Entry:
+        self._recent[key] = entry
+        self._recent.move_to_end(key)
+        if len(self._recent) > self._recent_size:
+            self._recent.popitem(last=False)
+        return entry
 
     async def _refresh_or_stale(self, cell: Cell, parts: list[Part]) -> dict[Part, Reading]:
         try:
@@ -116,6 +137,8 @@ class WeatherService:
                 for part in parts
             ]
             await self.store.write(entries)
+            for entry in entries:
+                self._remember(entry_key(entry.part, entry.cell), entry)
         except BaseException as exc:
             for future in futures:
                 if not future.done():

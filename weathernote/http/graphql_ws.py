@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,8 +133,17 @@ def _payload(result: ExecutionResult) -> str:
     return orjson.dumps(body).decode()
 
 
+_KEEPALIVE = {True: {"type": "ka"}, False: {"type": "ping"}}  # by legacy
+_pending: set[asyncio.Future[None]] = set()
+
+
 class Connection:
     """One WebSocket connection speaking one of the two protocols."""
+
+    __slots__ = (
+        "websocket", "protocol", "legacy", "operations", "context_factory", "limits",
+        "acknowledged", "init_received", "tasks", "connection_params", "_timer",
+    )
 
     def __init__(
         self,
@@ -154,10 +163,13 @@ class Connection:
         self.init_received = False
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.connection_params: dict[str, Any] = {}
-        self._send_lock = asyncio.Lock()
+        self._timer: asyncio.TimerHandle
 
     async def serve(self) -> None:
-        background = [asyncio.create_task(self._init_deadline())]
+        # Timers rather than tasks: at tens of thousands of idle connections,
+        # every task per connection shows in memory.
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.limits.connection_init_timeout, self._init_deadline)
         try:
             while True:
                 message = await self.websocket.receive()
@@ -166,17 +178,16 @@ class Connection:
                 text = message.get("text")
                 if text is None:
                     raise ProtocolError(4400, "binary frames are not part of the protocol")
-                await self._dispatch(text, background)
+                await self._dispatch(text)
         except ProtocolError as exc:
             await self.close(exc.code, exc.reason)
         except WebSocketDisconnect:
             pass
         finally:
-            for task in background:
-                task.cancel()
+            self._timer.cancel()
             await self._cancel_operations()
 
-    async def _dispatch(self, text: str, background: list[asyncio.Task[None]]) -> None:
+    async def _dispatch(self, text: str) -> None:
         try:
             message = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -194,7 +205,10 @@ class Connection:
             self.connection_params = payload or {}
             await self.send({"type": "connection_ack"})
             self.acknowledged = True
-            background.append(asyncio.create_task(self._keepalive()))
+            self._timer.cancel()
+            if self.legacy:
+                await self.send(_KEEPALIVE[self.legacy])  # legacy clients expect one right after the ack
+            self._schedule_keepalive()
         elif kind == "ping" and not self.legacy:
             await self.send({"type": "pong"})
         elif kind == "pong" and not self.legacy:
@@ -263,27 +277,33 @@ class Connection:
         await self.send_text(orjson.dumps(message).decode())
 
     async def send_text(self, text: str) -> None:
-        async with self._send_lock:
-            await self.websocket.send_text(text)
+        # No lock: uvicorn writes each frame whole, so concurrent sends never interleave.
+        await self.websocket.send_text(text)
 
     async def close(self, code: int, reason: str = "") -> None:
         if self.websocket.application_state is WebSocketState.CONNECTED:
             with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
                 await self.websocket.close(code, reason)
 
-    async def _init_deadline(self) -> None:
-        await asyncio.sleep(self.limits.connection_init_timeout)
+    def _init_deadline(self) -> None:
         if not self.init_received:
-            await self.close(4408, "connection initialisation timeout")
+            self._background(self.close(4408, "connection initialisation timeout"))
 
-    async def _keepalive(self) -> None:
-        message = {"type": "ka"} if self.legacy else {"type": "ping"}
+    def _schedule_keepalive(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(self.limits.keepalive_interval, self._keepalive)
+
+    def _keepalive(self) -> None:
+        self._background(self._send_keepalive())
+        self._schedule_keepalive()
+
+    async def _send_keepalive(self) -> None:
         with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
-            if self.legacy:
-                await self.send(message)  # legacy clients expect one right after the ack
-            while True:
-                await asyncio.sleep(self.limits.keepalive_interval)
-                await self.send(message)
+            await self.send(_KEEPALIVE[self.legacy])
+
+    def _background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        _pending.add(task)  # a strong reference until it is done
+        task.add_done_callback(_pending.discard)
 
     async def _cancel_operations(self) -> None:
         tasks = list(self.tasks.values())

@@ -1,0 +1,163 @@
+"""Fan-out of refreshes to WebSocket subscribers: WeatherNote beside a bare broadcast, same run.
+
+One server process each; `--subscribers` connections over `--cells` cells, one
+refresh per cell (written and announced the way a refresh is), then:
+p50/p99/max delivery latency, server RSS per subscribed connection, lost
+deliveries. The baseline is a bare Starlette WebSocket broadcast fed by one
+Redis pub/sub connection: no GraphQL, no protocol.
+
+Usage: python bench/subscriptions_fanout.py [--subscribers 10000] [--cells 100] [--client-processes 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+from redis.asyncio import Redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.ws_clients import cell_point  # noqa: E402
+from weathernote.cache import EntryStore  # noqa: E402
+from weathernote.cells import Grid  # noqa: E402
+from weathernote.embedded_redis import EmbeddedRedis, _free_port  # noqa: E402
+from weathernote.entries import Entry, Part  # noqa: E402
+from weathernote.keys import entry_key  # noqa: E402
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} not up")
+
+
+async def refresh_weathernote(redis_url: str, cells: int) -> None:
+    """What a refresh does: write each cell's new entry and announce it."""
+    redis = Redis.from_url(redis_url)
+    store = EntryStore(redis, stale_ms=0)
+    grid = Grid(0.1)
+    for index in range(cells):
+        cell = grid.cell(*cell_point(index))
+        old = Entry.decode(Part.CURRENT, cell, await redis.get(entry_key(Part.CURRENT, cell)))
+        now_ms = time.time_ns() // 1_000_000
+        await store.write([Entry(Part.CURRENT, cell, now_ms, now_ms + 600_000, old.payload)])
+    await redis.aclose()
+
+
+async def refresh_bare(redis_url: str, cells: int) -> None:
+    redis = Redis.from_url(redis_url)
+    for index in range(cells):
+        await redis.publish(f"bare:{index}", orjson.dumps({"ts": time.time(), "temperature": 12.5}))
+    await redis.aclose()
+
+
+def run_peer(name: str, server_pid: int, url: str, args: argparse.Namespace, refresh: object) -> dict[str, float]:
+    before = rss_kb(server_pid)
+    per_process = args.subscribers // args.client_processes
+    clients = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "ws_clients.py"), name, url, "--count", str(per_process),
+             "--offset", str(i * per_process), "--cells", str(args.cells), "--timeout", "60"],
+            stdout=subprocess.PIPE, text=True,
+        )
+        for i in range(args.client_processes)
+    ]
+    for client in clients:
+        assert client.stdout is not None
+        line = client.stdout.readline()
+        assert line.strip() == "READY", line
+    time.sleep(1)
+    after = rss_kb(server_pid)
+    asyncio.run(refresh(args.redis_url, args.cells))  # type: ignore[operator]
+    latencies: list[float] = []
+    lost = 0
+    for client in clients:
+        assert client.stdout is not None
+        result = json.loads(client.stdout.readline())
+        latencies += result["latencies"]
+        lost += result["lost"]
+        client.wait(30)
+    latencies.sort()
+    return {
+        "p50": statistics.median(latencies) if latencies else float("nan"),
+        "p99": latencies[int(0.99 * (len(latencies) - 1))] if latencies else float("nan"),
+        "max": latencies[-1] if latencies else float("nan"),
+        "kb_per_connection": (after - before) / (per_process * args.client_processes),
+        "lost": lost,
+        "delivered": len(latencies),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--cells", type=int, default=100)
+    parser.add_argument("--client-processes", type=int, default=4)
+    args = parser.parse_args()
+
+    redis_server = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="bench-redis-")), persistent=False)
+    redis_server.start()
+    args.redis_url = redis_server.url
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        sim_port, wn_port, bare_port = (_free_port("127.0.0.1") for _ in range(3))
+        processes.append(subprocess.Popen([sys.executable, "-m", "weathernote", "simulate-upstream", "--port", str(sim_port), "--max-concurrent", "0", "--rate-limit-per-minute", "1000000"], stdout=subprocess.DEVNULL))
+        env = {**os.environ, "WEATHERNOTE_REDIS_URL": redis_server.url, "WEATHERNOTE_UPSTREAM_URL": f"http://127.0.0.1:{sim_port}",
+               "WEATHERNOTE_PORT": str(wn_port), "WEATHERNOTE_LOG_LEVEL": "warning", "WEATHERNOTE_WEATHER_TTL_SECONDS": "3600",
+               "WEATHERNOTE_RATE_LIMIT_PER_MINUTE": "100000000", "BENCH_REDIS_URL": redis_server.url}
+        weathernote = subprocess.Popen([sys.executable, "-m", "weathernote", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        bare = subprocess.Popen([sys.executable, "-m", "uvicorn", "bare_broadcast:app", "--port", str(bare_port), "--log-level", "warning",
+                                 "--app-dir", str(ROOT / "bench" / "peers"), "--ws-per-message-deflate", "false"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        processes += [weathernote, bare]
+        wait_http(f"http://127.0.0.1:{sim_port}/__simulator/stats")
+        wait_http(f"http://127.0.0.1:{wn_port}/ready")
+        for index in range(args.cells):  # warm every cell, so subscribing costs no upstream call
+            lat, lon = cell_point(index)
+            httpx.post(f"http://127.0.0.1:{wn_port}/graphql", json={"query": f"{{ current(lat: {lat}, lon: {lon}) {{ cached }} }}"}, timeout=30)
+        time.sleep(1)
+        results = {
+            "weathernote": run_peer("weathernote", weathernote.pid, f"ws://127.0.0.1:{wn_port}/graphql", args, refresh_weathernote),
+            "bare-broadcast": run_peer("bare", bare.pid, f"ws://127.0.0.1:{bare_port}/ws", args, refresh_bare),
+        }
+        print(f"{args.subscribers} WebSocket subscribers over {args.cells} cells, one refresh per cell")
+        print(f"{'peer':<16}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'KB/conn':>9}{'delivered':>11}{'lost':>6}")
+        for name, r in results.items():
+            print(f"{name:<16}{r['p50']:>9.1f}{r['p99']:>9.1f}{r['max']:>9.1f}{r['kb_per_connection']:>9.1f}{r['delivered']:>11}{r['lost']:>6}")
+        wn, bare_result = results["weathernote"], results["bare-broadcast"]
+        print(f"p99 weathernote / bare: {wn['p99'] / bare_result['p99']:.2f}x (target <= 2x)")
+        print(f"server memory per subscribed connection: {wn['kb_per_connection']:.1f} KB (target <= 40 KB)")
+        print(f"lost deliveries: {wn['lost']} (target 0)")
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(20)
+        redis_server.stop()
+
+
+if __name__ == "__main__":
+    main()
