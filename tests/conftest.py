@@ -185,6 +185,9 @@ def server_env(redis_url: str, simulator: Simulator, **overrides: Any) -> dict[s
         "WEATHERNOTE_UPSTREAM_URL": simulator.url,
         "WEATHERNOTE_UPSTREAM_TIMEOUT_SECONDS": "2",
         "WEATHERNOTE_LOG_LEVEL": "warning",
+        # limits are tested on their own; elsewhere they would only get in the way
+        "WEATHERNOTE_RATE_LIMIT_PER_MINUTE": "1000000",
+        "WEATHERNOTE_CLIENT_ID_SECRET": "test-secret",
     }
     env.update({f"WEATHERNOTE_{k.upper()}": str(v) for k, v in overrides.items()})
     return env

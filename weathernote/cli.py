@@ -86,6 +86,7 @@ class _LocalSimulator:
 def serve(args: argparse.Namespace) -> int:
     from weathernote.embedded_redis import EmbeddedRedis
     from weathernote.http import server
+    from weathernote.identity import load_or_create_secret
 
     settings = _settings_from(args)
     simulator = embedded = None
@@ -102,6 +103,9 @@ def serve(args: argparse.Namespace) -> int:
             embedded.start()
             settings = settings.model_copy(update={"redis_url": embedded.url})
             log.info("embedded Redis at %s, data in %s", embedded.url, settings.data_dir)
+            if not settings.client_id_secret:
+                secret = load_or_create_secret(settings.data_dir / "client_id_secret")
+                settings = settings.model_copy(update={"client_id_secret": secret})
         _export_environment(settings)
         server.run(settings)
     finally:

@@ -34,3 +34,12 @@ def watched_member(part: Part, cell: Cell) -> str:
 
 def rate_limit_key(client_hash: str) -> str:
     return f"rate_limit:hash:{client_hash}"
+
+
+def address_rate_limit_key(address_hash: str) -> str:
+    """The looser per-address layer, against x-client-id rotation."""
+    return f"rate_limit:ip:{address_hash}"
+
+
+def persisted_query_key(sha256: str) -> str:
+    return f"apq:{sha256}"

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Collection, Iterable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from weathernote.cache import CacheUnavailable
 from weathernote.cells import Cell
 from weathernote.entries import Entry, Part
 from weathernote.hub import Hub, Subscriber, Wakeup
@@ -98,6 +99,7 @@ class LiveWeather:
         self.service = service
         self.watch_ttl_seconds = watch_ttl_seconds
         self.hub = Hub(pubsub_redis, decode=self._decode, on_reconnect=self._catch_up)
+        service.local_listeners.append(self._announce_locally)
         self._channels: dict[str, tuple[Part, Cell]] = {}
         self._watched: Counter[str] = Counter()  # registry member -> local watches
         self._renewer: asyncio.Task[None] | None = None
@@ -133,6 +135,11 @@ class LiveWeather:
             if not self.hub.local_subscribers(channel):
                 self._channels.pop(channel, None)
 
+    def _announce_locally(self, entries: list[Entry]) -> None:
+        """A refresh Redis could not announce still reaches this process's subscribers."""
+        for entry in entries:
+            self.hub.deliver(update_channel(entry.part, entry.cell), entry.encode())
+
     def _decode(self, channel: str, data: bytes) -> Entry:
         part, cell = self._channels[channel]
         return self.service.decode(part, cell, data)
@@ -144,8 +151,8 @@ class LiveWeather:
             try:
                 raws = await self.service.store.read([entry_key(*target) for target in targets.values()])
                 break
-            except RedisError as exc:
-                log.warning("catch-up after reconnect failed (%s), retrying", type(exc).__name__)
+            except CacheUnavailable as exc:
+                log.warning("catch-up after reconnect failed (%s), retrying", exc)
                 await asyncio.sleep(0.2 * 2**attempt)
         else:
             return

@@ -12,10 +12,10 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from weathernote.cache import EntryStore
+from weathernote.cache import CacheUnavailable, EntryStore
 from weathernote.cells import Cell
 from weathernote.entries import Entry, Part
 from weathernote.keys import entry_key, stale_key
@@ -56,12 +56,24 @@ class WeatherService:
         self._recent: OrderedDict[str, Entry] = OrderedDict()
         self._recent_size = 8192
         self.upstream_healthy: bool | None = None  # outcome of the last upstream call
+        # told of refreshes Redis could not announce, so local subscribers still hear them
+        self.local_listeners: list[Callable[[list[Entry]], None]] = []
 
     async def read(self, cell: Cell, parts: Collection[Part]) -> dict[Part, Reading]:
         wanted = list(parts)
-        raws = await self.store.read([entry_key(part, cell) for part in wanted])
+        keys = [entry_key(part, cell) for part in wanted]
         now = now_ms()
         readings: dict[Part, Reading] = {}
+        try:
+            raws = await self.store.read(keys)
+        except CacheUnavailable:
+            # Redis is down: this process's latest entries still answer while fresh,
+            # so a cell costs one upstream call per TTL per process, not one per request.
+            for part, key in zip(wanted, keys):
+                known = self._recent.get(key)
+                if known is not None and known.is_fresh(now):
+                    readings[part] = Reading(known, cached=True, stale=False)
+            raws = []
         for part, raw in zip(wanted, raws):
             if raw is not None:
                 entry = self.decode(part, cell, raw)
@@ -92,7 +104,10 @@ class WeatherService:
         try:
             fetched = await self.refresh(cell, parts)
         except UpstreamError as exc:
-            raws = await self.store.read([stale_key(part, cell) for part in parts])
+            try:
+                raws = await self.store.read([stale_key(part, cell) for part in parts])
+            except CacheUnavailable:
+                raws = [None]
             if any(raw is None for raw in raws):
                 raise UpstreamUnavailable(exc.reason) from exc
             log.warning("upstream failed for %s, serving stale: %s", cell, exc.reason)
@@ -136,9 +151,14 @@ class WeatherService:
                 Entry.from_model(part, cell, models[part], fetched_at, self.ttl_ms[part])
                 for part in parts
             ]
-            await self.store.write(entries)
             for entry in entries:
                 self._remember(entry_key(entry.part, entry.cell), entry)
+            try:
+                await self.store.write(entries)
+            except CacheUnavailable:
+                log.warning("Redis unavailable: %s refreshed for this process only", cell)
+                for listener in self.local_listeners:
+                    listener(entries)
         except BaseException as exc:
             for future in futures:
                 if not future.done():

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     ip_rate_limit_per_minute: int | None = Field(
         None, ge=1, description="per-address requests per minute (default 4x the client limit)"
     )
+    rate_limit_period_seconds: float = Field(
+        60, gt=0, description="the rate limits' period (tests shorten it)"
+    )
     prewarm_interval_seconds: float = Field(
         600, ge=0, description="pre-warm cycle period; 0 disables the pre-warmer here"
     )
@@ -55,6 +58,22 @@ class Settings(BaseSettings):
     )
     redis_timeout_seconds: float = Field(
         0.5, gt=0, description="timeout of one Redis call before it counts as a failure"
+    )
+    breaker_failures: int = Field(
+        3, ge=1, description="consecutive Redis failures that open the circuit breaker"
+    )
+    breaker_reset_seconds: float = Field(
+        5, gt=0, description="how long the breaker stays open before a probe"
+    )
+    graphql_max_depth: int = Field(6, ge=1, description="deepest field nesting of an operation")
+    graphql_max_aliases: int = Field(15, ge=0, description="aliases per operation, fragments included")
+    graphql_max_tokens: int = Field(1000, ge=10, description="lexical tokens per document")
+    graphql_max_document_bytes: int = Field(16384, ge=256, description="largest query text")
+    graphql_max_batch: int = Field(10, ge=1, description="operations per batched HTTP request")
+    graphql_introspection: bool = Field(True, description="allow schema introspection")
+    graphql_field_suggestions: bool = Field(True, description="'Did you mean …' in errors")
+    graphql_safelist: Path | None = Field(
+        None, description="persisted-query manifest; when set, only its operations run"
     )
     watch_ttl_seconds: float = Field(
         90, gt=0, description="how long a watched cell stays registered without renewal"

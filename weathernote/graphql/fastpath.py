@@ -38,14 +38,13 @@ from graphql import (
     VariableNode,
     execute,
     get_operation_ast,
-    parse,
-    validate,
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.language import Visitor, visit
 
 from weathernote.cells import Cell, Grid, InvalidCoordinates
 from weathernote.entries import Part
+from weathernote.graphql.limits import DocumentChecker, DocumentLimits
 from weathernote.graphql.selection import forecast_parts_for
 
 if TYPE_CHECKING:
@@ -144,18 +143,12 @@ def _value(source: float | str, variables: Mapping[str, Any]) -> float | None:
 
 
 class Planner:
-    def __init__(self, schema: GraphQLSchema, cache_size: int = 1024) -> None:
+    def __init__(self, schema: GraphQLSchema, limits: DocumentLimits | None = None, cache_size: int = 1024) -> None:
         self.schema = schema
+        self.checker = DocumentChecker(schema, limits or DocumentLimits())
         self.plan = lru_cache(maxsize=cache_size)(self._plan)
-        self.checked = lru_cache(maxsize=cache_size)(self._checked)
-
-    def _checked(self, query: str) -> tuple[DocumentNode | None, tuple[GraphQLError, ...]]:
-        """The parsed document and its syntax or validation errors."""
-        try:
-            document = parse(query)
-        except GraphQLError as error:
-            return None, (error,)
-        return document, tuple(validate(self.schema, document))
+        # The parsed document and its syntax, validation or limit errors, once per text.
+        self.checked = lru_cache(maxsize=cache_size)(self.checker.check)
 
     def _plan(self, query: str, operation_name: str | None) -> Plan | None:
         document, errors = self.checked(query)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -15,17 +17,23 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
+from weathernote.breaker import CircuitBreaker, State
 from weathernote.cache import EntryStore
 from weathernote.cells import Grid
 from weathernote.entries import Part
 from weathernote.graphql.context import Context
 from weathernote.graphql.fastpath import PayloadRenderer, Planner
+from weathernote.graphql.limits import DocumentLimits
+from weathernote.graphql.persisted import PersistedQueries, load_manifest
 from weathernote.graphql.schema import build_root, schema
 from weathernote.http import lifecycle
+from weathernote.http.admission import Admission
 from weathernote.http.graphql_http import GraphQLEndpoint
 from weathernote.http.graphql_ws import GraphQLWebSocket, Limits, Operations
 from weathernote.http.rest import RestRoutes
+from weathernote.identity import Identifier
 from weathernote.live import LiveWeather
+from weathernote.ratelimit import RateLimiter
 from weathernote.redis_client import AnyRedis, connect, for_pubsub, redacted
 from weathernote.service import WeatherService
 from weathernote.settings import Settings
@@ -43,6 +51,8 @@ class Services:
     upstream: OpenMeteoClient
     weather: WeatherService
     live: LiveWeather
+    admission: Admission
+    persisted: PersistedQueries
 
     def __init__(self, settings: Settings) -> None:
         if not settings.redis_url:
@@ -52,19 +62,41 @@ class Services:
         self.settings = settings
         self.grid = Grid(settings.grid_step)
         self.ready = False
+        self.breaker = CircuitBreaker(
+            "redis", failures=settings.breaker_failures, reset_seconds=settings.breaker_reset_seconds
+        )
+        self.safelist = load_manifest(settings.graphql_safelist) if settings.graphql_safelist else None
 
     async def start(self) -> None:
         settings = self.settings
         assert settings.redis_url
         self.redis = await connect(settings.redis_url, settings.redis_timeout_seconds)
         log.info("Redis at %s", redacted(settings.redis_url))
+        secret = settings.client_id_secret
+        if not secret:
+            log.warning(
+                "WEATHERNOTE_CLIENT_ID_SECRET is not set: client ids are hashed under a key of this"
+                " process only, so limits are not shared with other instances"
+            )
+            secret = secrets.token_hex(32)
+        self.admission = Admission(
+            Identifier(secret, settings.trusted_proxies),
+            RateLimiter(
+                self.redis,
+                self.breaker,
+                client_limit=settings.rate_limit_per_minute,
+                address_limit=settings.effective_ip_rate_limit,
+                period_seconds=settings.rate_limit_period_seconds,
+            ),
+        )
+        self.persisted = PersistedQueries(self.redis, self.breaker, self.safelist)
         self.upstream = OpenMeteoClient(
             settings.upstream_url,
             timeout=settings.upstream_timeout_seconds,
             max_connections=settings.upstream_max_connections,
         )
         self.weather = WeatherService(
-            EntryStore(self.redis, stale_ms=int(settings.stale_seconds * 1000)),
+            EntryStore(self.redis, stale_ms=int(settings.stale_seconds * 1000), breaker=self.breaker),
             self.upstream,
             ttl_seconds={
                 Part.CURRENT: settings.weather_ttl_seconds,
@@ -90,23 +122,49 @@ class Services:
         return Context(service=self.weather, grid=self.grid, live=self.live, request=request)
 
     async def redis_alive(self) -> bool:
+        if self.breaker.state is not State.CLOSED:
+            return False
         try:
             return bool(await self.redis.ping())
         except (RedisError, OSError):
             return False
 
 
+class _Late:
+    """Resolves attributes on the services at call time: they exist only after start-up."""
+
+    def __init__(self, services: Services, name: str) -> None:
+        self._services = services
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(getattr(self._services, self._name), attribute)
+
+
 def create_app(settings: Settings) -> Starlette:
     services = Services(settings)
-    planner = Planner(schema._schema)
+    planner = Planner(
+        schema._schema,
+        DocumentLimits(
+            max_depth=settings.graphql_max_depth,
+            max_aliases=settings.graphql_max_aliases,
+            max_tokens=settings.graphql_max_tokens,
+            max_bytes=settings.graphql_max_document_bytes,
+            introspection=settings.graphql_introspection,
+            field_suggestions=settings.graphql_field_suggestions,
+        ),
+    )
+    admission = cast(Admission, _Late(services, "admission"))
+    persisted = cast(PersistedQueries, _Late(services, "persisted"))
     websockets = GraphQLWebSocket(
-        Operations(schema, planner, PayloadRenderer(schema._schema, build_root)),
+        Operations(schema, planner, PayloadRenderer(schema._schema, build_root), persisted),
         services.context,
         Limits(
             connection_init_timeout=settings.ws_init_timeout_seconds,
             keepalive_interval=settings.ws_keepalive_seconds,
             max_operations=settings.ws_max_subscriptions,
         ),
+        admission,
     )
 
     async def drain() -> None:
@@ -128,7 +186,14 @@ def create_app(settings: Settings) -> Starlette:
         redis_ok = await services.redis_alive()
         upstream = {True: "ok", False: "failing", None: "unknown"}[services.weather.upstream_healthy]
         status = "ok" if redis_ok and upstream != "failing" else "degraded"
-        return JSONResponse({"status": status, "redis": "ok" if redis_ok else "down", "upstream": upstream})
+        return JSONResponse(
+            {
+                "status": status,
+                "redis": "ok" if redis_ok else "down",
+                "upstream": upstream,
+                "breaker": services.breaker.state.value,
+            }
+        )
 
     async def ready(request: Request) -> Response:
         if services.ready:
@@ -142,6 +207,9 @@ def create_app(settings: Settings) -> Starlette:
         services.context,
         ide_page.read_bytes() if ide_page.exists() else None,
         planner,
+        admission,
+        persisted,
+        max_batch=settings.graphql_max_batch,
     )
     routes = [
         Route("/graphql", graphql.handle, methods=["GET", "POST"]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -24,8 +25,11 @@ from strawberry.types.graphql import OperationType
 from strawberry.types.execution import PreExecutionError
 
 from weathernote.graphql.context import Context
+from weathernote.graphql.errors import QUERY_TOO_COMPLEX
 from weathernote.graphql.fastpath import Bound, Planner, RenderCache
-from weathernote.service import UpstreamUnavailable
+from weathernote.graphql.persisted import PersistedQueries, PersistedQueryError
+from weathernote.http.admission import Admission, rate_limited_body
+from weathernote.service import UpstreamUnavailable, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +41,14 @@ _MAX_BODY_BYTES = 256 * 1024
 class RequestError(Exception):
     """A request that is not a well-formed GraphQL-over-HTTP request."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, headers: dict[str, str] | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.code = code
 
 
 def response_type(accept: str | None) -> str | None:
@@ -111,16 +118,19 @@ def _json_param(request: Request, name: str) -> Any:
         raise RequestError(400, f"`{name}` is not valid JSON") from None
 
 
-async def read_params(request: Request) -> GraphQLParams:
+async def read_operations(request: Request, max_batch: int) -> tuple[list[GraphQLParams], bool]:
+    """The request's operations, and whether it was a batch (a JSON array)."""
     if request.method == "GET":
-        return GraphQLParams(
-            {
-                "query": request.query_params.get("query"),
-                "variables": _json_param(request, "variables"),
-                "operationName": request.query_params.get("operationName") or None,
-                "extensions": _json_param(request, "extensions"),
-            }
-        )
+        return [
+            GraphQLParams(
+                {
+                    "query": request.query_params.get("query"),
+                    "variables": _json_param(request, "variables"),
+                    "operationName": request.query_params.get("operationName") or None,
+                    "extensions": _json_param(request, "extensions"),
+                }
+            )
+        ], False
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";", 1)[0].strip().lower()
     if media != JSON:
@@ -132,9 +142,15 @@ async def read_params(request: Request) -> GraphQLParams:
         raw = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise RequestError(400, "request body is not valid JSON") from None
+    if isinstance(raw, list):
+        if not raw or len(raw) > max_batch:
+            raise RequestError(400, f"a batch holds 1 to {max_batch} operations", code=QUERY_TOO_COMPLEX)
+        if not all(isinstance(item, dict) for item in raw):
+            raise RequestError(400, "every operation of a batch must be a JSON object")
+        return [GraphQLParams(item) for item in raw], True
     if not isinstance(raw, dict):
         raise RequestError(400, "request body must be a JSON object")
-    return GraphQLParams(raw)
+    return [GraphQLParams(raw)], False
 
 
 def error_body(message: str, code: str | None = None) -> dict[str, Any]:
@@ -164,6 +180,13 @@ def render(result: ExecutionResult, media: str) -> tuple[int, dict[str, Any]]:
     return status, body
 
 
+@dataclass(slots=True)
+class Answer:
+    status: int
+    body: bytes
+    fresh_until_ms: int | None = None  # set when every entry read was a cache hit
+
+
 class GraphQLEndpoint:
     """Starlette endpoint for GET and POST /graphql."""
 
@@ -173,55 +196,91 @@ class GraphQLEndpoint:
         context_factory: Callable[[Request], Context],
         ide_html: bytes | None,
         planner: Planner,
+        admission: Admission,
+        persisted: PersistedQueries,
+        max_batch: int = 10,
     ) -> None:
         self.schema = schema
         self.context_factory = context_factory
         self.ide_html = ide_html
         self.planner = planner
+        self.admission = admission
+        self.persisted = persisted
+        self.max_batch = max_batch
         self.renders = RenderCache()
 
     async def handle(self, request: Request) -> Response:
         if request.method == "GET" and self._wants_ide(request):
             return HTMLResponse(self.ide_html)
         media = response_type(request.headers.get("accept"))
+        headers: dict[str, str] = {}
         try:
             if media is None:
                 raise RequestError(406, f"acceptable responses are {GRAPHQL_RESPONSE} and {JSON}")
-            params = await read_params(request)
-            status, body = await self.execute(request, params, media)
+            operations, batched = await read_operations(request, self.max_batch)
+            decision = await self.admission.check(request, cost=len(operations))
+            headers = self.admission.headers(decision)
+            if not decision.allowed:
+                return _response(429, rate_limited_body(decision), media, headers)
+            answers = [await self.execute(request, params, media) for params in operations]
         except RequestError as exc:
-            return _response(exc.status, orjson.dumps(error_body(exc.message)), media or JSON, exc.headers)
-        return _response(status, body, media)
+            body = orjson.dumps(error_body(exc.message, exc.code))
+            return _response(exc.status, body, media or JSON, {**headers, **exc.headers})
+        if batched:
+            return _response(200, b"[" + b",".join(a.body for a in answers) + b"]", media, headers)
+        [answer] = answers
+        if request.method == "GET" and answer.fresh_until_ms is not None:
+            # every entry came from the cache: a CDN may keep this as long as they stay fresh
+            max_age = max(0, (answer.fresh_until_ms - now_ms()) // 1000)
+            headers["Cache-Control"] = f"public, max-age={max_age}"
+        return _response(answer.status, answer.body, media, headers)
 
     def _wants_ide(self, request: Request) -> bool:
-        if self.ide_html is None or "query" in request.query_params:
+        if self.ide_html is None or "query" in request.query_params or "extensions" in request.query_params:
             return False
         return "text/html" in request.headers.get("accept", "")
 
-    async def execute(self, request: Request, params: GraphQLParams, media: str) -> tuple[int, bytes]:
+    async def execute(self, request: Request, params: GraphQLParams, media: str) -> Answer:
+        try:
+            query, _ = await self.persisted.resolve(params.query, params.extensions)
+        except PersistedQueryError as exc:
+            if exc.status != 200:
+                raise RequestError(exc.status, exc.message) from None
+            return Answer(200, orjson.dumps(error_body(exc.message, exc.code)))
+        if query is None:
+            raise RequestError(400, "no GraphQL query in the request")
+        document, errors = self.planner.checked(query)
+        if errors:
+            status, body = render(PreExecutionError(data=None, errors=list(errors)), media)
+            return Answer(status, orjson.dumps(body))
         context = self.context_factory(request)
         variables = params.variables
         render_key = None
-        plan = self.planner.plan(params.query, params.operation_name) if params.query else None
+        plan = self.planner.plan(query, params.operation_name)
         bound = plan.bind(variables, context.grid) if plan else None
-        if bound is not None:
-            versions = await self._prefetch(context, bound)
+        fresh_until = None
+        if plan is not None and bound is not None and not plan.is_subscription:
+            hits = await self._prefetch(context, bound)
             variables = bound.variables
-            if versions is not None:
+            if hits is not None:
+                versions, fresh_until = hits
                 render_key = (plan, bound.key, versions, media)
                 rendered = self.renders.get(render_key)
                 if rendered is not None:
                     return rendered
-        result = await self._execute(request, params, variables, context)
+        result = await self._execute(request, query, params, variables, context)
         status, body = render(result, media)
-        encoded = orjson.dumps(body)
+        answer = Answer(status, orjson.dumps(body))
         if render_key is not None and not result.errors:
-            self.renders.put(render_key, (status, encoded))
-        return status, encoded
+            answer.fresh_until_ms = fresh_until
+            self.renders.put(render_key, answer)
+        return answer
 
-    async def _prefetch(self, context: Context, bound: Bound) -> tuple[int, ...] | None:
-        """Read every entry the plan needs; their versions when all were cache hits."""
+    async def _prefetch(self, context: Context, bound: Bound) -> tuple[tuple[int, ...], int] | None:
+        """Read every entry the plan needs; when all were hits, their versions and
+        when the first of them stops being fresh."""
         versions: list[int] = []
+        fresh_until = 2**63
         all_hits = True
         for cell, parts in bound.reads:
             try:
@@ -234,11 +293,13 @@ class GraphQLEndpoint:
             for reading in readings.values():
                 all_hits = all_hits and reading.cached and not reading.stale
                 versions.append(reading.entry.fetched_at_ms)
-        return tuple(versions) if all_hits else None
+                fresh_until = min(fresh_until, reading.entry.fresh_until_ms)
+        return (tuple(versions), fresh_until) if all_hits and versions else None
 
     async def _execute(
         self,
         request: Request,
+        query: str,
         params: GraphQLParams,
         variables: dict[str, Any] | None,
         context: Context,
@@ -250,7 +311,7 @@ class GraphQLEndpoint:
         )
         try:
             return await self.schema.execute(
-                params.query,
+                query,
                 variable_values=variables,
                 context_value=context,
                 operation_name=params.operation_name,

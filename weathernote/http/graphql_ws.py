@@ -25,6 +25,8 @@ from strawberry.types import ExecutionResult
 from weathernote.graphql.context import Context
 from weathernote.graphql.errors import upstream_unavailable
 from weathernote.graphql.fastpath import PayloadRenderer, Planner
+from weathernote.graphql.persisted import PersistedQueries, PersistedQueryError
+from weathernote.http.admission import Admission, rate_limited_error
 from weathernote.service import UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -54,20 +56,33 @@ Emit = Callable[[str], Awaitable[None]]
 class Operations:
     """Runs one operation of a WebSocket connection, whatever the protocol."""
 
-    def __init__(self, schema: Schema, planner: Planner, renderer: PayloadRenderer) -> None:
+    def __init__(
+        self, schema: Schema, planner: Planner, renderer: PayloadRenderer, persisted: PersistedQueries
+    ) -> None:
         self.schema = schema
         self.planner = planner
         self.renderer = renderer
+        self.persisted = persisted
 
     async def run(self, payload: dict[str, Any], context: Context, emit: Emit) -> list[dict[str, Any]] | None:
         """Emit each result; return errors (GraphQL formatted) if the operation never started."""
         query = payload.get("query")
         variables = payload.get("variables") or {}
         operation_name = payload.get("operationName")
-        if not isinstance(query, str) or not isinstance(variables, dict) or not (
-            operation_name is None or isinstance(operation_name, str)
+        extensions = payload.get("extensions")
+        if (
+            not (query is None or isinstance(query, str))
+            or not isinstance(variables, dict)
+            or not (operation_name is None or isinstance(operation_name, str))
+            or not (extensions is None or isinstance(extensions, dict))
         ):
-            return [{"message": "subscribe payload needs a string `query` and an object `variables`"}]
+            return [{"message": "subscribe payload: `query` a string, `variables` and `extensions` objects"}]
+        try:
+            query, _ = await self.persisted.resolve(query, extensions)
+        except PersistedQueryError as exc:
+            return [{"message": exc.message, **({"extensions": {"code": exc.code}} if exc.code else {})}]
+        if query is None:
+            return [{"message": "subscribe payload needs a `query` (or a known persisted query hash)"}]
         plan = self.planner.plan(query, operation_name)
         if plan is not None and plan.is_subscription:
             bound = plan.bind(variables, context.grid)
@@ -141,7 +156,7 @@ class Connection:
     """One WebSocket connection speaking one of the two protocols."""
 
     __slots__ = (
-        "websocket", "protocol", "legacy", "operations", "context_factory", "limits",
+        "websocket", "admission", "protocol", "legacy", "operations", "context_factory", "limits",
         "acknowledged", "init_received", "tasks", "connection_params", "_timer",
     )
 
@@ -152,8 +167,10 @@ class Connection:
         operations: Operations,
         context_factory: Callable[[WebSocket], Context],
         limits: Limits,
+        admission: Admission,
     ) -> None:
         self.websocket = websocket
+        self.admission = admission
         self.protocol = protocol
         self.legacy = protocol == GRAPHQL_WS
         self.operations = operations
@@ -240,6 +257,10 @@ class Connection:
         if len(self.tasks) >= self.limits.max_operations:
             await self.send_error(operation_id, [{"message": "Subscription limit reached"}])
             return
+        decision = await self.admission.check(self.websocket)
+        if not decision.allowed:
+            await self.send_error(operation_id, [rate_limited_error(decision)])
+            return
         task = asyncio.create_task(self._operation(operation_id, payload))
         self.tasks[operation_id] = task
 
@@ -325,10 +346,17 @@ def negotiate(websocket: WebSocket) -> str | None:
 class GraphQLWebSocket:
     """The WebSocket endpoint at /graphql; tracks connections so shutdown can close them with 1001."""
 
-    def __init__(self, operations: Operations, context_factory: Callable[[WebSocket], Context], limits: Limits) -> None:
+    def __init__(
+        self,
+        operations: Operations,
+        context_factory: Callable[[WebSocket], Context],
+        limits: Limits,
+        admission: Admission,
+    ) -> None:
         self.operations = operations
         self.context_factory = context_factory
         self.limits = limits
+        self.admission = admission
         self.connections: set[Connection] = set()
         self.accepting = True
 
@@ -341,7 +369,9 @@ class GraphQLWebSocket:
         if protocol is None:
             await websocket.close(4406, "subprotocol not acceptable")
             return
-        connection = Connection(websocket, protocol, self.operations, self.context_factory, self.limits)
+        connection = Connection(
+            websocket, protocol, self.operations, self.context_factory, self.limits, self.admission
+        )
         self.connections.add(connection)
         try:
             await connection.serve()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -12,6 +13,7 @@ from starlette.responses import Response
 from weathernote import conditions
 from weathernote.cells import Cell, Grid, InvalidCoordinates
 from weathernote.entries import FORECAST_DAYS, Current, Daily, Part
+from weathernote.http.admission import Admission
 from weathernote.service import Reading, UpstreamUnavailable, WeatherService
 
 
@@ -123,6 +125,7 @@ class HasWeather(Protocol):
 
     weather: WeatherService
     grid: Grid
+    admission: Admission
 
 
 class RestRoutes:
@@ -130,31 +133,38 @@ class RestRoutes:
         self.services = services
 
     async def weather(self, request: Request) -> Response:
-        try:
-            cell = _cell(request, self.services.grid)
-            readings = await self.services.weather.read(cell, (Part.CURRENT,))
-        except BadRequest as exc:
-            return error(400, "BAD_USER_INPUT", str(exc))
-        except UpstreamUnavailable:
-            return _unavailable()
-        return _json(200, current_body(cell, readings[Part.CURRENT]))
+        return await self._answer(request, self._weather)
 
     async def forecast(self, request: Request) -> Response:
+        return await self._answer(request, self._forecast)
+
+    async def _answer(self, request: Request, build: Callable[[Request], Awaitable[Any]]) -> Response:
+        admission = self.services.admission
+        decision = await admission.check(request)
+        headers = admission.headers(decision)
+        if not decision.allowed:
+            return error(429, "RATE_LIMITED", f"too many requests: retry in {decision.retry_after_seconds} s", headers)
         try:
-            cell = _cell(request, self.services.grid)
-            days = _days(request)
-            readings = await self.services.weather.read(cell, (Part.DAILY,))
+            body = await build(request)
         except BadRequest as exc:
-            return error(400, "BAD_USER_INPUT", str(exc))
+            return error(400, "BAD_USER_INPUT", str(exc), headers)
         except UpstreamUnavailable:
-            return _unavailable()
-        return _json(200, forecast_body(cell, readings[Part.DAILY], days))
+            return error(
+                503,
+                "UPSTREAM_UNAVAILABLE",
+                "the weather provider is unavailable and nothing is cached for this place",
+                {**headers, "Retry-After": "30"},
+            )
+        return _json(200, body, headers)
 
+    async def _weather(self, request: Request) -> dict[str, Any]:
+        cell = _cell(request, self.services.grid)
+        readings = await self.services.weather.read(cell, (Part.CURRENT,))
+        return current_body(cell, readings[Part.CURRENT])
 
-def _unavailable() -> Response:
-    return error(
-        503,
-        "UPSTREAM_UNAVAILABLE",
-        "the weather provider is unavailable and nothing is cached for this place",
-        {"Retry-After": "30"},
-    )
+    async def _forecast(self, request: Request) -> dict[str, Any]:
+        cell = _cell(request, self.services.grid)
+        days = _days(request)
+        readings = await self.services.weather.read(cell, (Part.DAILY,))
+        return forecast_body(cell, readings[Part.DAILY], days)
+

@@ -1,0 +1,129 @@
+"""Persisted queries: Automatic Persisted Queries (APQ) in Redis, or a fixed safelist.
+
+APQ: a client sends `extensions.persistedQuery.sha256Hash` alone; if the
+server knows the hash it runs the stored text, otherwise it answers
+PERSISTED_QUERY_NOT_FOUND and the client retries with the text, which is then
+stored for every instance. Short GET URLs of known hashes are what lets a CDN
+cache responses. Safelist mode accepts only the operations of a manifest
+(Apollo's persisted-query manifest format), by hash or by identical text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from weathernote.breaker import CircuitBreaker
+from weathernote.graphql.errors import PERSISTED_QUERY_NOT_FOUND
+from weathernote.keys import persisted_query_key
+from weathernote.redis_client import AnyRedis
+
+log = logging.getLogger(__name__)
+
+PERSISTED_QUERY_NOT_IN_LIST = "PERSISTED_QUERY_NOT_IN_LIST"
+_TTL_SECONDS = 30 * 24 * 3600
+
+
+class PersistedQueryError(Exception):
+    def __init__(self, message: str, code: str | None, status: int = 200) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status  # 200: a GraphQL error the client acts on; 400: a bad request
+
+
+def load_manifest(path: Path) -> dict[str, str]:
+    """sha256 -> query text, from an Apollo persisted-query manifest."""
+    manifest = json.loads(path.read_text())
+    operations = manifest.get("operations") if isinstance(manifest, dict) else None
+    if not isinstance(operations, list):
+        raise ValueError(f"{path}: not a persisted-query manifest (no `operations` list)")
+    safelist = {}
+    for operation in operations:
+        body = operation.get("body")
+        if not isinstance(body, str):
+            raise ValueError(f"{path}: an operation without a `body`")
+        safelist[_sha256(body)] = body
+    return safelist
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class PersistedQueries:
+    def __init__(self, redis: AnyRedis, breaker: CircuitBreaker, safelist: dict[str, str] | None = None) -> None:
+        self.redis = redis
+        self.breaker = breaker
+        self.safelist = safelist
+        self._local: OrderedDict[str, str] = OrderedDict()
+
+    async def resolve(self, query: str | None, extensions: dict[str, Any] | None) -> tuple[str | None, bool]:
+        """The query text to run, and whether it came by hash (a CDN may cache the answer)."""
+        persisted = (extensions or {}).get("persistedQuery")
+        if persisted is None:
+            if self.safelist is not None and query is not None and _sha256(query) not in self.safelist:
+                raise PersistedQueryError("This operation is not in the safelist.", PERSISTED_QUERY_NOT_IN_LIST)
+            return query, False
+        sha = persisted.get("sha256Hash") if isinstance(persisted, dict) else None
+        if not isinstance(sha, str) or len(sha) != 64 or persisted.get("version", 1) != 1:
+            raise PersistedQueryError("persistedQuery needs version 1 and a sha256Hash", None, status=400)
+        sha = sha.lower()
+        if query is not None:
+            if _sha256(query) != sha:
+                raise PersistedQueryError("provided sha does not match query", None, status=400)
+            if self.safelist is not None:
+                if sha not in self.safelist:
+                    raise PersistedQueryError("This operation is not in the safelist.", PERSISTED_QUERY_NOT_IN_LIST)
+            else:
+                await self._store(sha, query)
+            return query, False
+        text = await self._lookup(sha)
+        if text is None:
+            raise PersistedQueryError("PersistedQueryNotFound", PERSISTED_QUERY_NOT_FOUND)
+        return text, True
+
+    async def _lookup(self, sha: str) -> str | None:
+        if self.safelist is not None:
+            return self.safelist.get(sha)
+        text = self._local.get(sha)
+        if text is not None:
+            self._local.move_to_end(sha)
+            return text
+        if not self.breaker.allow():
+            return None  # Redis down: the client sends the text again
+        try:
+            raw = await self.redis.get(persisted_query_key(sha))
+        except (RedisError, OSError):
+            self.breaker.failure()
+            return None
+        self.breaker.success()
+        if raw is None:
+            return None
+        text = raw.decode()
+        self._remember(sha, text)
+        return text
+
+    async def _store(self, sha: str, query: str) -> None:
+        if sha in self._local:
+            return
+        self._remember(sha, query)
+        if not self.breaker.allow():
+            return
+        try:
+            await self.redis.set(persisted_query_key(sha), query, ex=_TTL_SECONDS)
+        except (RedisError, OSError):
+            self.breaker.failure()
+            return
+        self.breaker.success()
+
+    def _remember(self, sha: str, query: str) -> None:
+        self._local[sha] = query
+        if len(self._local) > 4096:
+            self._local.popitem(last=False)

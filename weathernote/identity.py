@@ -1,0 +1,84 @@
+"""Who is asking: the client id (x-client-id, else the IP), hashed before anything sees it.
+
+Ids are hashed with keyed BLAKE3 under a server secret: without the key, a
+stored hash cannot be reversed by hashing every IPv4 address, and 128 bits
+keep 500,000 devices far from any collision. Raw ids and addresses never
+reach Redis or the logs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import blake3
+
+_KEY_CONTEXT = "weathernote 2026 client id hashing key"
+_HASH_BYTES = 16
+_MAX_CLIENT_ID = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    client: str  # hash of the client id (or of the address when there is none)
+    address: str  # hash of the client's address, for the per-address limit
+
+
+class Identifier:
+    def __init__(self, secret: str, trusted_proxies: Iterable[str] = ()) -> None:
+        # Any secret string becomes the 32-byte key BLAKE3's keyed mode needs.
+        self._key = blake3.blake3(secret.encode(), derive_key_context=_KEY_CONTEXT).digest()
+        self._trusted = [ipaddress.ip_network(proxy, strict=False) for proxy in trusted_proxies]
+
+    def hash(self, kind: str, value: str) -> str:
+        return blake3.blake3(f"{kind}:{value}".encode(), key=self._key).hexdigest(length=_HASH_BYTES)
+
+    def address(self, peer: str | None, headers: Mapping[str, str]) -> str:
+        """The client's address: the peer, or what a trusted proxy says it forwarded for."""
+        address = peer or "unknown"
+        forwarded = headers.get("x-forwarded-for")
+        if not forwarded or not self._is_trusted(address):
+            return address
+        # Walk from the nearest hop back: the first address not one of our proxies is the client.
+        for hop in reversed([part.strip() for part in forwarded.split(",") if part.strip()]):
+            if not self._is_trusted(hop):
+                return hop if _is_ip(hop) else address
+        return address
+
+    def identify(self, peer: str | None, headers: Mapping[str, str]) -> Identity:
+        address = self.address(peer, headers)
+        address_hash = self.hash("ip", address)
+        client_id = headers.get("x-client-id", "").strip()
+        if client_id and len(client_id) <= _MAX_CLIENT_ID and client_id.isprintable():
+            return Identity(self.hash("id", client_id), address_hash)
+        return Identity(address_hash, address_hash)
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._trusted)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_or_create_secret(path: Path) -> str:
+    """The embedded deployment's secret: generated once, kept beside its data."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_hex(32)
+        path.touch(mode=0o600)
+        path.write_text(secret + "\n")
+        return secret
