@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl as ssl_module
 import threading
 
 from tests.conftest import free_port
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    """`ssl` makes it a TLS terminator: clients speak TLS to it, it speaks plain TCP onwards."""
+
+    def __init__(self, target_host: str, target_port: int, ssl: ssl_module.SSLContext | None = None) -> None:
         self.target = (target_host, target_port)
+        self.ssl = ssl
         self.port = free_port()
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -24,7 +28,9 @@ class TcpProxy:
 
     def _run(self, started: threading.Event) -> None:
         asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(asyncio.start_server(self._accept, "127.0.0.1", self.port))
+        self._server = self._loop.run_until_complete(
+            asyncio.start_server(self._accept, "127.0.0.1", self.port, ssl=self.ssl)
+        )
         started.set()
         self._loop.run_forever()
 

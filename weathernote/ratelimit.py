@@ -1,13 +1,19 @@
-"""Per-client rate limiting shared by every instance: GCRA in one atomic Redis script.
+"""Per-client rate limiting shared by every instance: a sliding-window log in one Redis script.
 
-Why GCRA rather than a sliding-window counter: one small value per client
-(its theoretical arrival time) instead of counters or timestamp logs, an exact
-`Retry-After` from the same arithmetic, and a smooth refill; the burst is the
-whole limit, so a client may spend its `limit` at once and then gets one more
-every `period / limit`. The script checks the client's key and its address's
-key and spends from both only when both allow, so rotating x-client-id from
-one address runs into the looser per-address limit without using up anyone
-else's. Redis's clock (TIME) is the only clock, so instances never disagree.
+Why a sliding-window log: it is exact. Each client (and each address) has a
+small sorted set of the times of its requests in the last period; a request
+is allowed only if fewer than `limit` are there, so no rolling period ever
+holds more than `limit` requests, across every instance, with an exact
+`Retry-After` (when the oldest request leaves the window). GCRA would keep
+one number instead of up to `limit` small entries, but refills continuously:
+a client could spend its limit and then one more every period/limit, so
+"60 a minute" would let 61 through within the first two seconds. The sets
+hold only clients active in the last period and expire on their own.
+
+The script checks the client's set and its address's set and records the
+request in both only when both allow, so rotating x-client-id from one
+address runs into the looser per-address limit without spending anyone
+else's quota. Redis's clock (TIME) is the only clock, so instances agree.
 
 Redis unavailable: the limiter fails open (allows) and the circuit breaker
 stops every request from waiting on it.
@@ -29,34 +35,42 @@ from weathernote.redis_client import AnyRedis
 
 log = logging.getLogger(__name__)
 
-# KEYS: one per layer. ARGV: per layer, emission interval and period (ms).
+# KEYS: one per layer. ARGV: per layer, limit and period (ms); then the request's cost.
 # Returns {allowed, retry_after_ms, remaining (first layer), reset_ms (first layer), refusing layer}.
-_GCRA = """
+_SLIDING_WINDOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local new_tats = {}
+local cost = tonumber(ARGV[#ARGV])
+local counts = {}
 local retry, refusing = 0, 0
 for i, key in ipairs(KEYS) do
-  local emission = tonumber(ARGV[2 * i - 1])
+  local limit = tonumber(ARGV[2 * i - 1])
   local period = tonumber(ARGV[2 * i])
-  local tat = tonumber(redis.call('GET', key)) or now
-  if tat < now then tat = now end
-  local new_tat = tat + emission
-  if new_tat - now > period then
-    local wait = new_tat - now - period
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - period)
+  local count = redis.call('ZCARD', key)
+  counts[i] = count
+  if count + cost > limit then
+    local wait = period
+    if count > 0 then
+      local index = math.max(0, count + cost - limit - 1)
+      local oldest = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
+      wait = tonumber(oldest[2]) + period - now
+    end
     if wait > retry then retry, refusing = wait, i end
   end
-  new_tats[i] = new_tat
 end
 if refusing > 0 then
   return {0, retry, 0, 0, refusing}
 end
 for i, key in ipairs(KEYS) do
-  redis.call('SET', key, new_tats[i], 'PX', math.max(1, new_tats[i] - now))
+  for n = 1, cost do
+    redis.call('ZADD', key, now, t[1] .. t[2] .. ':' .. (counts[i] + n))
+  end
+  redis.call('PEXPIRE', key, tonumber(ARGV[2 * i]))
 end
-local emission, period = tonumber(ARGV[1]), tonumber(ARGV[2])
-local used = new_tats[1] - now
-return {1, 0, math.floor((period - used) / emission), used, 0}
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local reset = tonumber(first[2]) + tonumber(ARGV[2]) - now
+return {1, 0, tonumber(ARGV[1]) - counts[1] - cost, reset, 0}
 """
 
 
@@ -86,14 +100,11 @@ class RateLimiter:
         self.address_limit = address_limit
         self.period_ms = int(period_seconds * 1000)
         self.period_seconds = period_seconds
-        self._script = redis.register_script(_GCRA)
+        self._script = redis.register_script(_SLIDING_WINDOW)
 
     async def check(self, identity: Identity, cost: int = 1) -> Decision:
         keys = [rate_limit_key(identity.client), address_rate_limit_key(identity.address)]
-        limits = [self.client_limit, self.address_limit]
-        args: list[int] = []
-        for limit in limits:
-            args += [cost * math.ceil(self.period_ms / limit), self.period_ms]
+        args = [self.client_limit, self.period_ms, self.address_limit, self.period_ms, cost]
         if not self.breaker.allow():
             return self._open()
         try:
@@ -101,7 +112,7 @@ class RateLimiter:
                 # the layers' keys live in different slots: check them one by one
                 result = [1, 0, 0, 0, 0]
                 for index, key in enumerate(keys):
-                    layer = await self._script(keys=[key], args=args[2 * index : 2 * index + 2])
+                    layer = await self._script(keys=[key], args=[*args[2 * index : 2 * index + 2], cost])
                     if index == 0:
                         result = layer
                     if not layer[0]:
@@ -119,7 +130,7 @@ class RateLimiter:
             allowed=bool(allowed),
             limit=self.client_limit if refusing != 2 else self.address_limit,
             remaining=max(0, remaining),
-            reset_seconds=reset_ms / 1000,
+            reset_seconds=max(0, reset_ms) / 1000,
             retry_after_seconds=max(1, math.ceil(retry_ms / 1000)) if not allowed else 0,
             scope="address" if refusing == 2 else "client",
         )

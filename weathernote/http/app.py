@@ -17,7 +17,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from weathernote.breaker import CircuitBreaker, State
+from weathernote.breaker import CircuitBreaker
 from weathernote.cache import EntryStore
 from weathernote.cells import Grid
 from weathernote.entries import Part
@@ -122,12 +122,16 @@ class Services:
         return Context(service=self.weather, grid=self.grid, live=self.live, request=request)
 
     async def redis_alive(self) -> bool:
-        if self.breaker.state is not State.CLOSED:
+        """A health check is also the breaker's probe, so recovery needs no user traffic."""
+        if not self.breaker.allow():
             return False
         try:
-            return bool(await self.redis.ping())
+            await self.redis.ping()
         except (RedisError, OSError):
+            self.breaker.failure()
             return False
+        self.breaker.success()
+        return True
 
 
 class _Late:

@@ -29,6 +29,9 @@ def run(settings: Settings) -> None:
         ws_per_message_deflate=False,
         ws_max_size=settings.ws_max_message_bytes,
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+        # X-Forwarded-For is ours to judge (WEATHERNOTE_TRUSTED_PROXIES); uvicorn's own
+        # default would believe it from any loopback peer.
+        proxy_headers=False,
     )
     if settings.workers > 1:
         sock = config.bind_socket()
