@@ -8,12 +8,15 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from weathernote.logs import configure_logging
 
 from weathernote.settings import Settings
 
@@ -106,6 +109,10 @@ def serve(args: argparse.Namespace) -> int:
             if not settings.client_id_secret:
                 secret = load_or_create_secret(settings.data_dir / "client_id_secret")
                 settings = settings.model_copy(update={"client_id_secret": secret})
+        if settings.workers > 1:
+            # prometheus_client aggregates the workers' metrics through files in this directory
+            metrics_dir = Path(tempfile.mkdtemp(prefix="weathernote-metrics-"))
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         _export_environment(settings)
         server.run(settings)
     finally:
@@ -183,7 +190,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> Any:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    configure_logging(os.environ.get("WEATHERNOTE_LOG_LEVEL", "info"))
     args = build_parser().parse_args(argv)
     return args.handler(args)

@@ -22,6 +22,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from weathernote import metrics
+
 log = logging.getLogger(__name__)
 
 class Wakeup:
@@ -189,6 +191,7 @@ class Hub:
         for subscriber in subscribers:
             subscriber.offer(message)
         self.deliveries += len(subscribers)
+        metrics.PUBSUB_DELIVERIES.inc(len(subscribers))
 
     async def _listen(self) -> None:
         assert self._pubsub is not None
@@ -209,6 +212,7 @@ class Hub:
                 continue
             if message is not None and message.get("type") == "message":
                 self.messages_received += 1
+                metrics.PUBSUB_MESSAGES.inc()
                 self.deliver(_text(message["channel"]), message["data"])
 
     async def _connect(self) -> None:

@@ -43,3 +43,16 @@ def address_rate_limit_key(address_hash: str) -> str:
 
 def persisted_query_key(sha256: str) -> str:
     return f"apq:{sha256}"
+
+
+POPULAR_CELLS = "popular_cells"
+"""Sorted set: cell label -> requests, decayed by the pre-warmer."""
+
+
+def active_clients_key(day: str) -> str:
+    """HyperLogLog of the hashed client ids seen on `day` (YYYY-MM-DD, UTC)."""
+    return f"active_clients:{day}"
+
+
+def daily_stat_key(name: str, day: str) -> str:
+    return f"stats:{name}:{day}"

@@ -15,13 +15,19 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
+from weathernote import metrics, requestlog
 from weathernote.cache import CacheUnavailable, EntryStore
 from weathernote.cells import Cell
 from weathernote.entries import Entry, Part
 from weathernote.keys import entry_key, stale_key
-from weathernote.upstream import OpenMeteoClient, UpstreamError
+from weathernote.upstream import OpenMeteoClient, UpstreamError, request_weight
+from weathernote.usage import Usage
 
 log = logging.getLogger(__name__)
+
+
+_HITS = {part: metrics.CACHE_HITS.labels(part.value) for part in Part}
+_MISSES = {part: metrics.CACHE_MISSES.labels(part.value) for part in Part}
 
 
 class UpstreamUnavailable(Exception):
@@ -58,6 +64,7 @@ class WeatherService:
         self.upstream_healthy: bool | None = None  # outcome of the last upstream call
         # told of refreshes Redis could not announce, so local subscribers still hear them
         self.local_listeners: list[Callable[[list[Entry]], None]] = []
+        self.usage: Usage | None = None
 
     async def read(self, cell: Cell, parts: Collection[Part]) -> dict[Part, Reading]:
         wanted = list(parts)
@@ -80,8 +87,18 @@ class WeatherService:
                 if entry.is_fresh(now):
                     readings[part] = Reading(entry, cached=True, stale=False)
         missing = [part for part in wanted if part not in readings]
+        if self.usage:
+            self.usage.cell_read(cell.label)
+        for part in readings:
+            _HITS[part].inc()
         if missing:
-            readings.update(await self._refresh_or_stale(cell, missing))
+            for part in missing:
+                _MISSES[part].inc()
+            fetched = await self._refresh_or_stale(cell, missing)
+            readings.update(fetched)
+            requestlog.note_read(cell.label, "stale" if any(r.stale for r in fetched.values()) else "miss")
+        else:
+            requestlog.note_read(cell.label, "hit")
         return readings
 
     def decode(self, part: Part, cell: Cell, raw: bytes) -> Entry:
@@ -111,6 +128,8 @@ class WeatherService:
             if any(raw is None for raw in raws):
                 raise UpstreamUnavailable(exc.reason) from exc
             log.warning("upstream failed for %s, serving stale: %s", cell, exc.reason)
+            for part in parts:
+                metrics.STALE_SERVED.labels(part.value, exc.cause).inc()
             return {
                 part: Reading(Entry.decode(part, cell, raw), cached=True, stale=True)  # type: ignore[arg-type]
                 for part, raw in zip(parts, raws)
@@ -146,6 +165,8 @@ class WeatherService:
                 self.upstream_healthy = False
                 raise
             self.upstream_healthy = True
+            if self.usage:
+                self.usage.upstream(request_weight(1, parts))
             fetched_at = now_ms()
             entries = [
                 Entry.from_model(part, cell, models[part], fetched_at, self.ttl_ms[part])

@@ -42,6 +42,7 @@ from graphql import (
 from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.language import Visitor, visit
 
+from weathernote import metrics
 from weathernote.cells import Cell, Grid, InvalidCoordinates
 from weathernote.entries import Part
 from weathernote.graphql.limits import DocumentChecker, DocumentLimits
@@ -80,6 +81,8 @@ class Bound:
 
 
 class Plan:
+    """What a document reads, worked out once."""
+
     def __init__(
         self,
         document: DocumentNode,
@@ -91,6 +94,8 @@ class Plan:
         self.operation = operation
         self.reads = reads
         self.coordinate_variables = coordinate_variables  # variable -> "lat" | "lon"
+        # a bounded label for metrics and logs: which root fields, never client-chosen names
+        self.label = "+".join(sorted({read.node.name.value for read in reads})) or "other"
 
     @property
     def is_subscription(self) -> bool:
@@ -288,7 +293,6 @@ class PayloadRenderer:
         self.schema = schema
         self.build_root = build_root
         self.cache = RenderCache(size)
-        self.renders = 0
 
     async def render(
         self, plan: Plan, bound: Bound, arguments: Mapping[str, Any], readings: Mapping[Part, Reading]
@@ -317,7 +321,7 @@ class PayloadRenderer:
             body["errors"] = [masked(error).formatted for error in result.errors]
         payload = orjson.dumps(body).decode()
         self.cache.put(key, payload)
-        self.renders += 1
+        metrics.RENDERS.labels("subscription").inc()
         return payload
 
 

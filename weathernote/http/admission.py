@@ -7,22 +7,32 @@ from typing import Any
 import orjson
 from starlette.requests import HTTPConnection
 
+from weathernote import metrics, requestlog
 from weathernote.graphql.errors import RATE_LIMITED
 from weathernote.identity import Identifier, Identity
 from weathernote.ratelimit import Decision, RateLimiter
+from weathernote.usage import Usage
 
 
 class Admission:
-    def __init__(self, identifier: Identifier, limiter: RateLimiter) -> None:
+    def __init__(self, identifier: Identifier, limiter: RateLimiter, usage: Usage) -> None:
         self.identifier = identifier
         self.limiter = limiter
+        self.usage = usage
 
     def identity(self, connection: HTTPConnection) -> Identity:
         peer = connection.client.host if connection.client else None
         return self.identifier.identify(peer, connection.headers)
 
-    async def check(self, connection: HTTPConnection, cost: int = 1) -> Decision:
-        return await self.limiter.check(self.identity(connection), cost)
+    async def check(self, connection: HTTPConnection, cost: int = 1, transport: str = "http") -> Decision:
+        identity = self.identity(connection)
+        requestlog.note(client=identity.client[:12])
+        self.usage.request(identity.client, cost)
+        decision = await self.limiter.check(identity, cost)
+        if not decision.allowed:
+            metrics.RATE_LIMITED.labels(transport, decision.scope).inc()
+            requestlog.note(outcome="rate_limited")
+        return decision
 
     def headers(self, decision: Decision) -> dict[str, str]:
         return self.limiter.headers(decision)

@@ -11,13 +11,14 @@ from typing import Any, cast
 
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from weathernote.breaker import CircuitBreaker
+from weathernote.breaker import CircuitBreaker, State
 from weathernote.cache import EntryStore
 from weathernote.cells import Grid
 from weathernote.entries import Part
@@ -29,11 +30,15 @@ from weathernote.graphql.schema import build_root, schema
 from weathernote.http import lifecycle
 from weathernote.http.admission import Admission
 from weathernote.http.graphql_http import GraphQLEndpoint
+from weathernote.http.observability import RequestObservability, metrics_endpoint
 from weathernote.http.graphql_ws import GraphQLWebSocket, Limits, Operations
 from weathernote.http.rest import RestRoutes
 from weathernote.identity import Identifier
 from weathernote.live import LiveWeather
+from weathernote.logs import configure_logging
+from weathernote.metrics import breaker_changed
 from weathernote.ratelimit import RateLimiter
+from weathernote.usage import Usage
 from weathernote.redis_client import AnyRedis, connect, for_pubsub, redacted
 from weathernote.service import WeatherService
 from weathernote.settings import Settings
@@ -63,8 +68,12 @@ class Services:
         self.grid = Grid(settings.grid_step)
         self.ready = False
         self.breaker = CircuitBreaker(
-            "redis", failures=settings.breaker_failures, reset_seconds=settings.breaker_reset_seconds
+            "redis",
+            failures=settings.breaker_failures,
+            reset_seconds=settings.breaker_reset_seconds,
+            on_change=breaker_changed,
         )
+        breaker_changed("redis", State.CLOSED)
         self.safelist = load_manifest(settings.graphql_safelist) if settings.graphql_safelist else None
 
     async def start(self) -> None:
@@ -79,6 +88,7 @@ class Services:
                 " process only, so limits are not shared with other instances"
             )
             secret = secrets.token_hex(32)
+        self.usage = Usage(self.redis, self.breaker)
         self.admission = Admission(
             Identifier(secret, settings.trusted_proxies),
             RateLimiter(
@@ -88,6 +98,7 @@ class Services:
                 address_limit=settings.effective_ip_rate_limit,
                 period_seconds=settings.rate_limit_period_seconds,
             ),
+            self.usage,
         )
         self.persisted = PersistedQueries(self.redis, self.breaker, self.safelist)
         self.upstream = OpenMeteoClient(
@@ -105,18 +116,37 @@ class Services:
             },
         )
         self.pubsub_redis = for_pubsub(settings.redis_url, settings.redis_timeout_seconds)
+        self.weather.usage = self.usage
         self.live = LiveWeather(
             self.redis, self.pubsub_redis, self.weather, watch_ttl_seconds=settings.watch_ttl_seconds
         )
         await self.live.start()
+        await self.usage.start()
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
+        await self.usage.stop()
         await self.live.stop()
         await self.upstream.aclose()
         await self.pubsub_redis.aclose()
         await self.redis.aclose()
+
+    async def shared_figures(self) -> dict[str, Any]:
+        """Redis's own figures and the business figures, for /metrics; empty when Redis is down."""
+        if not self.breaker.allow():
+            return {}
+        try:
+            info = await self.redis.info()
+            figures: dict[str, Any] = await self.usage.snapshot()
+        except (RedisError, OSError):
+            self.breaker.failure()
+            return {}
+        self.breaker.success()
+        for name in ("connected_clients", "keyspace_hits", "keyspace_misses", "used_memory"):
+            if name in info:
+                figures[name] = float(info[name])
+        return figures
 
     def context(self, request: Request | WebSocket) -> Context:
         return Context(service=self.weather, grid=self.grid, live=self.live, request=request)
@@ -220,12 +250,13 @@ def create_app(settings: Settings) -> Starlette:
         WebSocketRoute("/graphql", websockets.handle),
         Route("/health", health),
         Route("/ready", ready),
+        Route("/metrics", metrics_endpoint(services.shared_figures)),
         Route("/api/v1/weather", rest.weather),
         Route("/api/v1/forecast", rest.forecast),
     ]
     if GRAPHIQL_DIR.is_dir():
         routes.append(Mount("/graphiql", StaticFiles(directory=GRAPHIQL_DIR, html=True), name="graphiql"))
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestObservability)])
     app.state.services = services
     app.state.websockets = websockets
     return app
@@ -233,4 +264,6 @@ def create_app(settings: Settings) -> Starlette:
 
 def app_from_environment() -> Starlette:
     """uvicorn factory for worker processes: settings come from WEATHERNOTE_* variables."""
-    return create_app(Settings())
+    settings = Settings()
+    configure_logging(settings.log_level)  # a spawned worker starts with no logging set up
+    return create_app(settings)

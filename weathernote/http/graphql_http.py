@@ -25,7 +25,13 @@ from strawberry.types.graphql import OperationType
 from strawberry.types.execution import PreExecutionError
 
 from weathernote.graphql.context import Context
-from weathernote.graphql.errors import QUERY_TOO_COMPLEX
+from weathernote import metrics, requestlog
+from weathernote.graphql.errors import (
+    BAD_USER_INPUT,
+    PERSISTED_QUERY_NOT_FOUND,
+    QUERY_TOO_COMPLEX,
+    UPSTREAM_UNAVAILABLE,
+)
 from weathernote.graphql.fastpath import Bound, Planner, RenderCache
 from weathernote.graphql.persisted import PersistedQueries, PersistedQueryError
 from weathernote.http.admission import Admission, rate_limited_body
@@ -251,12 +257,14 @@ class GraphQLEndpoint:
             raise RequestError(400, "no GraphQL query in the request")
         document, errors = self.planner.checked(query)
         if errors:
+            requestlog.note(outcome="bad_request")
             status, body = render(PreExecutionError(data=None, errors=list(errors)), media)
             return Answer(status, orjson.dumps(body))
         context = self.context_factory(request)
         variables = params.variables
         render_key = None
         plan = self.planner.plan(query, params.operation_name)
+        requestlog.note(operation=plan.label if plan else "other")
         bound = plan.bind(variables, context.grid) if plan else None
         fresh_until = None
         if plan is not None and bound is not None and not plan.is_subscription:
@@ -269,6 +277,9 @@ class GraphQLEndpoint:
                 if rendered is not None:
                     return rendered
         result = await self._execute(request, query, params, variables, context)
+        metrics.RENDERS.labels("response").inc()
+        if result.errors:
+            requestlog.note(outcome=outcome_of(result.errors))
         status, body = render(result, media)
         answer = Answer(status, orjson.dumps(body))
         if render_key is not None and not result.errors:
@@ -326,6 +337,17 @@ class GraphQLEndpoint:
             if exc.operation_type is OperationType.SUBSCRIPTION:
                 return _request_error("subscriptions are served over WebSocket at /graphql")
             raise RequestError(405, "only queries are allowed over GET", {"Allow": "POST"}) from None
+
+
+def outcome_of(errors: list[GraphQLError]) -> str:
+    """The request outcome label for a result's errors."""
+    codes = {(error.extensions or {}).get("code") for error in errors}
+    if UPSTREAM_UNAVAILABLE in codes:
+        return "upstream_unavailable"
+    if codes <= {BAD_USER_INPUT, QUERY_TOO_COMPLEX, PERSISTED_QUERY_NOT_FOUND}:
+        return "bad_request"
+    # errors before execution are the client's; errors during it (masked) are ours
+    return "bad_request" if all(error.path is None for error in errors) else "error"
 
 
 def _request_error(message: str) -> ExecutionResult:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -22,11 +23,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry import Schema
 from strawberry.types import ExecutionResult
 
+from weathernote import metrics, requestlog
 from weathernote.graphql.context import Context
 from weathernote.graphql.errors import upstream_unavailable
 from weathernote.graphql.fastpath import PayloadRenderer, Planner
 from weathernote.graphql.persisted import PersistedQueries, PersistedQueryError
 from weathernote.http.admission import Admission, rate_limited_error
+from weathernote.http.observability import access_log
+from weathernote.requestlog import RequestInfo
 from weathernote.service import UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -84,6 +88,7 @@ class Operations:
         if query is None:
             return [{"message": "subscribe payload needs a `query` (or a known persisted query hash)"}]
         plan = self.planner.plan(query, operation_name)
+        requestlog.note(operation=plan.label if plan else "other")
         if plan is not None and plan.is_subscription:
             bound = plan.bind(variables, context.grid)
             arguments = plan.arguments(self.schema._schema, bound.variables) if bound else None
@@ -257,7 +262,7 @@ class Connection:
         if len(self.tasks) >= self.limits.max_operations:
             await self.send_error(operation_id, [{"message": "Subscription limit reached"}])
             return
-        decision = await self.admission.check(self.websocket)
+        decision = await self.admission.check(self.websocket, transport="ws")
         if not decision.allowed:
             await self.send_error(operation_id, [rate_limited_error(decision)])
             return
@@ -272,10 +277,14 @@ class Connection:
         async def emit(result: str) -> None:
             await self.send_text(prefix + result + "}")
 
+        info = RequestInfo(uuid.uuid4().hex, "ws")
+        requestlog.current.set(info)  # this task's own context
+        metrics.SUBSCRIPTIONS.inc()
         try:
             context = self.context_factory(self.websocket)
             errors = await self.operations.run(payload, context, emit)
             if errors is not None:
+                info.outcome = "bad_request"
                 await self.send_error(operation_id, errors)
             else:
                 await self.send({"type": "complete", "id": operation_id})
@@ -284,9 +293,14 @@ class Connection:
         except (WebSocketDisconnect, RuntimeError, OSError):
             return  # the socket went away; cleanup happens in serve()
         except Exception:
+            info.outcome = "error"
             log.exception("operation %s failed", operation_id)
             await self.send_error(operation_id, [{"message": "Internal server error."}])
         finally:
+            metrics.SUBSCRIPTIONS.dec()
+            metrics.REQUESTS.labels("ws", info.operation or "other", info.outcome).inc()
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info("operation", extra=info.fields())
             if self.tasks.get(operation_id) is asyncio.current_task():
                 del self.tasks[operation_id]
 
@@ -373,9 +387,11 @@ class GraphQLWebSocket:
             websocket, protocol, self.operations, self.context_factory, self.limits, self.admission
         )
         self.connections.add(connection)
+        metrics.WEBSOCKET_CONNECTIONS.inc()
         try:
             await connection.serve()
         finally:
+            metrics.WEBSOCKET_CONNECTIONS.dec()
             self.connections.discard(connection)
 
     async def close_all(self, code: int = 1001) -> None:

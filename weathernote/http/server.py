@@ -32,6 +32,8 @@ def run(settings: Settings) -> None:
         # X-Forwarded-For is ours to judge (WEATHERNOTE_TRUSTED_PROXIES); uvicorn's own
         # default would believe it from any loopback peer.
         proxy_headers=False,
+        access_log=False,  # weathernote.access writes one structured line per request
+        log_config=None,  # keep the JSON logging `weathernote` configured
     )
     if settings.workers > 1:
         sock = config.bind_socket()

@@ -9,7 +9,8 @@ import orjson
 
 from weathernote.cells import Cell
 from weathernote.entries import Model, Part
-from weathernote.upstream.contract import ContractError, parse_locations, query_params
+from weathernote import metrics
+from weathernote.upstream.contract import ContractError, parse_locations, query_params, request_weight
 
 # Beyond this many locations the coordinate lists go in a POST body, as
 # Open-Meteo advises for long location lists (URLs over 3500 chars are refused).
@@ -19,10 +20,11 @@ _GET_MAX_LOCATIONS = 20
 class UpstreamError(Exception):
     """Open-Meteo could not give a usable answer: network, status or body."""
 
-    def __init__(self, reason: str, status: int | None = None) -> None:
+    def __init__(self, reason: str, status: int | None = None, cause: str = "error") -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.cause = cause  # timeout, transport, rate_limited, status, malformed; budget, breaker
 
     @property
     def rate_limited(self) -> bool:
@@ -59,21 +61,33 @@ class OpenMeteoClient:
         params["latitude"] = ",".join(f"{cell.lat:g}" for cell in cells)
         params["longitude"] = ",".join(f"{cell.lon:g}" for cell in cells)
         try:
-            if len(cells) <= _GET_MAX_LOCATIONS:
-                response = await self._http.get("/v1/forecast", params=params)
-            else:
-                response = await self._http.post("/v1/forecast", data=params)
+            with metrics.UPSTREAM_DURATION.time():
+                if len(cells) <= _GET_MAX_LOCATIONS:
+                    response = await self._http.get("/v1/forecast", params=params)
+                else:
+                    response = await self._http.post("/v1/forecast", data=params)
         except httpx.TimeoutException as exc:
-            raise UpstreamError(f"timeout: {type(exc).__name__}") from exc
+            raise _failed(UpstreamError(f"timeout: {type(exc).__name__}", cause="timeout")) from exc
         except httpx.HTTPError as exc:
-            raise UpstreamError(f"transport: {type(exc).__name__}") from exc
+            raise _failed(UpstreamError(f"transport: {type(exc).__name__}", cause="transport")) from exc
         if response.status_code != 200:
-            raise UpstreamError(_error_reason(response), status=response.status_code)
+            cause = "rate_limited" if response.status_code == 429 else "status"
+            # Open-Meteo counts a failed request as one call
+            metrics.UPSTREAM_WEIGHT.inc()
+            raise _failed(UpstreamError(_error_reason(response), status=response.status_code, cause=cause))
         try:
             body = orjson.loads(response.content)
-            return parse_locations(body, len(cells), parts)
+            locations = parse_locations(body, len(cells), parts)
         except (orjson.JSONDecodeError, ContractError) as exc:
-            raise UpstreamError(f"malformed answer: {exc}", status=200) from exc
+            raise _failed(UpstreamError(f"malformed answer: {exc}", status=200, cause="malformed")) from exc
+        metrics.UPSTREAM_CALLS.labels("ok").inc()
+        metrics.UPSTREAM_WEIGHT.inc(request_weight(len(cells), parts))
+        return locations
+
+
+def _failed(error: UpstreamError) -> UpstreamError:
+    metrics.UPSTREAM_CALLS.labels(error.cause).inc()
+    return error
 
 
 def _error_reason(response: httpx.Response) -> str:
