@@ -6,8 +6,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 NODE_CLIENTS := clients/node_modules/.installed
+# promtool (Debian's prometheus package) checks deploy/prometheus in the tests
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve offline test test-fast bench schema clean
+.PHONY: serve offline test promtool bench schema clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +27,10 @@ serve: $(INSTALLED)
 offline: $(INSTALLED)
 	$(BIN)/weathernote serve --simulator $(ARGS)
 
-test: $(INSTALLED) $(NODE_CLIENTS)
+promtool:
+	@command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq prometheus >/dev/null; }
+
+test: $(INSTALLED) $(NODE_CLIENTS) promtool
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(INSTALLED)

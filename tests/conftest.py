@@ -105,7 +105,8 @@ DEFAULT_KNOBS: dict[str, Any] = {
 class Server:
     """A `weathernote serve` process on a free port."""
 
-    def __init__(self, env: dict[str, str], args: list[str] | None = None) -> None:
+    def __init__(self, env: dict[str, str], args: list[str] | None = None, ready: bool = True) -> None:
+        """Starts and waits until /ready answers 200 (or, with ready=False, until /health answers)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_file = tempfile.NamedTemporaryFile(prefix="weathernote-", suffix=".log", delete=False)
@@ -119,7 +120,7 @@ class Server:
             stderr=subprocess.STDOUT,
         )
         try:
-            wait_until(self._ready, timeout=30)
+            wait_until(self._ready if ready else self._live, timeout=30)
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"server did not become ready:\n{self.logs()}") from None
@@ -128,6 +129,11 @@ class Server:
         if self.process.poll() is not None:
             raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.logs()}")
         return httpx.get(f"{self.url}/ready", timeout=1).status_code == 200
+
+    def _live(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.logs()}")
+        return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
 
     def logs(self) -> str:
         return Path(self.log_file.name).read_text(errors="replace")

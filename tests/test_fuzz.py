@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,8 +30,13 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_graphql import Mode, from_schema
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Opcode
+from websockets.protocol import State
 from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
+from websockets.uri import parse_uri
 
 from tests.conftest import DEFAULT_KNOBS, ROOT, Server, Simulator, server_env
 
@@ -485,7 +491,7 @@ def test_deeply_nested_input(http: httpx.Client, depth: int, shape: str) -> None
 def test_huge_strings(http: httpx.Client, size: int, char: str, where: str) -> None:
     big = char * (size // len(char.encode()))
     if where == "get-query":
-        response = http.get("/graphql", params={"query": big[: 60_000]})
+        response = http.get("/graphql", params={"query": big[:6000]})
         assert response.status_code < 500, describe(response)
         if response.status_code != 414 and response.status_code != 431:
             check_graphql(response)
@@ -531,11 +537,11 @@ raw_query_strings = st.lists(
     client_id=client_ids,
 )
 def test_get_with_random_params(
-    http: httpx.Client, params: dict[str, str] | str, accept: str | None, client_id: bytes | None
+    http: httpx.Client, fuzz_server: Server, params: dict[str, str] | str, accept: str | None, client_id: bytes | None
 ) -> None:
     headers = headers_for(accept, None, client_id)
     if isinstance(params, str):
-        response = http.get(httpx.URL(f"{http.base_url}graphql?{params}"), headers=headers)
+        response = http.get(httpx.URL(f"{fuzz_server.url}/graphql?{params}"), headers=headers)
     else:
         response = http.get("/graphql", params=params, headers=headers)
     check_graphql(response, html_allowed="text/html" in (accept or "").lower())
@@ -700,14 +706,29 @@ class Exchange:
     def check_close(self, exc: ConnectionClosed) -> None:
         self.close = exc.rcvd
         context = self.context()
+        if exc.rcvd is None and self.sent and self.sent[-1][0] == "text" and len(self.sent[-1][1]) > WS_MAX_MESSAGE:
+            return  # refused while we were still writing it: the close frame may be lost to the reset
         assert exc.rcvd is not None, f"the server dropped the connection without a close frame\n{context}"
         code = exc.rcvd.code
         allowed = code in CLOSE_OK or 4000 <= code <= 4999 or (code == 1007 and self.sent_invalid_utf8)
         assert allowed, f"close code {code} {exc.rcvd.reason!r}\n{context}"
 
 
+def is_frame_violation(kind: str, value: Any) -> bool:
+    """Frames the WebSocket layer itself refuses (1007, 1009): the connection ends there."""
+    return kind == "raw" or (kind == "text" and len(value.encode()) > WS_MAX_MESSAGE)
+
+
 def run_exchange(server: Server, subprotocols: list[str], frames: list[tuple[str, Any]]) -> Exchange:
-    """Send the frames, then a sentinel operation; read until it and every operation answered."""
+    """Send the frames, then a sentinel operation; read until it and every operation answered.
+
+    A frame the WebSocket layer refuses ends the list: the server fails the
+    connection at once, and whatever we wrote after it could only race its close.
+    """
+    for index, (kind, value) in enumerate(frames):
+        if is_frame_violation(kind, value):
+            frames = frames[: index + 1]
+            break
     with connect(
         ws_url(server), subprotocols=subprotocols or None, open_timeout=10, close_timeout=5, max_size=None
     ) as ws:
@@ -715,9 +736,9 @@ def run_exchange(server: Server, subprotocols: list[str], frames: list[tuple[str
         try:
             for kind, value in frames:
                 exchange.send(ws, kind, value)
-            if exchange.protocol is None:
-                ws.recv(timeout=10)  # the server closes: no subprotocol in common
-                raise AssertionError(f"no close without a subprotocol\n{exchange.context()}")
+            if exchange.protocol is None or (frames and is_frame_violation(*frames[-1])):
+                while True:  # the server must close
+                    exchange.check(ws.recv(timeout=10))
             if not exchange.init_sent:
                 exchange.send(ws, "json", {"type": "connection_init", "payload": {}})
             sentinel = f"sentinel-{uuid.uuid4()}"
@@ -730,17 +751,9 @@ def run_exchange(server: Server, subprotocols: list[str], frames: list[tuple[str
                 exchange.check(ws.recv(timeout=remaining))
         except ConnectionClosed as exc:
             exchange.check_close(exc)
-            return exchange
         except TimeoutError:
             raise AssertionError(f"no answer within 10 s\n{exchange.context()}") from None
     return exchange
-
-
-def drain_and_check(server: Server, subprotocols: list[str], frames: list[tuple[str, Any]]) -> None:
-    exchange = run_exchange(server, subprotocols, frames)
-    # a close from the server must never be 1011 even for messages already in flight
-    if exchange.close is not None:
-        assert exchange.close.code != 1011, exchange.context()
 
 
 def assert_websocket_works(server: Server) -> None:
@@ -772,7 +785,7 @@ def test_websocket_random_frames(fuzz_server: Server) -> None:
     def run(subprotocols: list[str], init_first: bool, frames: list[tuple[str, Any]]) -> None:
         if init_first:
             frames = [("json", {"type": "connection_init", "payload": {}}), *frames]
-        drain_and_check(fuzz_server, subprotocols, frames)
+        run_exchange(fuzz_server, subprotocols, frames)
 
     run()
     assert_websocket_works(fuzz_server)
@@ -796,21 +809,155 @@ def test_websocket_subscribe_payloads(fuzz_server: Server) -> None:
             frames.append(("json", {"type": "start" if legacy else "subscribe", "id": operation_id, "payload": payload}))
             if stop:
                 frames.append(("json", {"type": "stop" if legacy else "complete", "id": operation_id}))
-        drain_and_check(fuzz_server, [protocol], frames)
+        run_exchange(fuzz_server, [protocol], frames)
 
     run()
     assert_websocket_works(fuzz_server)
 
 
 # ---------------------------------------------------------------------------
+# the smallest inputs behind what the fuzzing above found (kept as regressions)
+
+INIT = ("json", {"type": "connection_init", "payload": {}})
+
+
+@pytest.mark.parametrize(
+    ("protocol", "frames"),
+    [
+        # "unexpected message type '…'" is over the 123 bytes a close reason may hold
+        (TRANSPORT, [INIT, ("json", {"type": "x" * 200})]),
+        (LEGACY, [INIT, ("json", {"type": "\u00e9" * 70})]),
+        # "subscriber for … already exists", with a long id
+        (TRANSPORT, [INIT, *[("json", {"type": "subscribe", "id": "x" * 300, "payload": {"query": SUBSCRIPTIONS[0], "variables": {"lat": 1, "lon": 1}}})] * 2]),
+    ],
+    ids=["long-type", "long-non-ascii-type", "duplicate-long-id"],
+)
+def test_websocket_long_close_reason_still_closes_cleanly(
+    fuzz_server: Server, protocol: str, frames: list[tuple[str, Any]]
+) -> None:
+    exchange = run_exchange(fuzz_server, [protocol], frames)
+    assert exchange.close is not None and 4400 <= exchange.close.code <= 4499, exchange.context()
+
+
+def asgi_exceptions(logs: str) -> int:
+    return logs.count("Exception in ASGI application")
+
+
+def frames_in_one_write(server: Server, protocol: str, texts: list[bytes]) -> tuple[list[Any], Any]:
+    """Text frames (raw bytes, invalid UTF-8 allowed) written in one segment, so that the
+    server parses them all before its app runs; the messages received and the close."""
+    uri = parse_uri(ws_url(server))
+    client = ClientProtocol(uri, subprotocols=[Subprotocol(protocol)], max_size=None)
+    with socket.create_connection((uri.host, uri.port), timeout=10) as sock:
+        client.send_request(client.connect())
+        sock.sendall(b"".join(client.data_to_send()))
+        while client.state is State.CONNECTING:
+            client.receive_data(sock.recv(65536))
+        assert client.handshake_exc is None, client.handshake_exc
+        for text in texts:
+            client.send_text(text)
+        sock.sendall(b"".join(client.data_to_send()))
+        received: list[Any] = []
+        while client.state is not State.CLOSED and not client.close_rcvd:
+            data = sock.recv(65536)
+            if not data:
+                client.receive_eof()
+                break
+            client.receive_data(data)
+            received += [e.data.decode() for e in client.events_received() if getattr(e, "opcode", None) is Opcode.TEXT]
+        return received, client.close_rcvd
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT, LEGACY])
+def test_websocket_reply_after_a_protocol_close_is_not_an_asgi_exception(fuzz_server: Server, protocol: str) -> None:
+    """connection_init, then a text frame of invalid UTF-8 in the same write: the WebSocket
+    layer closes with 1007 before the app sends its connection_ack, which must not raise."""
+    before = asgi_exceptions(fuzz_server.logs())
+    received, close = frames_in_one_write(fuzz_server, protocol, [b'{"type": "connection_init"}', b'{"type": "\xff"}'])
+    assert close is not None and close.code == 1007, (received, close)
+    time.sleep(0.3)
+    assert asgi_exceptions(fuzz_server.logs()) == before, summarize_tracebacks(fuzz_server.logs())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"query": "{ current(lat: 91, lon: 0) { temperature } }"},
+        {"query": "{ forecast(lat: 1, lon: 1, days: 0) { days } }"},
+        {"query": "query($lat: Float!) { current(lat: $lat, lon: 0) { temperature } }", "variables": {"lat": "north"}},
+    ],
+    ids=["bad-coordinate", "bad-days", "bad-variable"],
+)
+def test_client_errors_do_not_log_tracebacks(fuzz_server: Server, http: httpx.Client, body: dict[str, Any]) -> None:
+    before = len(fuzz_server.logs())
+    check_graphql(http.post("/graphql", json=body))
+    time.sleep(0.2)
+    new = fuzz_server.logs()[before:]
+    assert "Traceback" not in new, new[:3000]
+
+
+# ---------------------------------------------------------------------------
 # 4. the server survived it all
 
 
-def test_server_survived_without_a_traceback(fuzz_server: Server, http: httpx.Client) -> None:
-    assert fuzz_server.process.poll() is None, fuzz_server.logs()
+def log_records(logs: str) -> Iterator[tuple[str, str]]:
+    """(what logged it, the text that followed) for each record: JSON lines, or plain text."""
+    plain: list[str] = []
+    for line in logs.splitlines():
+        if line.startswith("{"):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if isinstance(record, dict):
+                message = str(record.get("message", "")).strip().splitlines() or [""]
+                yield f"{record.get('logger')}: {message[0]}", f"{record.get('message')}\n{record.get('exc_info', '')}"
+                continue
+        plain.append(line)
+    header, block = "?", []
+    for line in plain:  # plain text: a record starts at a line with a level
+        match = re.match(r"^(?:\S+ \S+ )?(ERROR|WARNING|CRITICAL|INFO)\b:?\s*(.*)", line)
+        if match:
+            if block:
+                yield header, "\n".join(block)
+            header, block = match.group(2), []
+        else:
+            block.append(line)
+    if block:
+        yield header, "\n".join(block)
+
+
+def summarize_tracebacks(logs: str) -> str:
+    """Each kind of traceback in the log once, with how often: the record that logged it
+    and the exception it ended with, one example each."""
+    kinds: dict[tuple[str, str], list[Any]] = {}
+    for header, block in log_records(logs):
+        if "Traceback" not in block:
+            continue
+        lines = [line for line in block.splitlines() if line.strip()]
+        ending = next(
+            (line for line in reversed(lines) if not line.startswith((" ", "Traceback", "The above", "During handling"))),
+            "?",
+        )
+        key = (header.split(":")[0][:60], ending.split(":")[0])
+        kinds.setdefault(key, [0, header, ending])[0] += 1
+    ranked = sorted(kinds.values(), key=lambda kind: -kind[0])
+    return "\n".join(f"{count:5d} x {header[:90]}\n        -> {ending[:160]}" for count, header, ending in ranked)
+
+
+def test_server_process_survived(fuzz_server: Server, http: httpx.Client) -> None:
+    assert fuzz_server.process.poll() is None, fuzz_server.logs()[-3000:]
     assert http.get("/health").status_code == 200
     assert http.get("/ready").status_code == 200
+    assert http.post("/graphql", json={"query": "{ __typename }"}).json() == {"data": {"__typename": "Query"}}
     assert_websocket_works(fuzz_server)
+
+
+def test_log_has_no_exception_in_asgi_application(fuzz_server: Server) -> None:
     logs = fuzz_server.logs()
-    assert "Traceback" not in logs, logs[-6000:]
-    assert "Exception in ASGI application" not in logs, logs[-6000:]
+    assert "Exception in ASGI application" not in logs, summarize_tracebacks(logs)
+
+
+def test_log_has_no_traceback(fuzz_server: Server) -> None:
+    logs = fuzz_server.logs()
+    assert "Traceback" not in logs, summarize_tracebacks(logs)

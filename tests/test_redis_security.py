@@ -37,9 +37,10 @@ def test_password_and_acl_user_in_the_url_never_logged(tmp_path: Path, simulator
             logs = srv.logs()
             assert "Redis at redis://" in logs
             assert "default-pass-41" not in logs and "acl-pass-93" not in logs
-        wrong = Server(server_env(f"redis://:wrong@127.0.0.1:{own.port}/0", simulator))
+        wrong = Server(server_env(f"redis://:wrong@127.0.0.1:{own.port}/0", simulator), ready=False)
         try:
             assert httpx.get(f"{wrong.url}/health").json()["redis"] == "down"
+            assert httpx.get(f"{wrong.url}/ready").status_code == 503
             assert graphql(wrong.url, QUERY).status_code == 200  # degraded, still serving
         finally:
             wrong.stop()
@@ -66,9 +67,12 @@ def test_tls_with_certificate_checks(tmp_path: Path, redis_url: str, simulator: 
             assert httpx.get(f"{trusted.url}/health").json()["redis"] == "ok"
         finally:
             trusted.stop()
-        untrusted = Server(server_env(f"rediss://localhost:{terminator.port}/0?ssl_ca_certs={impostor_file}", simulator))
+        untrusted = Server(
+            server_env(f"rediss://localhost:{terminator.port}/0?ssl_ca_certs={impostor_file}", simulator), ready=False
+        )
         try:
             assert httpx.get(f"{untrusted.url}/health").json()["redis"] == "down"
+            assert httpx.get(f"{untrusted.url}/ready").status_code == 503
         finally:
             untrusted.stop()
     finally:

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     ws_max_message_bytes: int = Field(
         64 * 1024, ge=1024, description="largest WebSocket message accepted"
     )
+    drain_seconds: float = Field(
+        0, ge=0, description="after SIGTERM, seconds not ready but still serving, for the load balancer"
+    )
     shutdown_timeout_seconds: float = Field(
         20, gt=0, description="how long shutdown waits for in-flight requests"
     )

@@ -6,7 +6,9 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
 from strawberry.types import Info
 
 from weathernote.cells import Cell as GridCell
@@ -141,8 +143,19 @@ def build_root(field: str, cell: GridCell, readings: Mapping[Part, Reading], arg
     return build_forecast(cell, readings, 7 if days is None else days, units)
 
 
+class Schema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        """Log only our own failures; a client's bad input is not an error of the server's.
+
+        Strawberry logs every error with a traceback, so any client could flood the log.
+        """
+        internal = [e for e in errors if e.original_error is not None and not isinstance(e.original_error, GraphQLError)]
+        if internal:
+            super().process_errors(internal, execution_context)
+
+
 def build_schema() -> strawberry.Schema:
-    return strawberry.Schema(
+    return Schema(
         query=Query,
         subscription=Subscription,
         extensions=schema_extensions(),

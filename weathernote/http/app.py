@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -122,10 +123,23 @@ class Services:
         )
         await self.live.start()
         await self.usage.start()
+        self._readiness = asyncio.create_task(self._become_ready(), name="readiness")
+
+    async def _become_ready(self) -> None:
+        """Ready once Redis answers on both connections (the cache's and the hub's)."""
+        while True:
+            try:
+                await self.redis.ping()
+                await self.pubsub_redis.ping()
+                break
+            except (RedisError, OSError) as exc:
+                log.warning("not ready yet: Redis unreachable (%s)", type(exc).__name__)
+                await asyncio.sleep(0.5)
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
+        self._readiness.cancel()
         await self.usage.stop()
         await self.live.stop()
         await self.upstream.aclose()
@@ -208,11 +222,11 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await services.start()
-        lifecycle.on_drain(drain)
+        restore_signals = lifecycle.drain_on_signals(drain, settings.drain_seconds)
         try:
             yield
         finally:
-            lifecycle.forget(drain)
+            restore_signals()
             await drain()
             await services.stop()
 

@@ -203,8 +203,8 @@ class Connection:
                 await self._dispatch(text)
         except ProtocolError as exc:
             await self.close(exc.code, exc.reason)
-        except WebSocketDisconnect:
-            pass
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass  # the socket closed under us (e.g. uvicorn refused a frame): nothing to answer
         finally:
             self._timer.cancel()
             await self._cancel_operations()
@@ -245,7 +245,7 @@ class Connection:
         elif kind == "connection_terminate" and self.legacy:
             await self.close(1000, "terminated")
         else:
-            raise ProtocolError(4400, f"unexpected message type {kind!r}")
+            raise ProtocolError(4400, "unexpected message type")
 
     async def _start(self, message: dict[str, Any]) -> None:
         if not self.acknowledged:
@@ -258,7 +258,7 @@ class Connection:
             if self.legacy:
                 self.tasks.pop(operation_id).cancel()  # legacy clients reuse ids after a stop
             else:
-                raise ProtocolError(4409, f"subscriber for {operation_id} already exists")
+                raise ProtocolError(4409, "subscriber for that id already exists")
         if len(self.tasks) >= self.limits.max_operations:
             await self.send_error(operation_id, [{"message": "Subscription limit reached"}])
             return
@@ -317,6 +317,8 @@ class Connection:
 
     async def close(self, code: int, reason: str = "") -> None:
         if self.websocket.application_state is WebSocketState.CONNECTED:
+            # a close frame's reason holds at most 123 bytes; ours never echo client input
+            reason = reason.encode()[:123].decode(errors="ignore")
             with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
                 await self.websocket.close(code, reason)
 

@@ -1,24 +1,14 @@
-"""Running the app under uvicorn, with draining before uvicorn's own shutdown."""
+"""Running the app under uvicorn."""
 
 from __future__ import annotations
 
-import socket
-
 import uvicorn
-from uvicorn.supervisors import Multiprocess
 
-from weathernote.http import lifecycle
 from weathernote.settings import Settings
 
 
-class DrainingServer(uvicorn.Server):
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        await lifecycle.drain()
-        await super().shutdown(sockets)
-
-
 def run(settings: Settings) -> None:
-    config = uvicorn.Config(
+    uvicorn.run(
         "weathernote.http.app:app_from_environment",
         factory=True,
         host=settings.host,
@@ -35,8 +25,3 @@ def run(settings: Settings) -> None:
         access_log=False,  # weathernote.access writes one structured line per request
         log_config=None,  # keep the JSON logging `weathernote` configured
     )
-    if settings.workers > 1:
-        sock = config.bind_socket()
-        Multiprocess(config, target=DrainingServer(config).run, sockets=[sock]).run()
-    else:
-        DrainingServer(config).run()

@@ -1,0 +1,293 @@
+"""The operations artifacts in deploy/: Prometheus rules, their unit tests, the example scrape
+config and the Grafana dashboard.
+
+Checked with promtool (Debian package `prometheus`): the rules and every dashboard expression
+must parse, the alert unit tests must pass, and every `weathernote_*` series they query must be
+one that `weathernote/metrics.py` actually exposes. promtool is required: without it these tests
+fail (they never skip), so a CI that forgot to install it does not pass silently.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import Counter, Gauge, Histogram
+
+from weathernote import metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
+ALERTS = PROMETHEUS_DIR / "alerts.yml"
+ALERTS_TEST = PROMETHEUS_DIR / "alerts_test.yml"
+SCRAPE_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "weathernote-dashboard.json"
+
+METRIC_NAME = re.compile(r"(?<![A-Za-z0-9_:])weathernote_[A-Za-z0-9_]+")
+
+# Grafana's variables, replaced by something promtool can parse.
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "5m",
+    "$__interval": "1m",
+    "$__range": "1h",
+    "${instance}": ".*",
+    "$instance": ".*",
+}
+
+# What an operator must hear about (the brief for alerts.yml).
+REQUIRED_ALERTS = {
+    "WeathernoteCacheHitRateLow",
+    "WeathernoteRateLimitRefusalsRising",
+    "WeathernoteErrorsRising",
+    "WeathernoteBreakerOpen",
+    "WeathernoteUpstreamDailyBudgetNearlySpent",
+    "WeathernoteUpstreamHourlyBudgetNearlySpent",
+    "WeathernotePrewarmStalled",
+    "WeathernoteInstanceDown",
+}
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail(
+            "promtool is not installed (it is not on PATH). It comes with Debian's `prometheus` "
+            "package: install it with `apt-get install -y prometheus`, then run these tests again.",
+            pytrace=False,
+        )
+    return path
+
+
+def run_promtool(*args: str | Path, cwd: Path | None = None) -> str:
+    result = subprocess.run(
+        [promtool(), *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"promtool {' '.join(map(str, args))} failed:\n{output}"
+    return output
+
+
+def exposed_names() -> set[str]:
+    """Every series name weathernote/metrics.py exposes, with the exposition suffixes."""
+    names: set[str] = set()
+    for value in vars(metrics).values():
+        if isinstance(value, Counter | Gauge | Histogram):
+            family = value.describe()[0]  # counters' family names come without `_total`
+            if family.type == "counter":
+                names |= {f"{family.name}_total", f"{family.name}_created"}
+            elif family.type == "histogram":
+                names |= {f"{family.name}_{suffix}" for suffix in ("bucket", "sum", "count", "created")}
+            else:
+                names.add(family.name)
+        elif isinstance(value, str) and value.startswith("weathernote_"):
+            names.add(value)  # figures read from Redis at scrape time
+    return names
+
+
+def metric_families() -> dict[str, set[str]]:
+    """Each metric defined in metrics.py → the series names that show it."""
+    families: dict[str, set[str]] = {}
+    for attribute, value in vars(metrics).items():
+        if isinstance(value, Counter | Gauge | Histogram):
+            family = value.describe()[0]
+            if family.type == "counter":
+                families[attribute] = {f"{family.name}_total"}
+            elif family.type == "histogram":
+                families[attribute] = {f"{family.name}_{s}" for s in ("bucket", "sum", "count")}
+            else:
+                families[attribute] = {family.name}
+        elif isinstance(value, str) and value.startswith("weathernote_"):
+            families[attribute] = {value}
+    return families
+
+
+def load_rules() -> list[dict[str, Any]]:
+    document = yaml.safe_load(ALERTS.read_text())
+    return [rule for group in document["groups"] for rule in group["rules"]]
+
+
+def load_dashboard() -> dict[str, Any]:
+    return json.loads(DASHBOARD.read_text())
+
+
+def dashboard_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every panel, including those inside collapsed rows."""
+    found = []
+    for panel in dashboard["panels"]:
+        found.append(panel)
+        found.extend(panel.get("panels", []))
+    return found
+
+
+def dashboard_targets(dashboard: dict[str, Any]) -> list[tuple[int, str, str]]:
+    """(panel id, refId, PromQL) for every query target of every panel."""
+    return [
+        (panel["id"], target["refId"], target["expr"])
+        for panel in dashboard_panels(dashboard)
+        for target in panel.get("targets", [])
+        if target.get("expr")
+    ]
+
+
+def dashboard_expressions(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, PromQL) for every query target of every panel."""
+    titles = {panel["id"]: panel["title"] for panel in dashboard_panels(dashboard)}
+    return [
+        (f"panel {panel_id} {titles[panel_id]!r} {ref}", expr)
+        for panel_id, ref, expr in dashboard_targets(dashboard)
+    ]
+
+
+def substitute_grafana_variables(expr: str) -> str:
+    for variable, replacement in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, replacement)
+    assert "$" not in expr, f"unknown Grafana variable left in {expr!r}"
+    return expr
+
+
+def alerts_test_series_names() -> list[str]:
+    document = yaml.safe_load(ALERTS_TEST.read_text())
+    return [
+        series["series"].split("{", 1)[0]
+        for test in document["tests"]
+        for series in test.get("input_series", [])
+    ]
+
+
+# ---------------------------------------------------------------------------- alert rules
+
+
+def test_alert_rules_pass_promtool_check() -> None:
+    output = run_promtool("check", "rules", ALERTS)
+    assert "SUCCESS" in output
+
+
+def test_alert_rule_unit_tests_pass() -> None:
+    # breaker open and budgets fire, a healthy cache does not, ... (see alerts_test.yml)
+    output = run_promtool("test", "rules", ALERTS_TEST.name, cwd=PROMETHEUS_DIR)
+    assert "SUCCESS" in output
+
+
+def test_alert_unit_tests_cover_the_key_alerts() -> None:
+    document = yaml.safe_load(ALERTS_TEST.read_text())
+    checks = [check for test in document["tests"] for check in test.get("alert_rule_test", [])]
+    firing = {check["alertname"] for check in checks if check.get("exp_alerts")}
+    quiet = {check["alertname"] for check in checks if not check.get("exp_alerts")}
+    assert {
+        "WeathernoteBreakerOpen",
+        "WeathernoteUpstreamDailyBudgetNearlySpent",
+        "WeathernoteUpstreamHourlyBudgetNearlySpent",
+    } <= firing
+    assert "WeathernoteCacheHitRateLow" in quiet
+
+
+def test_every_alert_has_duration_severity_and_annotations() -> None:
+    rules = load_rules()
+    alerts = {rule["alert"]: rule for rule in rules if "alert" in rule}
+    assert REQUIRED_ALERTS <= alerts.keys(), f"missing alerts: {REQUIRED_ALERTS - alerts.keys()}"
+    for name, rule in alerts.items():
+        assert rule.get("for"), f"{name}: no `for`"
+        assert rule.get("labels", {}).get("severity") in {"warning", "critical"}, f"{name}: severity"
+        annotations = rule.get("annotations", {})
+        assert annotations.get("summary") and annotations.get("description"), f"{name}: annotations"
+
+
+def test_example_scrape_config_is_valid() -> None:
+    # also checks the rule file it loads
+    output = run_promtool("check", "config", SCRAPE_CONFIG.name, cwd=PROMETHEUS_DIR)
+    assert "SUCCESS" in output
+    config = yaml.safe_load(SCRAPE_CONFIG.read_text())
+    jobs = {job["job_name"] for job in config["scrape_configs"]}
+    assert "weathernote" in jobs  # the alert rules select job="weathernote"
+
+
+# ---------------------------------------------------------------------------- dashboard
+
+
+def test_dashboard_imports_with_a_datasource_input() -> None:
+    dashboard = load_dashboard()
+    assert 36 <= dashboard["schemaVersion"] <= 41
+    assert [i["name"] for i in dashboard["__inputs"]] == ["DS_PROMETHEUS"]
+    assert dashboard["__inputs"][0]["pluginId"] == "prometheus"
+    assert dashboard["id"] is None and dashboard["uid"]
+    panels = dashboard_panels(dashboard)
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for panel in panels:
+        assert {"h", "w", "x", "y"} <= panel["gridPos"].keys()
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == "${DS_PROMETHEUS}", panel["title"]
+        assert panel["targets"], f"{panel['title']}: no query"
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${DS_PROMETHEUS}", panel["title"]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            assert variable["datasource"]["uid"] == "${DS_PROMETHEUS}"
+
+
+def test_breaker_stat_panel_maps_states_to_words() -> None:
+    panels = [
+        panel
+        for panel in dashboard_panels(load_dashboard())
+        if panel["type"] == "stat" and any("weathernote_breaker_state" in t["expr"] for t in panel["targets"])
+    ]
+    assert panels, "no stat panel for weathernote_breaker_state"
+    texts = {}
+    for mapping in panels[0]["fieldConfig"]["defaults"]["mappings"]:
+        texts.update({value: option["text"] for value, option in mapping["options"].items()})
+    assert texts == {"0": "closed", "1": "half-open", "2": "open"}
+
+
+def test_dashboard_expressions_parse(tmp_path: Path) -> None:
+    # each target becomes a recording rule named after its panel, so promtool's error names it
+    rules = []
+    for panel_id, ref, expr in dashboard_targets(load_dashboard()):
+        rules.append({"record": f"dashboard_panel_{panel_id}_{ref}", "expr": substitute_grafana_variables(expr)})
+    assert rules
+    rules_file = tmp_path / "dashboard-expressions.rules.yml"
+    rules_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, sort_keys=False))
+    output = run_promtool("check", "rules", rules_file)
+    assert f"SUCCESS: {len(rules)} rules found" in output
+
+
+# ---------------------------------------------------------------------------- names
+
+
+def test_every_queried_metric_exists_in_metrics_module() -> None:
+    known = exposed_names()
+    queried: dict[str, set[str]] = {}
+    for where, expr in dashboard_expressions(load_dashboard()):
+        for name in METRIC_NAME.findall(expr):
+            queried.setdefault(name, set()).add(f"dashboard {where}")
+    for rule in load_rules():
+        for name in METRIC_NAME.findall(rule["expr"]):
+            queried.setdefault(name, set()).add(f"rule {rule.get('alert') or rule.get('record')}")
+    for name in alerts_test_series_names():
+        if name.startswith("weathernote_"):
+            queried.setdefault(name, set()).add("alerts_test.yml input series")
+    assert queried, "no weathernote_* metric found in the dashboard or the rules"
+    unknown = {name: sorted(where) for name, where in queried.items() if name not in known}
+    assert not unknown, f"not exposed by weathernote/metrics.py: {unknown}"
+
+
+def test_dashboard_shows_every_metric() -> None:
+    # a metric added to metrics.py needs a panel (or an explicit decision to leave it out)
+    queried = set()
+    for _, expr in dashboard_expressions(load_dashboard()):
+        queried |= set(METRIC_NAME.findall(expr))
+    missing = sorted(attribute for attribute, names in metric_families().items() if not names & queried)
+    assert not missing, f"metrics with no dashboard panel: {missing}"
