@@ -30,8 +30,11 @@ def test_miss_then_hit_with_the_seed_key_and_ttl(server: Server, clean: Simulato
     assert second["cached"] is True
     assert second["temperature"] == first["temperature"]
     assert clean.stats()["served"] == 1
+    # at most the configured 600 s, and no longer than until the upstream's next 15-minute step
     ttl = redis_client.ttl("weather:lat:40.7:lon:-74.0")
-    assert 590 <= ttl <= 600
+    assert 0 < ttl <= 600
+    fresh_until, fetched_at, next_update = (int(v) for v in redis_client.get("weather:lat:40.7:lon:-74.0").split(b"\n")[0].split())
+    assert fresh_until <= next_update and fresh_until - fetched_at <= 600_000
 
 
 def test_two_hundred_concurrent_cold_requests_cost_one_upstream_call(server: Server, clean: Simulator) -> None:

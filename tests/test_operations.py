@@ -50,7 +50,7 @@ def test_metrics_move_by_exactly_what_happened(redis_url: str, simulator: Simula
                 await socket.subscribe("s", "subscription { weatherUpdates(lat: 2, lon: 2) { cached } }")
                 await socket.data()
                 during = scrape(srv.url)
-                redis_client.delete("weather:lat:2.0:lon:2.0")
+                redis_client.delete("weather:lat:2.0:lon:2.0", "stale:weather:lat:2.0:lon:2.0")  # force a refetch
                 graphql(srv.url, CURRENT, {"lat": 2, "lon": 2}, headers={"x-client-id": "other"})
                 await socket.data()
                 return during

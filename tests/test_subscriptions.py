@@ -26,8 +26,8 @@ PARIS_CHANNEL = f"updates:{PARIS_KEY}"
 
 
 def refresh(server: Server, redis_client: redis.Redis, key: str = PARIS_KEY, where: dict = PARIS) -> None:
-    """Make the cell refresh: drop its entry, then ask for it (a miss refetches and announces)."""
-    redis_client.delete(key)
+    """Make the cell refresh: drop its entry and stale copy, then ask for it (a miss refetches and announces)."""
+    redis_client.delete(key, f"stale:{key}")  # the stale copy would be renewed, not refetched
     if key.startswith("weather:"):
         body = graphql(server.url, "query($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { cached } }", where).json()
         assert body["data"]["current"]["cached"] is False
@@ -125,7 +125,7 @@ async def test_a_stalled_subscriber_neither_delays_others_nor_queues_without_bou
         refreshes = 120  # ~5 MB of payloads: more than the kernel buffers between us
         last = None
         for _ in range(refreshes):
-            redis_client.delete(key)
+            redis_client.delete(key, f"stale:{key}")
             assert "errors" not in graphql(server.url, refresh_query).json()
             last = (await fast.data(timeout=5))["data"]["forecastUpdates"]["fetchedAt"]
         received = []

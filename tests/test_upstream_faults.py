@@ -16,7 +16,8 @@ QUERY = "{ current(lat: 52.52, lon: 13.41) { temperature cached stale } }"
 
 @pytest.fixture(scope="module")
 def short_ttl_server(redis_url: str, simulator: Simulator) -> Iterator[Server]:
-    srv = Server(server_env(redis_url, simulator, weather_ttl_seconds=1, upstream_timeout_seconds=1))
+    # its clock runs 300x: the upstream's next 15-minute step comes within 3 real seconds
+    srv = Server(server_env(redis_url, simulator, weather_ttl_seconds=60, upstream_timeout_seconds=1, clock_speed=300))
     yield srv
     srv.stop()
 
@@ -59,7 +60,7 @@ def test_failures_are_upstream_unavailable_and_cache_nothing(
 
 def test_expired_entry_is_served_stale_when_the_upstream_fails(short_ttl_server: Server, clean: Simulator) -> None:
     fresh = graphql(short_ttl_server.url, QUERY).json()["data"]["current"]
-    time.sleep(1.2)  # the configured TTL is 1 s
+    time.sleep(3.5)  # past its TTL and past the step after it: a refresh is due
     clean.configure(forced_status=503)
     stale = graphql(short_ttl_server.url, QUERY).json()["data"]["current"]
     assert stale == {"temperature": fresh["temperature"], "cached": True, "stale": True}

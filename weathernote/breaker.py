@@ -69,6 +69,10 @@ class CircuitBreaker:
         if self.state is not State.CLOSED:
             self._set(State.CLOSED)
 
+    def abandon(self) -> None:
+        """An allowed call that was not made after all: frees the half-open probe."""
+        self._probing = False
+
     def failure(self) -> None:
         self._probing = False
         self._failures += 1

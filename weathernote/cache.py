@@ -13,6 +13,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from weathernote.breaker import CircuitBreaker
+from weathernote.clock import clock
 from weathernote.entries import Entry
 from weathernote.keys import entry_key, stale_key, update_channel
 from weathernote.redis_client import AnyRedis
@@ -48,21 +49,24 @@ class EntryStore:
         self.breaker.success()
         return values
 
-    async def write(self, entries: Sequence[Entry]) -> None:
+    async def write(self, entries: Sequence[Entry], announce: bool = True) -> None:
         """Store each entry and announce it on its channel in the same round trip.
 
         The announcement carries the entry itself, so no listener reads it back.
+        A renewed entry (same data, fresh for longer) is stored without announcing.
         """
         self._check()
+        now = clock.now_ms()
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for entry in entries:
                     raw = entry.encode()
-                    ttl_ms = max(1, entry.fresh_until_ms - entry.fetched_at_ms)
-                    pipe.set(entry_key(entry.part, entry.cell), raw, px=ttl_ms)
+                    ttl_ms = max(1, entry.fresh_until_ms - now)
+                    pipe.set(entry_key(entry.part, entry.cell), raw, px=clock.real_ms(ttl_ms))
                     if self.stale_ms:
-                        pipe.set(stale_key(entry.part, entry.cell), raw, px=ttl_ms + self.stale_ms)
-                    pipe.publish(update_channel(entry.part, entry.cell), raw)
+                        pipe.set(stale_key(entry.part, entry.cell), raw, px=clock.real_ms(ttl_ms + self.stale_ms))
+                    if announce:
+                        pipe.publish(update_channel(entry.part, entry.cell), raw)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             self.breaker.failure()

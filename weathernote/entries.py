@@ -86,25 +86,34 @@ class Entry:
 
     part: Part
     cell: Cell
-    fetched_at_ms: int
+    fetched_at_ms: int  # also the entry's version
     fresh_until_ms: int
+    next_update_ms: int  # when the upstream can have newer data than this
     payload: bytes  # the model as JSON
     _model: Model | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_model(cls, part: Part, cell: Cell, model: Model, fetched_at_ms: int, ttl_ms: int) -> Entry:
-        return cls(part, cell, fetched_at_ms, fetched_at_ms + ttl_ms, orjson.dumps(model), model)
+    def from_model(
+        cls, part: Part, cell: Cell, model: Model, fetched_at_ms: int, fresh_until_ms: int, next_update_ms: int
+    ) -> Entry:
+        return cls(part, cell, fetched_at_ms, fresh_until_ms, next_update_ms, orjson.dumps(model), model)
 
     @classmethod
     def decode(cls, part: Part, cell: Cell, raw: bytes) -> Entry:
         header, _, payload = raw.partition(b"\n")
-        fresh_until, fetched_at = header.split(b" ")
-        return cls(part, cell, int(fetched_at), int(fresh_until), payload)
+        fresh_until, fetched_at, next_update = header.split(b" ")
+        return cls(part, cell, int(fetched_at), int(fresh_until), int(next_update), payload)
+
+    def renewed(self, fresh_until_ms: int) -> Entry:
+        """The same data and version, fresh for longer (the upstream cannot have newer yet)."""
+        return Entry(
+            self.part, self.cell, self.fetched_at_ms, fresh_until_ms, self.next_update_ms, self.payload, self._model
+        )
 
     @property
     def header(self) -> bytes:
-        """The first line of the wire form: freshness and version."""
-        return b"%d %d\n" % (self.fresh_until_ms, self.fetched_at_ms)
+        """The first line of the wire form: freshness, version and next possible update."""
+        return b"%d %d %d\n" % (self.fresh_until_ms, self.fetched_at_ms, self.next_update_ms)
 
     def encode(self) -> bytes:
         return self.header + self.payload

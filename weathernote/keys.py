@@ -19,6 +19,11 @@ def stale_key(part: Part, cell: Cell) -> str:
     return f"stale:{entry_key(part, cell)}"
 
 
+def refresh_lock_key(key: str) -> str:
+    """Held by the one instance refreshing `key`; the others wait for its announcement."""
+    return f"lock:{key}"
+
+
 def update_channel(part: Part, cell: Cell) -> str:
     """Where a refresh of this entry is announced."""
     return f"updates:{entry_key(part, cell)}"

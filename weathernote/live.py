@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from weathernote.cache import CacheUnavailable
 from weathernote.cells import Cell
+from weathernote.clock import clock
 from weathernote.entries import Entry, Part
 from weathernote.hub import Hub, Subscriber, Wakeup
 from weathernote.keys import WATCHED_CELLS, entry_key, update_channel, watched_member
@@ -99,7 +100,8 @@ class LiveWeather:
         self.service = service
         self.watch_ttl_seconds = watch_ttl_seconds
         self.hub = Hub(pubsub_redis, decode=self._decode, on_reconnect=self._catch_up)
-        service.local_listeners.append(self._announce_locally)
+        service.refresher.on_local_only.append(self._announce_locally)
+        service.refresher.waiter = self.wait_for
         self._channels: dict[str, tuple[Part, Cell]] = {}
         self._watched: Counter[str] = Counter()  # registry member -> local watches
         self._renewer: asyncio.Task[None] | None = None
@@ -134,6 +136,27 @@ class LiveWeather:
         for channel in channels:
             if not self.hub.local_subscribers(channel):
                 self._channels.pop(channel, None)
+
+    async def wait_for(self, cell: Cell, part: Part, timeout: float) -> Entry | None:
+        """The entry another instance is refreshing, as soon as it announces it (None on timeout)."""
+        channel = update_channel(part, cell)
+        self._channels[channel] = (part, cell)
+        subscriber = Subscriber(channel)
+        await self.hub.attach(subscriber)
+        try:
+            # it may have landed before we listened
+            [raw] = await self.service.store.read([entry_key(part, cell)])
+            if raw is not None:
+                entry = self.service.decode(part, cell, raw)
+                if entry.is_fresh(clock.now_ms()):
+                    return entry
+            async with asyncio.timeout(clock.real_seconds(timeout)):
+                return await subscriber.next()
+        except (TimeoutError, CacheUnavailable):
+            return None
+        finally:
+            await self.hub.detach(subscriber)
+            self._forget_channels([channel])
 
     def _announce_locally(self, entries: list[Entry]) -> None:
         """A refresh Redis could not announce still reaches this process's subscribers."""

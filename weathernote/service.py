@@ -2,32 +2,41 @@
 
 Both the GraphQL resolvers and the REST routes call this; it knows nothing of
 either. A read asks for some parts of one cell; fresh entries are answered from
-Redis, the rest are fetched from the upstream in ONE call per cell however many
-requests ask at once (single flight), stored, announced and answered.
+Redis, the rest go to the Refresher (one upstream call per cell however many
+ask, on any instance). An entry past its TTL whose data cannot have changed
+yet is renewed without asking the upstream; when the upstream fails, its
+circuit breaker is open or the budget is spent, the last good entry is served
+with `stale: true`. Hot entries refresh a little before they expire
+(probabilistic early refresh, XFetch), so their readers never wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
+import math
+import random
 from collections import OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from weathernote import metrics, requestlog
 from weathernote.cache import CacheUnavailable, EntryStore
 from weathernote.cells import Cell
+from weathernote.clock import clock
 from weathernote.entries import Entry, Part
 from weathernote.keys import entry_key, stale_key
-from weathernote.upstream import OpenMeteoClient, UpstreamError, request_weight
+from weathernote.refresh import Refresher
+from weathernote.upstream import UpstreamError
 from weathernote.usage import Usage
 
 log = logging.getLogger(__name__)
 
-
 _HITS = {part: metrics.CACHE_HITS.labels(part.value) for part in Part}
 _MISSES = {part: metrics.CACHE_MISSES.labels(part.value) for part in Part}
+# XFetch: beta > 1 refreshes earlier; DELTA is about what a refresh takes (ms).
+_XFETCH_BETA = 1.0
+_XFETCH_DELTA_MS = 1000.0
 
 
 class UpstreamUnavailable(Exception):
@@ -42,29 +51,24 @@ class Reading:
 
 
 def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    return clock.now_ms()
 
 
 class WeatherService:
-    def __init__(
-        self,
-        store: EntryStore,
-        upstream: OpenMeteoClient,
-        *,
-        ttl_seconds: dict[Part, float],
-    ) -> None:
+    def __init__(self, store: EntryStore, refresher: Refresher) -> None:
         self.store = store
-        self.upstream = upstream
-        self.ttl_ms = {part: int(seconds * 1000) for part, seconds in ttl_seconds.items()}
-        self._flights: dict[tuple[str, Part], asyncio.Future[Entry]] = {}
+        self.refresher = refresher
         # The latest entry seen per key: every reader of one version shares one
         # object, so its model is decoded once per process, not once per reader.
         self._recent: OrderedDict[str, Entry] = OrderedDict()
         self._recent_size = 8192
-        self.upstream_healthy: bool | None = None  # outcome of the last upstream call
-        # told of refreshes Redis could not announce, so local subscribers still hear them
-        self.local_listeners: list[Callable[[list[Entry]], None]] = []
+        self._early: set[str] = set()  # keys being refreshed early
         self.usage: Usage | None = None
+        refresher.on_fetched.append(self._fetched)
+
+    @property
+    def upstream_healthy(self) -> bool | None:
+        return self.refresher.healthy
 
     async def read(self, cell: Cell, parts: Collection[Part]) -> dict[Part, Reading]:
         wanted = list(parts)
@@ -86,6 +90,7 @@ class WeatherService:
                 entry = self.decode(part, cell, raw)
                 if entry.is_fresh(now):
                     readings[part] = Reading(entry, cached=True, stale=False)
+                    self._maybe_refresh_early(entry, now)
         missing = [part for part in wanted if part not in readings]
         if self.usage:
             self.usage.cell_read(cell.label)
@@ -94,7 +99,7 @@ class WeatherService:
         if missing:
             for part in missing:
                 _MISSES[part].inc()
-            fetched = await self._refresh_or_stale(cell, missing)
+            fetched = await self._refresh_renew_or_stale(cell, missing)
             readings.update(fetched)
             requestlog.note_read(cell.label, "stale" if any(r.stale for r in fetched.values()) else "miss")
         else:
@@ -108,93 +113,74 @@ class WeatherService:
         if known is not None and raw.startswith(known.header):
             self._recent.move_to_end(key)
             return known
-        return self._remember(key, Entry.decode(part, cell, raw))
+        return self._remember(Entry.decode(part, cell, raw))
 
-    def _remember(self, key: str, entry: Entry) -> Entry:
+    def _remember(self, entry: Entry) -> Entry:
+        key = entry_key(entry.part, entry.cell)
         self._recent[key] = entry
         self._recent.move_to_end(key)
         if len(self._recent) > self._recent_size:
             self._recent.popitem(last=False)
         return entry
 
-    async def _refresh_or_stale(self, cell: Cell, parts: list[Part]) -> dict[Part, Reading]:
-        try:
-            fetched = await self.refresh(cell, parts)
-        except UpstreamError as exc:
-            try:
-                raws = await self.store.read([stale_key(part, cell) for part in parts])
-            except CacheUnavailable:
-                raws = [None]
-            if any(raw is None for raw in raws):
-                raise UpstreamUnavailable(exc.reason) from exc
-            log.warning("upstream failed for %s, serving stale: %s", cell, exc.reason)
-            for part in parts:
-                metrics.STALE_SERVED.labels(part.value, exc.cause).inc()
-            return {
-                part: Reading(Entry.decode(part, cell, raw), cached=True, stale=True)  # type: ignore[arg-type]
-                for part, raw in zip(parts, raws)
-            }
-        return {part: Reading(entry, cached=False, stale=False) for part, entry in fetched.items()}
+    def _fetched(self, entries: list[Entry], weight: float) -> None:
+        for entry in entries:
+            self._remember(entry)
+        if self.usage:
+            self.usage.upstream(weight)
 
-    async def refresh(self, cell: Cell, parts: Collection[Part]) -> dict[Part, Entry]:
-        """Fetch, store and announce `parts` of `cell`, joining any fetch already in flight."""
-        futures: dict[Part, asyncio.Future[Entry]] = {}
-        to_fetch: list[Part] = []
-        loop = asyncio.get_running_loop()
+    async def _refresh_renew_or_stale(self, cell: Cell, parts: list[Part]) -> dict[Part, Reading]:
+        try:
+            stale = dict(zip(parts, await self.store.read([stale_key(part, cell) for part in parts])))
+        except CacheUnavailable:
+            stale = {}
+        now = now_ms()
+        readings: dict[Part, Reading] = {}
+        unchanged = []
         for part in parts:
-            flight = self._flights.get((cell.label, part))
-            if flight is None:
-                flight = loop.create_future()
-                flight.add_done_callback(_retrieve_exception)
-                self._flights[(cell.label, part)] = flight
-                to_fetch.append(part)
-            futures[part] = flight
-        if to_fetch:
-            # A task of its own: a cancelled first caller must not cancel the others' fetch.
-            task = asyncio.create_task(self._fetch_and_store(cell, to_fetch))
-            task.add_done_callback(_retrieve_exception)
-        # shield: a waiter's cancellation must not cancel the shared future
-        return {part: await asyncio.shield(future) for part, future in futures.items()}
-
-    async def _fetch_and_store(self, cell: Cell, parts: list[Part]) -> None:
-        futures = [self._flights[(cell.label, part)] for part in parts]
+            raw = stale.get(part)
+            if raw is not None:
+                entry = Entry.decode(part, cell, raw)
+                if now < entry.next_update_ms:
+                    unchanged.append(entry)
+        # Past its TTL but the upstream cannot have newer data yet: keep it, ask nobody.
+        for entry in await self.refresher.renew(unchanged) if unchanged else ():
+            readings[entry.part] = Reading(self._remember(entry), cached=True, stale=False)
+        to_fetch = [part for part in parts if part not in readings]
+        if not to_fetch:
+            return readings
         try:
-            try:
-                [models] = await self.upstream.fetch([cell], parts)
-            except UpstreamError:
-                self.upstream_healthy = False
-                raise
-            self.upstream_healthy = True
-            if self.usage:
-                self.usage.upstream(request_weight(1, parts))
-            fetched_at = now_ms()
-            entries = [
-                Entry.from_model(part, cell, models[part], fetched_at, self.ttl_ms[part])
-                for part in parts
-            ]
-            for entry in entries:
-                self._remember(entry_key(entry.part, entry.cell), entry)
-            try:
-                await self.store.write(entries)
-            except CacheUnavailable:
-                log.warning("Redis unavailable: %s refreshed for this process only", cell)
-                for listener in self.local_listeners:
-                    listener(entries)
-        except BaseException as exc:
-            for future in futures:
-                if not future.done():
-                    future.set_exception(exc)
-            raise
-        else:
-            for future, entry in zip(futures, entries):
-                future.set_result(entry)
-        finally:
-            for part in parts:
-                self._flights.pop((cell.label, part), None)
+            fetched = await self.refresher.refresh(cell, to_fetch)
+        except UpstreamError as exc:
+            if any(stale.get(part) is None for part in to_fetch):
+                raise UpstreamUnavailable(exc.reason) from exc
+            log.warning("upstream unavailable for %s (%s), serving stale", cell, exc.cause)
+            for part in to_fetch:
+                metrics.STALE_SERVED.labels(part.value, exc.cause).inc()
+                entry = Entry.decode(part, cell, stale[part])  # type: ignore[arg-type]
+                readings[part] = Reading(entry, cached=True, stale=True)
+            return readings
+        readings.update({part: Reading(entry, cached=False, stale=False) for part, entry in fetched.items()})
+        return readings
 
+    def _maybe_refresh_early(self, entry: Entry, now: int) -> None:
+        """XFetch: the closer to expiry, the likelier a hit triggers a background refresh."""
+        remaining = entry.fresh_until_ms - now
+        if remaining > _XFETCH_DELTA_MS * _XFETCH_BETA * 20:
+            return  # far from expiry: -ln(u) exceeds 20 once in half a billion
+        gap = -_XFETCH_DELTA_MS * _XFETCH_BETA * math.log(1.0 - random.random())
+        key = entry_key(entry.part, entry.cell)
+        if gap < remaining or key in self._early:
+            return
+        self._early.add(key)
+        task = asyncio.create_task(self._refresh_early(entry))
+        task.add_done_callback(lambda _: self._early.discard(key))
 
-def _retrieve_exception(future: asyncio.Future[object]) -> None:
-    # Waiters receive the error through their futures; this only keeps asyncio
-    # from logging it again as "never retrieved" when every waiter has left.
-    if not future.cancelled():
-        future.exception()
+    async def _refresh_early(self, entry: Entry) -> None:
+        try:
+            if clock.now_ms() < entry.next_update_ms:
+                await self.refresher.renew([entry])
+            else:
+                await self.refresher.refresh(entry.cell, [entry.part])
+        except (UpstreamError, CacheUnavailable) as exc:
+            log.info("early refresh of %s skipped (%s)", entry.cell, getattr(exc, "cause", exc))

@@ -30,6 +30,30 @@ class Settings(BaseSettings):
     upstream_max_connections: int = Field(
         4, ge=1, description="upstream requests in flight per instance"
     )
+    upstream_budget_per_minute: float = Field(
+        540, gt=0, description="weighted upstream calls per minute, all instances (free tier 600)"
+    )
+    upstream_budget_per_hour: float = Field(
+        4500, gt=0, description="weighted upstream calls per hour, all instances (free tier 5,000)"
+    )
+    upstream_budget_per_day: float = Field(
+        9000, gt=0, description="weighted upstream calls per day, all instances (free tier 10,000)"
+    )
+    prewarm_budget_share: float = Field(
+        0.8, gt=0, le=1, description="share of each budget window the pre-warmer may spend"
+    )
+    forecast_cadence_seconds: float = Field(
+        3600, gt=0, description="how often the upstream's forecasts can change (model runs)"
+    )
+    upstream_breaker_failures: int = Field(
+        5, ge=1, description="consecutive upstream failures that open its circuit breaker"
+    )
+    upstream_breaker_reset_seconds: float = Field(
+        30, gt=0, description="how long the upstream breaker stays open before a probe"
+    )
+    clock_speed: float = Field(
+        1.0, gt=0, description="simulated seconds per real second (benchmarks replay a day in minutes)"
+    )
     weather_ttl_seconds: float = Field(600, gt=0, description="current-weather entry TTL")
     forecast_ttl_seconds: float = Field(600, gt=0, description="forecast entry TTL")
     stale_seconds: float = Field(

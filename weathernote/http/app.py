@@ -20,7 +20,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from weathernote.breaker import CircuitBreaker, State
+from weathernote.budget import Limits as BudgetLimits
+from weathernote.budget import UpstreamBudget
 from weathernote.cache import EntryStore
+from weathernote import clock
 from weathernote.cells import Grid
 from weathernote.entries import Part
 from weathernote.graphql.context import Context
@@ -39,6 +42,7 @@ from weathernote.live import LiveWeather
 from weathernote.logs import configure_logging
 from weathernote.metrics import breaker_changed
 from weathernote.ratelimit import RateLimiter
+from weathernote.refresh import Freshness, Refresher
 from weathernote.usage import Usage
 from weathernote.redis_client import AnyRedis, connect, for_pubsub, redacted
 from weathernote.service import WeatherService
@@ -107,15 +111,40 @@ class Services:
             timeout=settings.upstream_timeout_seconds,
             max_connections=settings.upstream_max_connections,
         )
-        self.weather = WeatherService(
-            EntryStore(self.redis, stale_ms=int(settings.stale_seconds * 1000), breaker=self.breaker),
-            self.upstream,
-            ttl_seconds={
-                Part.CURRENT: settings.weather_ttl_seconds,
-                Part.DAILY: settings.forecast_ttl_seconds,
-                Part.HOURLY: settings.forecast_ttl_seconds,
-            },
+        store = EntryStore(self.redis, stale_ms=int(settings.stale_seconds * 1000), breaker=self.breaker)
+        self.upstream_breaker = CircuitBreaker(
+            "upstream",
+            failures=settings.upstream_breaker_failures,
+            reset_seconds=settings.upstream_breaker_reset_seconds,
+            on_change=breaker_changed,
         )
+        breaker_changed("upstream", State.CLOSED)
+        self.budget = UpstreamBudget(
+            self.redis,
+            self.breaker,
+            BudgetLimits(
+                settings.upstream_budget_per_minute,
+                settings.upstream_budget_per_hour,
+                settings.upstream_budget_per_day,
+                settings.prewarm_budget_share,
+            ),
+        )
+        refresher = Refresher(
+            store,
+            self.upstream,
+            self.budget,
+            self.upstream_breaker,
+            Freshness(
+                ttl_ms={
+                    Part.CURRENT: int(settings.weather_ttl_seconds * 1000),
+                    Part.DAILY: int(settings.forecast_ttl_seconds * 1000),
+                    Part.HOURLY: int(settings.forecast_ttl_seconds * 1000),
+                },
+                forecast_cadence_seconds=settings.forecast_cadence_seconds,
+            ),
+            lock_seconds=settings.upstream_timeout_seconds + 5,
+        )
+        self.weather = WeatherService(store, refresher)
         self.pubsub_redis = for_pubsub(settings.redis_url, settings.redis_timeout_seconds)
         self.weather.usage = self.usage
         self.live = LiveWeather(
@@ -280,4 +309,5 @@ def app_from_environment() -> Starlette:
     """uvicorn factory for worker processes: settings come from WEATHERNOTE_* variables."""
     settings = Settings()
     configure_logging(settings.log_level)  # a spawned worker starts with no logging set up
+    clock.configure(settings.clock_speed)
     return create_app(settings)

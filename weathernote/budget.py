@@ -1,0 +1,98 @@
+"""The upstream budget: Open-Meteo's weighted calls, drawn from windows shared in Redis.
+
+Open-Meteo counts weighted calls per client address in fixed UTC windows (a
+minute, an hour, a day) and refuses once a window is spent. Every instance
+behind one address shares those windows, so the budget lives in Redis: one
+atomic script spends a call's weight from all three windows, or from none.
+User misses may spend the whole budget; the pre-warmer only up to its share,
+so misses always find room. When the budget is spent the service serves
+stale entries rather than exceed it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from weathernote.breaker import CircuitBreaker
+from weathernote.clock import clock
+from weathernote.redis_client import AnyRedis
+
+log = logging.getLogger(__name__)
+
+WINDOWS = (("minute", 60), ("hour", 3600), ("day", 86400))
+
+# KEYS: one per window. ARGV: weight, then per window its limit and expiry (ms).
+_SPEND = """
+local weight = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local used = tonumber(redis.call('GET', key) or '0')
+  if used + weight > tonumber(ARGV[2 * i]) then
+    return {0, i}
+  end
+end
+for i, key in ipairs(KEYS) do
+  redis.call('INCRBYFLOAT', key, weight)
+  redis.call('PEXPIRE', key, tonumber(ARGV[2 * i + 1]))
+end
+return {1, 0}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    per_minute: float
+    per_hour: float
+    per_day: float
+    prewarm_share: float = 0.8  # of each window the pre-warmer may spend
+
+    def of(self, window: str) -> float:
+        return {"minute": self.per_minute, "hour": self.per_hour, "day": self.per_day}[window]
+
+
+class UpstreamBudget:
+    def __init__(self, redis: AnyRedis, breaker: CircuitBreaker, limits: Limits) -> None:
+        self.redis = redis
+        self.breaker = breaker
+        self.limits = limits
+        self._script = redis.register_script(_SPEND)
+
+    def _keys(self) -> list[tuple[str, float, int]]:
+        now = clock.now()
+        keys = []
+        for window, seconds in WINDOWS:
+            start = int(now // seconds * seconds)
+            expiry_ms = clock.real_ms((start + seconds - now) * 1000) + 1000
+            # one hash tag: the windows share a Cluster slot, so one script can spend from all
+            keys.append((f"{{upstream_budget}}:{window}:{start}", self.limits.of(window), expiry_ms))
+        return keys
+
+    async def spend(self, weight: float, *, prewarm: bool = False) -> bool:
+        """Take `weight` from every window, or nothing; False when that would overspend."""
+        share = self.limits.prewarm_share if prewarm else 1.0
+        keys = self._keys()
+        args: list[float] = [weight]
+        for _, limit, expiry_ms in keys:
+            args += [limit * share, expiry_ms]
+        if not self.breaker.allow():
+            return not prewarm  # Redis down: misses go on (as the limiter fails open), warming waits
+        try:
+            allowed, _ = await self._script(keys=[key for key, _, _ in keys], args=args)
+        except (RedisError, OSError) as exc:
+            self.breaker.failure()
+            log.warning("upstream budget unavailable (%s)", type(exc).__name__)
+            return not prewarm
+        self.breaker.success()
+        return bool(allowed)
+
+    async def remaining(self, *, prewarm: bool = False) -> float:
+        """What can still be spent now (the tightest window)."""
+        share = self.limits.prewarm_share if prewarm else 1.0
+        keys = self._keys()
+        try:
+            used = await self.redis.mget([key for key, _, _ in keys])
+        except (RedisError, OSError):
+            return 0.0
+        return min(limit * share - float(value or 0) for (_, limit, _), value in zip(keys, used))

@@ -1,0 +1,55 @@
+"""The one place that owns time.
+
+Everything that reasons about the weather's time (freshness, the upstream's
+15-minute steps and model cadence, budget windows, pre-warm cycles) asks this
+clock. At speed 1 it is the wall clock. A benchmark can run it faster (a
+simulated day in minutes), in step with the upstream simulator's own clock:
+durations in simulated seconds turn into real ones only where something
+actually waits or expires (sleeps, Redis expiries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+
+class Clock:
+    def __init__(self, speed: float = 1.0, origin: float | None = None) -> None:
+        self.set(speed, origin)
+
+    def set(self, speed: float, origin: float | None = None) -> None:
+        if speed <= 0:
+            raise ValueError("clock speed must be positive")
+        self.speed = speed
+        self._real_origin = time.time()
+        self._origin = self._real_origin if origin is None else origin
+
+    def now(self) -> float:
+        """Simulated Unix time, seconds."""
+        return self._origin + (time.time() - self._real_origin) * self.speed
+
+    def now_ms(self) -> int:
+        return int(self.now() * 1000)
+
+    def real_seconds(self, simulated: float) -> float:
+        return simulated / self.speed
+
+    def real_ms(self, simulated_ms: float) -> int:
+        return max(1, int(simulated_ms / self.speed))
+
+    async def sleep(self, simulated: float) -> None:
+        await asyncio.sleep(self.real_seconds(simulated))
+
+
+clock = Clock()
+
+
+def configure(speed: float, origin: float | None = None) -> Clock:
+    """Set the process's clock (once, at start-up); every holder of `clock` sees it."""
+    clock.set(speed, origin)
+    return clock
+
+
+def now_ms() -> int:
+    return clock.now_ms()
