@@ -194,6 +194,8 @@ def server_env(redis_url: str, simulator: Simulator, **overrides: Any) -> dict[s
         # limits are tested on their own; elsewhere they would only get in the way
         "WEATHERNOTE_RATE_LIMIT_PER_MINUTE": "1000000",
         "WEATHERNOTE_CLIENT_ID_SECRET": "test-secret",
+        # the pre-warmer has tests of its own; elsewhere it would add upstream calls
+        "WEATHERNOTE_PREWARM_INTERVAL_SECONDS": "0",
     }
     env.update({f"WEATHERNOTE_{k.upper()}": str(v) for k, v in overrides.items()})
     return env

@@ -14,6 +14,7 @@ def test_embedded_redis_starts_persists_and_stops(tmp_path: Path, clean: Simulat
         "WEATHERNOTE_UPSTREAM_URL": clean.url,
         "WEATHERNOTE_DATA_DIR": str(tmp_path),
         "WEATHERNOTE_LOG_LEVEL": "info",
+        "WEATHERNOTE_PREWARM_INTERVAL_SECONDS": "0",
     }
     first = Server(env)
     try:

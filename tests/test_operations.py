@@ -85,7 +85,7 @@ def test_metrics_move_by_exactly_what_happened(redis_url: str, simulator: Simula
         final = scrape(srv.url)
         assert value(final, "weathernote_redis_used_memory_bytes") > 0
         assert value(final, "weathernote_upstream_calls_per_million_requests") > 0
-        assert value(final, "weathernote_top_cell_requests", cell="lat:1.0:lon:1.0") >= 3
+        assert value(final, "weathernote_top_cell_requests", cell="current|lat:1.0:lon:1.0") >= 3
     finally:
         srv.stop()
 

@@ -87,6 +87,14 @@ class UpstreamBudget:
         self.breaker.success()
         return bool(allowed)
 
+    async def used(self, window: str) -> float:
+        """Weight spent in the current `window` ("minute", "hour" or "day")."""
+        key = next(key for key, _, _ in self._keys() if f"}}:{window}:" in key)
+        try:
+            return float(await self.redis.get(key) or 0)
+        except (RedisError, OSError):
+            return 0.0
+
     async def remaining(self, *, prewarm: bool = False) -> float:
         """What can still be spent now (the tightest window)."""
         share = self.limits.prewarm_share if prewarm else 1.0

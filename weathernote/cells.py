@@ -45,6 +45,11 @@ class Grid:
         validate(lat, lon)
         return self._cell(self._snap(lat), self._wrap(self._snap(lon)))
 
+    def parse(self, label: str) -> Cell:
+        """The cell a canonical label names ("lat:40.7:lon:-74.0")."""
+        _, lat, _, lon = label.split(":")
+        return self.cell(float(lat), float(lon))
+
     def _snap(self, value: float) -> float:
         return round(value / self.step) * self.step
 

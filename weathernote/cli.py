@@ -134,6 +134,40 @@ def simulate_upstream(args: argparse.Namespace) -> int:
     return 0
 
 
+def prewarm(args: argparse.Namespace) -> int:
+    """One pre-warm cycle now (whoever holds the lease), then exit."""
+    import asyncio
+    import dataclasses
+
+    import orjson
+
+    from weathernote.embedded_redis import EmbeddedRedis
+    from weathernote.http.app import Services
+
+    settings = _settings_from(args)
+    embedded = None
+    if not settings.redis_url:
+        embedded = EmbeddedRedis(settings.data_dir)
+        embedded.start()
+        settings = settings.model_copy(update={"redis_url": embedded.url})
+
+    async def once() -> dict[str, Any]:
+        services = Services(settings.model_copy(update={"prewarm_interval_seconds": 0}))
+        await services.start()
+        try:
+            return dataclasses.asdict(await services.prewarmer.cycle())
+        finally:
+            await services.stop()
+
+    try:
+        report = asyncio.run(once())
+    finally:
+        if embedded:
+            embedded.stop()
+    sys.stdout.write(orjson.dumps(report).decode() + "\n")
+    return 0
+
+
 def export_schema(args: argparse.Namespace) -> int:
     from weathernote.graphql.schema import schema
 
@@ -178,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulator.add_arguments(sim_parser)
     sim_parser.set_defaults(handler=simulate_upstream)
+
+    prewarm_parser = commands.add_parser("prewarm", help="run the pre-warmer")
+    prewarm_parser.add_argument("--once", action="store_true", required=True, help="one cycle, then exit")
+    _settings_flags(prewarm_parser)
+    prewarm_parser.set_defaults(handler=prewarm)
 
     export_parser = commands.add_parser("export-schema", help="print the GraphQL schema (SDL)")
     export_parser.add_argument("-o", "--output", default="-", help="file to write (default stdout)")

@@ -51,7 +51,13 @@ def persisted_query_key(sha256: str) -> str:
 
 
 POPULAR_CELLS = "popular_cells"
-"""Sorted set: cell label -> requests, decayed by the pre-warmer."""
+"""Sorted set: `<part>|<cell label>` -> requests, decayed by the pre-warmer."""
+
+PREWARM_LEADER = "prewarm:leader"
+"""The instance holding the pre-warmer's lease."""
+
+PREWARM_LAST_CYCLE = "prewarm:last_cycle"
+"""When the last pre-warm cycle started (clock ms), so a new leader keeps the period."""
 
 
 def active_clients_key(day: str) -> str:

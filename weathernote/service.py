@@ -25,7 +25,7 @@ from weathernote.cache import CacheUnavailable, EntryStore
 from weathernote.cells import Cell
 from weathernote.clock import clock
 from weathernote.entries import Entry, Part
-from weathernote.keys import entry_key, stale_key
+from weathernote.keys import entry_key, stale_key, watched_member
 from weathernote.refresh import Refresher
 from weathernote.upstream import UpstreamError
 from weathernote.usage import Usage
@@ -93,7 +93,8 @@ class WeatherService:
                     self._maybe_refresh_early(entry, now)
         missing = [part for part in wanted if part not in readings]
         if self.usage:
-            self.usage.cell_read(cell.label)
+            for part in wanted:
+                self.usage.cell_read(watched_member(part, cell))
         for part in readings:
             _HITS[part].inc()
         if missing:

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     prewarm_interval_seconds: float = Field(
         600, ge=0, description="pre-warm cycle period; 0 disables the pre-warmer here"
     )
+    prewarm_batch_size: int = Field(
+        100, ge=1, le=1000, description="locations per pre-warm upstream request (Open-Meteo allows 1,000)"
+    )
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated addresses whose X-Forwarded-For is believed"
     )

@@ -44,8 +44,9 @@ class Usage:
         self._requests += cost
         self._clients.add(client_hash)
 
-    def cell_read(self, cell_label: str) -> None:
-        self._cells[cell_label] += 1
+    def cell_read(self, member: str) -> None:
+        """A read of one part of one cell: `<part>|<cell label>`, as the watched-cells registry spells it."""
+        self._cells[member] += 1
 
     def upstream(self, weight: float) -> None:
         self._upstream_weight += weight

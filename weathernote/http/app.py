@@ -41,6 +41,7 @@ from weathernote.identity import Identifier
 from weathernote.live import LiveWeather
 from weathernote.logs import configure_logging
 from weathernote.metrics import breaker_changed
+from weathernote.prewarm import Prewarmer
 from weathernote.ratelimit import RateLimiter
 from weathernote.refresh import Freshness, Refresher
 from weathernote.usage import Usage
@@ -152,6 +153,15 @@ class Services:
         )
         await self.live.start()
         await self.usage.start()
+        self.prewarmer = Prewarmer(
+            self.redis,
+            self.weather,
+            self.grid,
+            interval_seconds=settings.prewarm_interval_seconds or 600,
+            batch_size=settings.prewarm_batch_size,
+        )
+        if settings.prewarm_interval_seconds > 0:
+            await self.prewarmer.start()
         self._readiness = asyncio.create_task(self._become_ready(), name="readiness")
 
     async def _become_ready(self) -> None:
@@ -169,6 +179,7 @@ class Services:
     async def stop(self) -> None:
         self.ready = False
         self._readiness.cancel()
+        await self.prewarmer.stop()  # releases the lease: another instance takes over at once
         await self.usage.stop()
         await self.live.stop()
         await self.upstream.aclose()

@@ -1,0 +1,281 @@
+"""The pre-warmer: keeps what users will ask for fresh, within the upstream budget.
+
+Exactly one instance runs it at a time (a lease in Redis, renewed by its
+holder, released on shutdown, taken over within one lease period when the
+holder dies). Each cycle ranks candidates by value — cells users watch
+(live subscriptions), cells users ask for most (decayed counts), then the
+100 most populous cities — and refreshes those that are due: missing, past
+the point where the upstream can have newer data, or about to expire before
+the next cycle. Entries whose data cannot have changed are renewed without
+an upstream call. The rest go in multi-location batches, paced to spend the
+pre-warm share of the daily budget evenly over the day; a 429 or 5xx backs
+off with jitter instead of retrying hot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import logging
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+
+from redis.exceptions import RedisError
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from weathernote import metrics
+from weathernote.cache import CacheUnavailable
+from weathernote.cells import Cell, Grid
+from weathernote.clock import clock
+from weathernote.entries import Entry, Part
+from weathernote.keys import POPULAR_CELLS, PREWARM_LAST_CYCLE, PREWARM_LEADER, WATCHED_CELLS, entry_key
+from weathernote.redis_client import AnyRedis
+from weathernote.refresh import Refresher
+from weathernote.service import WeatherService
+from weathernote.upstream import UpstreamError, request_weight
+
+log = logging.getLogger(__name__)
+
+_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+_CITY_PARTS = (Part.CURRENT, Part.DAILY, Part.HOURLY)
+_WATCHED_VALUE = 1e9  # live subscribers outrank any request count
+_CITY_VALUE = 1.0  # a city nobody asked for yet still beats an unknown cell
+
+
+def top_cities(grid: Grid) -> list[Cell]:
+    with resources.files("weathernote").joinpath("data/cities.csv").open() as handle:
+        return [grid.cell(float(row["lat"]), float(row["lon"])) for row in csv.DictReader(handle)]
+
+
+@dataclass(slots=True)
+class CycleReport:
+    candidates: int = 0
+    due: int = 0
+    renewed: int = 0
+    refreshed: int = 0
+    requests: int = 0
+    weight: float = 0.0
+    stopped_by: str | None = None  # "budget", "allowance", "upstream"
+    skipped: list[str] = field(default_factory=list)
+
+
+class Lease:
+    """A leader lease in Redis: SET NX with expiry, renewed and released only by its holder."""
+
+    def __init__(self, redis: AnyRedis, seconds: float) -> None:
+        self.redis = redis
+        self.seconds = seconds
+        self.token = secrets.token_hex(12)
+        self.held = False
+
+    async def acquire_or_renew(self) -> bool:
+        expiry = clock.real_ms(self.seconds * 1000)
+        try:
+            if self.held and await self.redis.eval(_RENEW, 1, PREWARM_LEADER, self.token, expiry):
+                return True
+            self.held = bool(await self.redis.set(PREWARM_LEADER, self.token, nx=True, px=expiry))
+        except (RedisError, OSError):
+            self.held = False
+        return self.held
+
+    async def release(self) -> None:
+        if self.held:
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.eval(_RELEASE, 1, PREWARM_LEADER, self.token)
+            self.held = False
+
+
+class Prewarmer:
+    def __init__(
+        self,
+        redis: AnyRedis,
+        service: WeatherService,
+        grid: Grid,
+        *,
+        interval_seconds: float,
+        batch_size: int = 100,
+        max_candidates: int = 2000,
+        lease_seconds: float | None = None,
+        decay: float = 0.7,
+    ) -> None:
+        self.redis = redis
+        self.service = service
+        self.refresher: Refresher = service.refresher
+        self.grid = grid
+        self.interval_ms = int(interval_seconds * 1000)
+        self.batch_size = batch_size
+        self.max_candidates = max_candidates
+        self.decay = decay
+        self.lease = Lease(redis, lease_seconds or max(3.0, min(interval_seconds, 60.0)))
+        self.cities = top_cities(grid)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run_forever(), name="prewarmer")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.lease.release()
+
+    async def _run_forever(self) -> None:
+        while True:
+            try:
+                if await self.lease.acquire_or_renew() and await self._cycle_due():
+                    await self.cycle()
+            except Exception:  # noqa: BLE001 - a failed cycle must not end the pre-warmer
+                log.exception("pre-warm cycle failed")
+                metrics.PREWARM_CYCLES.labels("error").inc()
+            await clock.sleep(min(self.lease.seconds / 3, self.interval_ms / 1000))
+
+    async def _cycle_due(self) -> bool:
+        last = await self.redis.get(PREWARM_LAST_CYCLE)
+        return last is None or clock.now_ms() - int(last) >= self.interval_ms
+
+    async def cycle(self) -> CycleReport:
+        """One pass: rank, find what is due, renew or refresh it within budget."""
+        started = clock.now_ms()
+        await self.redis.set(PREWARM_LAST_CYCLE, started)
+        report = CycleReport()
+        candidates = await self._candidates()
+        report.candidates = len(candidates)
+        due = await self._due(candidates, report)
+        report.due = len(due)
+        allowance = await self._allowance()
+        for parts, cells in self._batches(due):
+            weight = request_weight(len(cells), parts)
+            if weight > allowance:
+                report.stopped_by = "allowance"
+                break
+            try:
+                await self._fetch_with_backoff(cells, parts)
+            except UpstreamError as exc:
+                report.stopped_by = "budget" if exc.cause == "budget" else "upstream"
+                break
+            allowance -= weight
+            report.requests += 1
+            report.weight += weight
+            report.refreshed += len(cells) * len(parts)
+        metrics.PREWARM_CELLS.inc(report.refreshed)
+        metrics.PREWARM_CYCLES.labels("ok" if report.stopped_by is None else report.stopped_by).inc()
+        await self._decay()
+        log.info("pre-warm cycle", extra={"report": asdict(report)})
+        return report
+
+    async def _candidates(self) -> list[tuple[Part, Cell, float]]:
+        """(part, cell, value), most valuable first, each once."""
+        values: dict[tuple[Part, str], float] = {}
+        cells: dict[str, Cell] = {}
+
+        def add(part: Part, cell: Cell, value: float) -> None:
+            cells[cell.label] = cell
+            values[(part, cell.label)] = values.get((part, cell.label), 0.0) + value
+
+        watched = await self.redis.zrangebyscore(WATCHED_CELLS, time.time(), "+inf")
+        for member in _parse_members(watched, self.grid):
+            add(*member, _WATCHED_VALUE)
+        popular = await self.redis.zrevrange(POPULAR_CELLS, 0, self.max_candidates - 1, withscores=True)
+        for (part, cell), score in zip(_parse_members((m for m, _ in popular), self.grid), (s for _, s in popular)):
+            add(part, cell, float(score))
+        for rank, cell in enumerate(self.cities):
+            for part in _CITY_PARTS:
+                add(part, cell, _CITY_VALUE / (1 + rank / 100))
+        ranked = sorted(values.items(), key=lambda item: -item[1])[: self.max_candidates]
+        return [(part, cells[label], value) for (part, label), value in ranked]
+
+    async def _due(self, candidates: list[tuple[Part, Cell, float]], report: CycleReport) -> list[tuple[Part, Cell]]:
+        """Candidates to fetch, in value order; unchanged ones about to lapse are renewed here."""
+        if not candidates:
+            return []
+        try:
+            raws = await self.service.store.read([entry_key(part, cell) for part, cell, _ in candidates])
+        except CacheUnavailable:
+            report.skipped.append("redis unavailable")
+            return []
+        now = clock.now_ms()
+        horizon = now + self.interval_ms
+        due: list[tuple[Part, Cell]] = []
+        renew: list[Entry] = []
+        for (part, cell, _), raw in zip(candidates, raws):
+            if raw is None:
+                due.append((part, cell))
+                continue
+            entry = self.service.decode(part, cell, raw)
+            if now >= entry.next_update_ms:
+                due.append((part, cell))  # the upstream can have newer data
+            elif entry.fresh_until_ms < horizon:
+                renew.append(entry)  # would lapse before the next cycle, yet cannot have changed
+        if renew:
+            await self.refresher.renew(renew)
+            report.renewed = len(renew)
+        return due
+
+    def _batches(self, due: list[tuple[Part, Cell]]) -> Iterable[tuple[list[Part], list[Cell]]]:
+        """Multi-location batches by part set, most valuable cells first.
+
+        A cell due for both forecast parts fetches them together (cheaper than apart).
+        """
+        by_cell: dict[str, set[Part]] = {}
+        order: list[Cell] = []
+        for part, cell in due:
+            if cell.label not in by_cell:
+                by_cell[cell.label] = set()
+                order.append(cell)
+            by_cell[cell.label].add(part)
+        groups: dict[tuple[Part, ...], list[Cell]] = {}
+        for cell in order:
+            parts = by_cell[cell.label]
+            if Part.CURRENT in parts:
+                groups.setdefault((Part.CURRENT,), []).append(cell)
+            forecast = tuple(p for p in (Part.DAILY, Part.HOURLY) if p in parts)
+            if forecast:
+                groups.setdefault(forecast, []).append(cell)
+        for parts, cells in groups.items():
+            for start in range(0, len(cells), self.batch_size):
+                yield list(parts), cells[start : start + self.batch_size]
+
+    async def _allowance(self) -> float:
+        """The weight this cycle may spend: the pre-warm budget left today, spread over the
+        cycles left today, but never more than the tighter windows have now."""
+        now = clock.now()
+        seconds_left = 86400 - now % 86400
+        cycles_left = max(1.0, seconds_left * 1000 / self.interval_ms)
+        budget = self.refresher.budget
+        daily_left = budget.limits.per_day * budget.limits.prewarm_share - await budget.used("day")
+        return max(0.0, min(daily_left / cycles_left * 2, await budget.remaining(prewarm=True)))
+
+    async def _fetch_with_backoff(self, cells: list[Cell], parts: list[Part]) -> None:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(lambda exc: isinstance(exc, UpstreamError) and exc.cause in ("rate_limited", "status", "timeout", "transport")),
+            wait=wait_exponential_jitter(initial=1, max=60),
+            stop=stop_after_attempt(3),
+            sleep=clock.sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self.refresher.fetch([(cell, parts) for cell in cells], prewarm=True)
+
+    async def _decay(self) -> None:
+        """Old popularity fades: every cycle multiplies the counts, and the long tail is cut."""
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.zunionstore(POPULAR_CELLS, {POPULAR_CELLS: self.decay})
+            await self.redis.zremrangebyrank(POPULAR_CELLS, 0, -(self.max_candidates * 2) - 1)
+
+
+def _parse_members(members: Iterable[bytes | str], grid: Grid) -> Iterable[tuple[Part, Cell]]:
+    for member in members:
+        text = member.decode() if isinstance(member, bytes) else member
+        try:
+            part, label = text.split("|", 1)
+            yield Part(part), grid.parse(label)
+        except ValueError:
+            continue  # a member from another version: ignore
+
