@@ -150,10 +150,14 @@ class Prewarmer:
         report.due = len(due)
         allowance = await self._allowance()
         for parts, cells in self._batches(due):
-            weight = request_weight(len(cells), parts)
-            if weight > allowance:
+            # the most valuable come first: when the allowance runs short, the tail waits
+            affordable = int(allowance // request_weight(1, parts))
+            if affordable < len(cells):
                 report.stopped_by = "allowance"
-                break
+                cells = cells[:affordable]
+                if not cells:
+                    break
+            weight = request_weight(len(cells), parts)
             try:
                 await self._fetch_with_backoff(cells, parts)
             except UpstreamError as exc:
@@ -163,6 +167,8 @@ class Prewarmer:
             report.requests += 1
             report.weight += weight
             report.refreshed += len(cells) * len(parts)
+            if report.stopped_by == "allowance":
+                break
         metrics.PREWARM_CELLS.inc(report.refreshed)
         metrics.PREWARM_CYCLES.labels("ok" if report.stopped_by is None else report.stopped_by).inc()
         await self._decay()

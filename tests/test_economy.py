@@ -1,0 +1,173 @@
+"""Upstream economy: one call per cell across instances, the pre-warmer, the budget, the pace."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import Server, Simulator, graphql, server_env, wait_until
+
+CURRENT = "query($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { temperature cached stale } }"
+
+
+def prewarm_cycles(server: Server) -> float:
+    total = 0.0
+    for family in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text):
+        if family.name == "weathernote_prewarm_cycles":
+            total += sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return total
+
+
+def test_five_hundred_cold_requests_on_two_instances_cost_one_upstream_call(
+    redis_url: str, simulator: Simulator, clean: Simulator
+) -> None:
+    first, second = Server(server_env(redis_url, simulator)), Server(server_env(redis_url, simulator))
+    try:
+        clean.configure(latency_ms=400)
+
+        async def burst() -> list[httpx.Response]:
+            body = {"query": CURRENT, "variables": {"lat": -33.9249, "lon": 18.4241}}
+            async with httpx.AsyncClient(limits=httpx.Limits(max_connections=500), timeout=30) as client:
+                return await asyncio.gather(
+                    *(client.post(f"{(first, second)[i % 2].url}/graphql", json=body) for i in range(500))
+                )
+
+        responses = asyncio.run(burst())
+        assert {r.status_code for r in responses} == {200}
+        assert len({json.dumps(r.json()["data"]["current"]["temperature"]) for r in responses}) == 1
+        assert clean.stats()["served"] == 1
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_an_expired_entry_that_cannot_have_changed_is_renewed_without_an_upstream_call(
+    redis_url: str, simulator: Simulator, clean: Simulator
+) -> None:
+    srv = Server(server_env(redis_url, simulator, weather_ttl_seconds=1))
+    try:
+        assert graphql(srv.url, CURRENT, {"lat": 3, "lon": 3}).json()["data"]["current"]["cached"] is False
+        time.sleep(1.2)  # past the 1 s TTL, still within the upstream's 15-minute step
+        again = graphql(srv.url, CURRENT, {"lat": 3, "lon": 3}).json()["data"]["current"]
+        assert again == {**again, "cached": True, "stale": False}
+        assert clean.stats()["served"] == 1
+    finally:
+        srv.stop()
+
+
+def test_prewarm_once_warms_the_hundred_cities_in_at_most_four_requests(
+    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEATHERNOTE_")}
+    # a paid-tier budget: the cycle's pacing allowance then covers all 100 cities at any hour
+    env.update(server_env(redis_url, simulator, upstream_budget_per_day=1_000_000, upstream_budget_per_hour=100_000))
+    run = subprocess.run(
+        [sys.executable, "-m", "weathernote", "prewarm", "--once"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    stats = clean.stats()
+    assert report["requests"] == stats["served"] <= 4
+    assert report["refreshed"] == 300 and report["stopped_by"] is None
+    assert stats["locations"] == 200  # 100 for current, 100 for both forecast parts at once
+    assert redis_client.exists("weather:lat:35.7:lon:139.7") == 1  # Tokyo
+    assert redis_client.exists("forecast:lat:-23.6:lon:-46.6:days:16:hourly") == 1  # São Paulo
+    # nothing is refetched that cannot have changed
+    rerun = subprocess.run([sys.executable, "-m", "weathernote", "prewarm", "--once"], env=env, capture_output=True, text=True, timeout=120)
+    assert json.loads(rerun.stdout.strip().splitlines()[-1])["requests"] == 0
+    assert clean.stats()["served"] == stats["served"]
+
+
+def test_one_leader_runs_the_cycles_and_another_takes_over_when_it_dies(
+    redis_url: str, simulator: Simulator, clean: Simulator
+) -> None:
+    servers = [Server(server_env(redis_url, simulator, prewarm_interval_seconds=2)) for _ in range(2)]
+    try:
+        time.sleep(5)
+        cycles = [prewarm_cycles(s) for s in servers]
+        assert sorted(cycles)[0] == 0 and 2 <= sorted(cycles)[1] <= 4, cycles
+        leader = servers[cycles.index(max(cycles))]
+        follower = servers[1 - servers.index(leader)]
+        leader.process.send_signal(signal.SIGKILL)  # dies holding the lease
+        leader.process.wait(10)
+        wait_until(lambda: prewarm_cycles(follower) >= 1, timeout=3 + 2 + 3)  # lease + interval + slack
+    finally:
+        for srv in servers:
+            srv.stop()
+
+
+def test_the_prewarmer_backs_off_on_429(redis_url: str, simulator: Simulator, clean: Simulator) -> None:
+    clean.configure(forced_status=429)
+    srv = Server(server_env(redis_url, simulator, prewarm_interval_seconds=600))
+    try:
+        wait_until(lambda: clean.stats()["requests"] >= 1, timeout=10)
+        time.sleep(0.5)
+        assert clean.stats()["requests"] == 1, "no hot retry"
+        wait_until(lambda: clean.stats()["requests"] >= 3, timeout=20)
+        time.sleep(1)
+        assert clean.stats()["requests"] == 3, "gives up after three attempts until the next cycle"
+    finally:
+        srv.stop()
+
+
+def test_a_small_budget_is_never_exceeded_and_misses_come_first(
+    redis_url: str, simulator: Simulator, clean: Simulator
+) -> None:
+    srv = Server(server_env(
+        redis_url, simulator, upstream_budget_per_day=60, prewarm_budget_share=0.5, prewarm_interval_seconds=600,
+    ))
+    try:
+        wait_until(lambda: clean.stats()["requests"] >= 1, timeout=10)
+        time.sleep(1)
+        assert 0 < clean.stats()["weight"] <= 30, "the pre-warmer keeps to its share"
+
+        async def load() -> list[dict]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                responses = await asyncio.gather(*(
+                    client.post(f"{srv.url}/graphql", json={"query": CURRENT, "variables": {"lat": 60 + i / 10, "lon": 60}})
+                    for i in range(80)
+                ))
+            return [r.json() for r in responses]
+
+        served = asyncio.run(load())
+        answered = [r for r in served if r.get("data")]
+        refused = [r for r in served if not r.get("data")]
+        assert len(answered) >= 27, "the pre-warmer left the misses their half"
+        assert refused and all(r["errors"][0]["extensions"]["code"] == "UPSTREAM_UNAVAILABLE" for r in refused)
+        assert clean.stats()["weight"] <= 60, "the budget is never exceeded"
+    finally:
+        srv.stop()
+
+
+def test_a_failing_upstream_serves_stale_and_opens_its_breaker(
+    redis_url: str, simulator: Simulator, clean: Simulator
+) -> None:
+    # its clock runs 300x: cached entries are due for a refresh within seconds
+    srv = Server(server_env(redis_url, simulator, clock_speed=300, upstream_breaker_failures=2))
+    try:
+        points = [{"lat": 30 + i, "lon": 31} for i in range(3)]
+        for point in points:
+            assert graphql(srv.url, CURRENT, point).json()["data"]["current"]["cached"] is False
+        time.sleep(3.5)
+        clean.reset()
+        clean.configure(error_rate=1.0)
+        for _ in range(3):
+            for point in points:
+                body = graphql(srv.url, CURRENT, point).json()
+                assert "errors" not in body and body["data"]["current"]["stale"] is True
+        requests_when_open = clean.stats()["requests"]
+        assert requests_when_open == 2, "after two failures the breaker stops hammering a failing upstream"
+        text = httpx.get(f"{srv.url}/metrics").text
+        assert 'weathernote_breaker_state{name="upstream"} 2.0' in text
+        assert 'weathernote_stale_served_total{cause="breaker",part="current"}' in text
+    finally:
+        srv.stop()
