@@ -81,7 +81,12 @@ def main() -> None:
             "WEATHERNOTE_UPSTREAM_URL": f"http://127.0.0.1:{sim_port}",
             "WEATHERNOTE_LOG_LEVEL": "warning",
             "WEATHERNOTE_WEATHER_TTL_SECONDS": "3600",
+            # One load generator is one client far over any real limit: keep the limiter
+            # deciding every request, with a window (1 s) that holds a bounded log.
             "WEATHERNOTE_RATE_LIMIT_PER_MINUTE": "100000000",
+            "WEATHERNOTE_RATE_LIMIT_PERIOD_SECONDS": "1",
+            "WEATHERNOTE_PREWARM_INTERVAL_SECONDS": "0",
+            "WEATHERNOTE_CLIENT_ID_SECRET": "bench",
             "WEATHERNOTE_PORT": str(ports["weathernote"]),
             "BENCH_REDIS_URL": redis_server.url,
         }

@@ -66,7 +66,7 @@ def test_metrics_move_by_exactly_what_happened(redis_url: str, simulator: Simula
 
         assert moved("weathernote_requests_total", transport="http", operation="current", outcome="ok") == 2 + 3 + 1 + 4
         assert moved("weathernote_requests_total", transport="http", operation="current", outcome="bad_request") == 1
-        assert moved("weathernote_requests_total", transport="http", operation="other", outcome="rate_limited") == 1
+        assert moved("weathernote_requests_total", transport="http", operation="current", outcome="rate_limited") == 1
         assert moved("weathernote_requests_total", transport="ws", operation="weatherUpdates", outcome="ok") == 1
         assert moved("weathernote_cache_misses_total", part="current") == 3
         assert moved("weathernote_cache_hits_total", part="current") == 3 + 1 + 4  # + the subscription's first read

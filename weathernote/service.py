@@ -70,13 +70,17 @@ class WeatherService:
     def upstream_healthy(self) -> bool | None:
         return self.refresher.healthy
 
-    async def read(self, cell: Cell, parts: Collection[Part]) -> dict[Part, Reading]:
+    async def read(
+        self, cell: Cell, parts: Collection[Part], raws: list[bytes | None] | None = None
+    ) -> dict[Part, Reading]:
+        """The parts' readings; `raws` are their entries when the caller already read them."""
         wanted = list(parts)
         keys = [entry_key(part, cell) for part in wanted]
         now = now_ms()
         readings: dict[Part, Reading] = {}
         try:
-            raws = await self.store.read(keys)
+            if raws is None:
+                raws = await self.store.read(keys)
         except CacheUnavailable:
             # Redis is down: this process's latest entries still answer while fresh,
             # so a cell costs one upstream call per TTL per process, not one per request.

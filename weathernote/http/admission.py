@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -24,15 +25,18 @@ class Admission:
         peer = connection.client.host if connection.client else None
         return self.identifier.identify(peer, connection.headers)
 
-    async def check(self, connection: HTTPConnection, cost: int = 1, transport: str = "http") -> Decision:
+    async def check(
+        self, connection: HTTPConnection, cost: int = 1, transport: str = "http", read_keys: Sequence[str] = ()
+    ) -> tuple[Decision, list[bytes | None] | None]:
+        """The limiter's decision, and `read_keys` read in the same round trip (None if not read)."""
         identity = self.identity(connection)
         requestlog.note(client=identity.client[:12])
         self.usage.request(identity.client, cost)
-        decision = await self.limiter.check(identity, cost)
+        decision, values = await self.limiter.check(identity, cost, read_keys)
         if not decision.allowed:
             metrics.RATE_LIMITED.labels(transport, decision.scope).inc()
             requestlog.note(outcome="rate_limited")
-        return decision
+        return decision, values
 
     def headers(self, decision: Decision) -> dict[str, str]:
         return self.limiter.headers(decision)

@@ -297,6 +297,7 @@ def create_app(settings: Settings) -> Starlette:
         planner,
         admission,
         persisted,
+        services.grid,
         max_batch=settings.graphql_max_batch,
     )
     routes = [

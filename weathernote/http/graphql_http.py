@@ -32,9 +32,11 @@ from weathernote.graphql.errors import (
     QUERY_TOO_COMPLEX,
     UPSTREAM_UNAVAILABLE,
 )
-from weathernote.graphql.fastpath import Bound, Planner, RenderCache
+from weathernote.cells import Grid
+from weathernote.graphql.fastpath import Bound, Plan, Planner, RenderCache
 from weathernote.graphql.persisted import PersistedQueries, PersistedQueryError
 from weathernote.http.admission import Admission, rate_limited_body
+from weathernote.keys import entry_key
 from weathernote.service import UpstreamUnavailable, now_ms
 
 log = logging.getLogger(__name__)
@@ -187,6 +189,22 @@ def render(result: ExecutionResult, media: str) -> tuple[int, dict[str, Any]]:
 
 
 @dataclass(slots=True)
+class Prepared:
+    """An operation checked and planned, not yet read or executed."""
+
+    params: GraphQLParams
+    query: str | None = None
+    plan: Plan | None = None
+    bound: Bound | None = None
+    answer: Answer | None = None  # already answered (an error before reading)
+
+    def read_keys(self) -> list[str]:
+        if self.bound is None:
+            return []
+        return [entry_key(part, cell) for cell, parts in self.bound.reads for part in parts]
+
+
+@dataclass(slots=True)
 class Answer:
     status: int
     body: bytes
@@ -204,6 +222,7 @@ class GraphQLEndpoint:
         planner: Planner,
         admission: Admission,
         persisted: PersistedQueries,
+        grid: Grid,
         max_batch: int = 10,
     ) -> None:
         self.schema = schema
@@ -214,6 +233,7 @@ class GraphQLEndpoint:
         self.persisted = persisted
         self.max_batch = max_batch
         self.renders = RenderCache()
+        self.grid = grid
 
     async def handle(self, request: Request) -> Response:
         if request.method == "GET" and self._wants_ide(request):
@@ -224,11 +244,14 @@ class GraphQLEndpoint:
             if media is None:
                 raise RequestError(406, f"acceptable responses are {GRAPHQL_RESPONSE} and {JSON}")
             operations, batched = await read_operations(request, self.max_batch)
-            decision = await self.admission.check(request, cost=len(operations))
+            prepared = [await self.prepare(request, params, media) for params in operations]
+            # One Redis round trip decides the limit and reads what a lone operation needs.
+            keys = prepared[0].read_keys() if len(prepared) == 1 else []
+            decision, raws = await self.admission.check(request, cost=len(operations), read_keys=keys)
             headers = self.admission.headers(decision)
             if not decision.allowed:
                 return _response(429, rate_limited_body(decision), media, headers)
-            answers = [await self.execute(request, params, media) for params in operations]
+            answers = [await self.finish(request, item, media, raws) for item in prepared]
         except RequestError as exc:
             body = orjson.dumps(error_body(exc.message, exc.code))
             return _response(exc.status, body, media or JSON, {**headers, **exc.headers})
@@ -246,29 +269,39 @@ class GraphQLEndpoint:
             return False
         return "text/html" in request.headers.get("accept", "")
 
-    async def execute(self, request: Request, params: GraphQLParams, media: str) -> Answer:
+    async def prepare(self, request: Request, params: GraphQLParams, media: str) -> Prepared:
+        """Everything before reading: the query text, its checks, its plan and reads."""
         try:
             query, _ = await self.persisted.resolve(params.query, params.extensions)
         except PersistedQueryError as exc:
             if exc.status != 200:
                 raise RequestError(exc.status, exc.message) from None
-            return Answer(200, orjson.dumps(error_body(exc.message, exc.code)))
+            return Prepared(params, answer=Answer(200, orjson.dumps(error_body(exc.message, exc.code))))
         if query is None:
             raise RequestError(400, "no GraphQL query in the request")
         document, errors = self.planner.checked(query)
         if errors:
             requestlog.note(outcome="bad_request")
             status, body = render(PreExecutionError(data=None, errors=list(errors)), media)
-            return Answer(status, orjson.dumps(body))
-        context = self.context_factory(request)
-        variables = params.variables
-        render_key = None
+            return Prepared(params, answer=Answer(status, orjson.dumps(body)))
         plan = self.planner.plan(query, params.operation_name)
         requestlog.note(operation=plan.label if plan else "other")
-        bound = plan.bind(variables, context.grid) if plan else None
+        bound = plan.bind(params.variables, self.grid) if plan and not plan.is_subscription else None
+        return Prepared(params, query=query, plan=plan, bound=bound)
+
+    async def finish(
+        self, request: Request, prepared: Prepared, media: str, raws: list[bytes | None] | None
+    ) -> Answer:
+        if prepared.answer is not None:
+            return prepared.answer
+        assert prepared.query is not None
+        context = self.context_factory(request)
+        params, plan, bound = prepared.params, prepared.plan, prepared.bound
+        variables = params.variables
+        render_key = None
         fresh_until = None
-        if plan is not None and bound is not None and not plan.is_subscription:
-            hits = await self._prefetch(context, bound)
+        if plan is not None and bound is not None:
+            hits = await self._prefetch(context, bound, raws)
             variables = bound.variables
             if hits is not None:
                 versions, fresh_until = hits
@@ -276,7 +309,7 @@ class GraphQLEndpoint:
                 rendered = self.renders.get(render_key)
                 if rendered is not None:
                     return rendered
-        result = await self._execute(request, query, params, variables, context)
+        result = await self._execute(request, prepared.query, params, variables, context)
         metrics.RENDERS.labels("response").inc()
         if result.errors:
             requestlog.note(outcome=outcome_of(result.errors))
@@ -287,15 +320,20 @@ class GraphQLEndpoint:
             self.renders.put(render_key, answer)
         return answer
 
-    async def _prefetch(self, context: Context, bound: Bound) -> tuple[tuple[int, ...], int] | None:
-        """Read every entry the plan needs; when all were hits, their versions and
-        when the first of them stops being fresh."""
+    async def _prefetch(
+        self, context: Context, bound: Bound, raws: list[bytes | None] | None
+    ) -> tuple[tuple[int, ...], int] | None:
+        """Read every entry the plan needs (or take what admission already read); when
+        all were hits, their versions and when the first of them stops being fresh."""
         versions: list[int] = []
         fresh_until = 2**63
         all_hits = True
+        offset = 0
         for cell, parts in bound.reads:
+            given = raws[offset : offset + len(parts)] if raws is not None else None
+            offset += len(parts)
             try:
-                readings = await context.service.read(cell, parts)
+                readings = await context.service.read(cell, parts, given)
             except UpstreamUnavailable as exc:
                 context.prefetched[(cell.label, parts)] = exc
                 all_hits = False

@@ -262,7 +262,7 @@ class Connection:
         if len(self.tasks) >= self.limits.max_operations:
             await self.send_error(operation_id, [{"message": "Subscription limit reached"}])
             return
-        decision = await self.admission.check(self.websocket, transport="ws")
+        decision, _ = await self.admission.check(self.websocket, transport="ws")
         if not decision.allowed:
             await self.send_error(operation_id, [rate_limited_error(decision)])
             return

@@ -140,7 +140,7 @@ class RestRoutes:
 
     async def _answer(self, request: Request, build: Callable[[Request], Awaitable[Any]]) -> Response:
         admission = self.services.admission
-        decision = await admission.check(request)
+        decision, _ = await admission.check(request)
         headers = admission.headers(decision)
         if not decision.allowed:
             return error(429, "RATE_LIMITED", f"too many requests: retry in {decision.retry_after_seconds} s", headers)
