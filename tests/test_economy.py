@@ -77,10 +77,10 @@ def test_prewarm_once_warms_the_hundred_cities_in_at_most_four_requests(
     report = json.loads(run.stdout.strip().splitlines()[-1])
     stats = clean.stats()
     assert report["requests"] == stats["served"] <= 4
-    assert report["refreshed"] == 300 and report["stopped_by"] is None
-    assert stats["locations"] == 200  # 100 for current, 100 for both forecast parts at once
+    assert report["refreshed"] == 100 and report["stopped_by"] is None
+    assert stats["locations"] == 100  # the cities' current weather, in one multi-location request
     assert redis_client.exists("weather:lat:35.7:lon:139.7") == 1  # Tokyo
-    assert redis_client.exists("forecast:lat:-23.6:lon:-46.6:days:16:hourly") == 1  # São Paulo
+    assert redis_client.exists("weather:lat:-23.6:lon:-46.6") == 1  # São Paulo
     # nothing is refetched that cannot have changed
     rerun = subprocess.run([sys.executable, "-m", "weathernote", "prewarm", "--once"], env=env, capture_output=True, text=True, timeout=120)
     assert json.loads(rerun.stdout.strip().splitlines()[-1])["requests"] == 0

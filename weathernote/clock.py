@@ -15,14 +15,16 @@ import time
 
 
 class Clock:
-    def __init__(self, speed: float = 1.0, origin: float | None = None) -> None:
-        self.set(speed, origin)
+    """Simulated time = `origin` + (real time - `real_origin`) x `speed`."""
 
-    def set(self, speed: float, origin: float | None = None) -> None:
+    def __init__(self, speed: float = 1.0, origin: float | None = None, real_origin: float | None = None) -> None:
+        self.set(speed, origin, real_origin)
+
+    def set(self, speed: float, origin: float | None = None, real_origin: float | None = None) -> None:
         if speed <= 0:
             raise ValueError("clock speed must be positive")
         self.speed = speed
-        self._real_origin = time.time()
+        self._real_origin = time.time() if real_origin is None else real_origin
         self._origin = self._real_origin if origin is None else origin
 
     def now(self) -> float:
@@ -45,9 +47,9 @@ class Clock:
 clock = Clock()
 
 
-def configure(speed: float, origin: float | None = None) -> Clock:
+def configure(speed: float, origin: float | None = None, real_origin: float | None = None) -> Clock:
     """Set the process's clock (once, at start-up); every holder of `clock` sees it."""
-    clock.set(speed, origin)
+    clock.set(speed, origin, real_origin)
     return clock
 
 

@@ -42,9 +42,10 @@ log = logging.getLogger(__name__)
 
 _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-_CITY_PARTS = (Part.CURRENT, Part.DAILY, Part.HOURLY)
 _WATCHED_VALUE = 1e9  # live subscribers outrank any request count
-_CITY_VALUE = 1.0  # a city nobody asked for yet still beats an unknown cell
+# A city nobody asked for yet ranks below any cell someone asked for: a prior,
+# spent only from what the cycle's allowance leaves over.
+_CITY_VALUE = 0.01
 
 
 def top_cities(grid: Grid) -> list[Cell]:
@@ -191,8 +192,7 @@ class Prewarmer:
         for (part, cell), score in zip(_parse_members((m for m, _ in popular), self.grid), (s for _, s in popular)):
             add(part, cell, float(score))
         for rank, cell in enumerate(self.cities):
-            for part in _CITY_PARTS:
-                add(part, cell, _CITY_VALUE / (1 + rank / 100))
+            add(Part.CURRENT, cell, _CITY_VALUE / (1 + rank / 100))
         ranked = sorted(values.items(), key=lambda item: -item[1])[: self.max_candidates]
         return [(part, cells[label], value) for (part, label), value in ranked]
 

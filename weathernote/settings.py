@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     clock_speed: float = Field(
         1.0, gt=0, description="simulated seconds per real second (benchmarks replay a day in minutes)"
     )
+    clock_anchor: str | None = Field(
+        None, description="'REAL:SIMULATED' Unix seconds that coincide, to share a simulated clock"
+    )
     weather_ttl_seconds: float = Field(600, gt=0, description="current-weather entry TTL")
     forecast_ttl_seconds: float = Field(600, gt=0, description="forecast entry TTL")
     stale_seconds: float = Field(

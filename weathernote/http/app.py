@@ -321,5 +321,9 @@ def app_from_environment() -> Starlette:
     """uvicorn factory for worker processes: settings come from WEATHERNOTE_* variables."""
     settings = Settings()
     configure_logging(settings.log_level)  # a spawned worker starts with no logging set up
-    clock.configure(settings.clock_speed)
+    if settings.clock_anchor:
+        real, simulated = (float(part) for part in settings.clock_anchor.split(":"))
+        clock.configure(settings.clock_speed, origin=simulated, real_origin=real)
+    else:
+        clock.configure(settings.clock_speed)
     return create_app(settings)
