@@ -16,35 +16,12 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
 import httpx
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from weathernote.embedded_redis import EmbeddedRedis, _free_port  # noqa: E402
+from harness import ROOT, components, free_port, wait_http
 
 QUERY = "{ current(lat: 40.7128, lon: -74.0060) { temperature cached cell { lat lon } } }"
 BODY = json.dumps({"query": QUERY})
-
-
-def wait_ready(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} not ready")
-
-
-def start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def uvicorn_cmd(app: str, port: int) -> list[str]:
@@ -68,16 +45,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="peers are measured in turn, this many times")
     args = parser.parse_args()
 
-    processes: list[subprocess.Popen[bytes]] = []
-    redis_server = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="bench-redis-")), persistent=False)
-    redis_server.start()
-    try:
-        sim_port = _free_port("127.0.0.1")
-        processes.append(start([sys.executable, "-m", "weathernote", "simulate-upstream", "--port", str(sim_port)], {}))
-        wait_ready(f"http://127.0.0.1:{sim_port}/__simulator/stats")
-        ports = {name: _free_port("127.0.0.1") for name in ("weathernote", "bare-asgi", "plain-strawberry")}
+    with components() as running:
+        sim_port = free_port("127.0.0.1")
+        running.start([sys.executable, "-m", "weathernote", "simulate-upstream", "--port", str(sim_port)])
+        wait_http(f"http://127.0.0.1:{sim_port}/__simulator/stats")
+        ports = {name: free_port("127.0.0.1") for name in ("weathernote", "bare-asgi", "plain-strawberry")}
         env = {
-            "WEATHERNOTE_REDIS_URL": redis_server.url,
+            **os.environ,
+            "WEATHERNOTE_REDIS_URL": running.redis_url,
             "WEATHERNOTE_UPSTREAM_URL": f"http://127.0.0.1:{sim_port}",
             "WEATHERNOTE_LOG_LEVEL": "warning",
             "WEATHERNOTE_WEATHER_TTL_SECONDS": "3600",
@@ -88,19 +63,19 @@ def main() -> None:
             "WEATHERNOTE_PREWARM_INTERVAL_SECONDS": "0",
             "WEATHERNOTE_CLIENT_ID_SECRET": "bench",
             "WEATHERNOTE_PORT": str(ports["weathernote"]),
-            "BENCH_REDIS_URL": redis_server.url,
+            "BENCH_REDIS_URL": running.redis_url,
         }
-        processes.append(start([sys.executable, "-m", "weathernote", "serve"], env))
-        processes.append(start(uvicorn_cmd("bare_asgi:app", ports["bare-asgi"]), env))
-        processes.append(start(uvicorn_cmd("plain_strawberry:app", ports["plain-strawberry"]), env))
+        running.start([sys.executable, "-m", "weathernote", "serve"], env)
+        running.start(uvicorn_cmd("bare_asgi:app", ports["bare-asgi"]), env)
+        running.start(uvicorn_cmd("plain_strawberry:app", ports["plain-strawberry"]), env)
         urls = {
             "weathernote": f"http://127.0.0.1:{ports['weathernote']}/graphql",
             "bare-asgi": f"http://127.0.0.1:{ports['bare-asgi']}/",
             "plain-strawberry": f"http://127.0.0.1:{ports['plain-strawberry']}/graphql",
         }
-        wait_ready(f"http://127.0.0.1:{ports['weathernote']}/ready")
-        wait_ready(urls["bare-asgi"])
-        wait_ready(urls["plain-strawberry"])
+        wait_http(f"http://127.0.0.1:{ports['weathernote']}/ready", ready=300)
+        wait_http(urls["bare-asgi"])
+        wait_http(urls["plain-strawberry"])
         warm = httpx.post(urls["weathernote"], json={"query": QUERY}).json()  # fills the cell
         assert "errors" not in warm, warm
         hit = httpx.post(urls["weathernote"], json={"query": QUERY}).json()
@@ -120,12 +95,6 @@ def main() -> None:
             print(f"{name:<18}{r['rps']:>10.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['errors']:>8}")
         print(f"weathernote / plain-strawberry: {best['weathernote']['rps'] / best['plain-strawberry']['rps']:.2f}x throughput")
         print(f"weathernote / bare-asgi:        {best['weathernote']['rps'] / best['bare-asgi']['rps']:.2f}x throughput")
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(10)
-        redis_server.stop()
 
 
 if __name__ == "__main__":

@@ -18,23 +18,19 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import orjson
+from harness import ROOT, components, free_port, wait_http
 from redis.asyncio import Redis
+from ws_clients import cell_point
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.ws_clients import cell_point  # noqa: E402
-from weathernote.cache import EntryStore  # noqa: E402
-from weathernote.cells import Grid  # noqa: E402
-from weathernote.embedded_redis import EmbeddedRedis, _free_port  # noqa: E402
-from weathernote.entries import Entry, Part  # noqa: E402
-from weathernote.keys import entry_key  # noqa: E402
+from weathernote.cache import EntryStore
+from weathernote.cells import Grid
+from weathernote.entries import Entry, Part
+from weathernote.keys import entry_key
 
 
 def rss_kb(pid: int) -> int:
@@ -42,17 +38,6 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError("no VmRSS")
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} not up")
 
 
 async def refresh_weathernote(redis_url: str, cells: int) -> None:
@@ -64,7 +49,7 @@ async def refresh_weathernote(redis_url: str, cells: int) -> None:
         cell = grid.cell(*cell_point(index))
         old = Entry.decode(Part.CURRENT, cell, await redis.get(entry_key(Part.CURRENT, cell)))
         now_ms = time.time_ns() // 1_000_000
-        await store.write([Entry(Part.CURRENT, cell, now_ms, now_ms + 600_000, old.payload)])
+        await store.write([Entry(Part.CURRENT, cell, now_ms, now_ms + 600_000, now_ms + 900_000, old.payload)])
     await redis.aclose()
 
 
@@ -119,20 +104,17 @@ def main() -> None:
     parser.add_argument("--client-processes", type=int, default=4)
     args = parser.parse_args()
 
-    redis_server = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="bench-redis-")), persistent=False)
-    redis_server.start()
-    args.redis_url = redis_server.url
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        sim_port, wn_port, bare_port = (_free_port("127.0.0.1") for _ in range(3))
-        processes.append(subprocess.Popen([sys.executable, "-m", "weathernote", "simulate-upstream", "--port", str(sim_port), "--max-concurrent", "0", "--rate-limit-per-minute", "1000000"], stdout=subprocess.DEVNULL))
-        env = {**os.environ, "WEATHERNOTE_REDIS_URL": redis_server.url, "WEATHERNOTE_UPSTREAM_URL": f"http://127.0.0.1:{sim_port}",
+    with components() as running:
+        args.redis_url = running.redis_url
+        sim_port, wn_port, bare_port = (free_port("127.0.0.1") for _ in range(3))
+        running.start([sys.executable, "-m", "weathernote", "simulate-upstream", "--port", str(sim_port), "--max-concurrent", "0", "--rate-limit-per-minute", "1000000"])
+        env = {**os.environ, "WEATHERNOTE_REDIS_URL": running.redis_url, "WEATHERNOTE_UPSTREAM_URL": f"http://127.0.0.1:{sim_port}",
                "WEATHERNOTE_PORT": str(wn_port), "WEATHERNOTE_LOG_LEVEL": "warning", "WEATHERNOTE_WEATHER_TTL_SECONDS": "3600",
-               "WEATHERNOTE_RATE_LIMIT_PER_MINUTE": "100000000", "BENCH_REDIS_URL": redis_server.url}
-        weathernote = subprocess.Popen([sys.executable, "-m", "weathernote", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        bare = subprocess.Popen([sys.executable, "-m", "uvicorn", "bare_broadcast:app", "--port", str(bare_port), "--log-level", "warning",
-                                 "--app-dir", str(ROOT / "bench" / "peers"), "--ws-per-message-deflate", "false"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        processes += [weathernote, bare]
+               "WEATHERNOTE_RATE_LIMIT_PER_MINUTE": "100000000", "WEATHERNOTE_PREWARM_INTERVAL_SECONDS": "0",
+               "WEATHERNOTE_CLIENT_ID_SECRET": "bench", "BENCH_REDIS_URL": running.redis_url}
+        weathernote = running.start([sys.executable, "-m", "weathernote", "serve"], env)
+        bare = running.start([sys.executable, "-m", "uvicorn", "bare_broadcast:app", "--port", str(bare_port), "--log-level", "warning",
+                              "--app-dir", str(ROOT / "bench" / "peers"), "--ws-per-message-deflate", "false"], env)
         wait_http(f"http://127.0.0.1:{sim_port}/__simulator/stats")
         wait_http(f"http://127.0.0.1:{wn_port}/ready")
         for index in range(args.cells):  # warm every cell, so subscribing costs no upstream call
@@ -151,12 +133,6 @@ def main() -> None:
         print(f"p99 weathernote / bare: {wn['p99'] / bare_result['p99']:.2f}x (target <= 2x)")
         print(f"server memory per subscribed connection: {wn['kb_per_connection']:.1f} KB (target <= 40 KB)")
         print(f"lost deliveries: {wn['lost']} (target 0)")
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(20)
-        redis_server.stop()
 
 
 if __name__ == "__main__":

@@ -24,21 +24,14 @@ import argparse
 import asyncio
 import os
 import random
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
-from pathlib import Path
 
 import httpx
 import orjson
 import uvloop
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from weathernote.embedded_redis import EmbeddedRedis, _free_port  # noqa: E402
+from harness import components, free_port, wait_http
 
 DAY = 86400
 STEP = 900
@@ -110,20 +103,16 @@ async def replay(
 def run_budget(budget: int, args: argparse.Namespace) -> dict[str, float]:
     speed = DAY / args.duration
     fraction = args.hours / 24
-    redis_server = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="bench-redis-")), persistent=False)
-    redis_server.start()
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        sim_port, port = _free_port("127.0.0.1"), _free_port("127.0.0.1")
+    with components() as running:
+        sim_port, port = free_port("127.0.0.1"), free_port("127.0.0.1")
         free_tier = budget <= 10_000
         per_hour = budget / 2 if free_tier else budget
         per_minute = budget * 0.06 if free_tier else budget
-        processes.append(subprocess.Popen(
+        running.start(
             [sys.executable, "-m", "weathernote", "simulate-upstream", "--port", str(sim_port), "--clock-speed", str(speed),
              "--rate-limit-per-day", str(budget), "--rate-limit-per-hour", str(per_hour), "--rate-limit-per-minute", str(per_minute),
              "--max-concurrent", "0"],
-            stdout=subprocess.DEVNULL,
-        ))
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -137,7 +126,7 @@ def run_budget(budget: int, args: argparse.Namespace) -> dict[str, float]:
         env = {
             **os.environ,
             "WEATHERNOTE_CLOCK_ANCHOR": f"{real}:{simulated}",  # the server's clock is the simulator's
-            "WEATHERNOTE_REDIS_URL": redis_server.url,
+            "WEATHERNOTE_REDIS_URL": running.redis_url,
             "WEATHERNOTE_UPSTREAM_URL": f"http://127.0.0.1:{sim_port}",
             "WEATHERNOTE_PORT": str(port),
             "WEATHERNOTE_LOG_LEVEL": "warning",
@@ -150,17 +139,8 @@ def run_budget(budget: int, args: argparse.Namespace) -> dict[str, float]:
             "WEATHERNOTE_RATE_LIMIT_PERIOD_SECONDS": "1",
             "WEATHERNOTE_CLIENT_ID_SECRET": "bench",
         }
-        processes.append(subprocess.Popen([sys.executable, "-m", "weathernote", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server not ready")
-            time.sleep(0.1)
+        running.start([sys.executable, "-m", "weathernote", "serve"], env)
+        wait_http(f"http://127.0.0.1:{port}/ready", ready=300)
         # Start the replayed day at a simulated UTC midnight: the budget's day window
         # (Open-Meteo's too) is a fixed UTC day, so the day measured is the day budgeted.
         simulated_now = simulated + (time.time() - real) * speed
@@ -176,12 +156,6 @@ def run_budget(budget: int, args: argparse.Namespace) -> dict[str, float]:
             if line.startswith(("weathernote_breaker_transitions_total", "weathernote_stale_served_total", "weathernote_upstream_calls_total", "weathernote_prewarm_cycles_total"))
         ]
         print("   server:", "; ".join(diagnostics), flush=True)
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(20)
-        redis_server.stop()
     total = sum(counts.values())
     return {  # per simulated day
         "weight": stats["weight"] / fraction,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import strawberry
@@ -68,6 +69,26 @@ def build_forecast(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ForecastRequest:
+    """A forecast field's arguments, validated, defaulted, and the parts its selection needs."""
+
+    cell: GridCell
+    days: int
+    units: UnitSystem
+    parts: frozenset[Part]
+
+    @classmethod
+    def of(
+        cls, info: Info[Context, None], lat: float, lon: float, days: int | None, units: UnitSystem | None
+    ) -> ForecastRequest:
+        cell = info.context.cell(lat, lon)
+        days = 7 if days is None else days
+        check_days(days)
+        parts = forecast_parts(info.selected_fields[0].selections)
+        return cls(cell, days, units or UnitSystem.METRIC, parts)
+
+
 @strawberry.type
 class Query:
     @strawberry.field(description="Current weather at a point (rounded to its grid cell)")
@@ -92,13 +113,9 @@ class Query:
         days: int | None = 7,
         units: Units | None = UnitSystem.METRIC,
     ) -> Forecast:
-        cell = info.context.cell(lat, lon)
-        days = 7 if days is None else days
-        units = units or UnitSystem.METRIC
-        check_days(days)
-        parts = forecast_parts(info.selected_fields[0].selections)
-        readings = await info.context.read(cell, parts)
-        return build_forecast(cell, readings, days, units)
+        request = ForecastRequest.of(info, lat, lon, days, units)
+        readings = await info.context.read(request.cell, request.parts)
+        return build_forecast(request.cell, readings, request.days, request.units)
 
 
 @strawberry.type
@@ -126,12 +143,10 @@ class Subscription:
         days: int | None = 7,
         units: Units | None = UnitSystem.METRIC,
     ) -> AsyncGenerator[Forecast, None]:
-        cell = info.context.cell(lat, lon)
-        days = 7 if days is None else days
-        check_days(days)
-        parts = forecast_parts(info.selected_fields[0].selections) or frozenset({Part.DAILY})
-        async for readings in info.context.updates(cell, parts):
-            yield build_forecast(cell, readings, days, units or UnitSystem.METRIC)
+        request = ForecastRequest.of(info, lat, lon, days, units)
+        # something must announce the refreshes, even for a selection of `cell` alone
+        async for readings in info.context.updates(request.cell, request.parts or frozenset({Part.DAILY})):
+            yield build_forecast(request.cell, readings, request.days, request.units)
 
 
 def build_root(field: str, cell: GridCell, readings: Mapping[Part, Reading], args: Mapping[str, Any]) -> Any:
