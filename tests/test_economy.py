@@ -171,3 +171,31 @@ def test_a_failing_upstream_serves_stale_and_opens_its_breaker(
         assert 'weathernote_stale_served_total{cause="breaker",part="current"}' in text
     finally:
         srv.stop()
+
+
+def test_misses_keep_to_the_days_pace_when_recent_data_can_stand_in(
+    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
+) -> None:
+    # the server's day starts two simulated hours ago: an even pace allows (2/24 + 10%) of it by now
+    real = time.time()
+    day = (real // 86400 + 1) * 86400
+    srv = Server(server_env(
+        redis_url, simulator, upstream_budget_per_day=100, clock_anchor=f"{real}:{day + 7200}", clock_speed=100
+    ))
+    budget_key = f"{{upstream_budget}}:day:{int(day)}"
+    try:
+        assert graphql(srv.url, CURRENT, {"lat": 44, "lon": 44}).json()["data"]["current"]["cached"] is False
+        time.sleep(0.8)  # 80 simulated seconds: the upstream may have newer data now
+        redis_client.set(budget_key, 30)  # ahead of pace: 30 > about 18.5
+        redis_client.delete("weather:lat:44.0:lon:44.0")  # due again; its stale copy is recent
+        served = graphql(srv.url, CURRENT, {"lat": 44, "lon": 44}).json()["data"]["current"]
+        assert served["stale"] is True and clean.stats()["served"] == 1, "recent data stood in"
+        assert graphql(srv.url, CURRENT, {"lat": 45, "lon": 45}).json()["data"]["current"]["cached"] is False
+        assert clean.stats()["served"] == 2, "a cell without data is always fetched"
+        redis_client.set(budget_key, 5)  # behind pace
+        time.sleep(0.8)
+        redis_client.delete("weather:lat:44.0:lon:44.0")
+        assert graphql(srv.url, CURRENT, {"lat": 44, "lon": 44}).json()["data"]["current"]["cached"] is False
+        assert 'weathernote_stale_served_total{cause="pace",part="current"} 1.0' in httpx.get(f"{srv.url}/metrics").text
+    finally:
+        srv.stop()

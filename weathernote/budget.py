@@ -95,6 +95,15 @@ class UpstreamBudget:
         except (RedisError, OSError):
             return 0.0
 
+    async def ahead_of_pace(self, slack: float = 0.1) -> bool:
+        """Has today's spending run ahead of an even pace (plus `slack` of the day)?
+
+        Misses that spend the whole budget by noon leave the afternoon stale; when
+        spending runs ahead, a miss that has recent data serves it instead.
+        """
+        elapsed = (clock.now() % 86400) / 86400
+        return await self.used("day") > self.limits.per_day * min(1.0, elapsed + slack)
+
     async def remaining(self, *, prewarm: bool = False) -> float:
         """What can still be spent now (the tightest window)."""
         share = self.limits.prewarm_share if prewarm else 1.0

@@ -37,6 +37,8 @@ _MISSES = {part: metrics.CACHE_MISSES.labels(part.value) for part in Part}
 # XFetch: beta > 1 refreshes earlier; DELTA is about what a refresh takes (ms).
 _XFETCH_BETA = 1.0
 _XFETCH_DELTA_MS = 1000.0
+# Data this recent may stand in for a refresh while the budget's spending runs ahead of pace.
+_RECENT_MS = 3600 * 1000
 
 
 class UpstreamUnavailable(Exception):
@@ -155,6 +157,8 @@ class WeatherService:
         if not to_fetch:
             return readings
         try:
+            if await self._pace_says_wait(cell, stale, to_fetch, now):
+                raise UpstreamError("spending ahead of the day's pace", cause="pace")
             fetched = await self.refresher.refresh(cell, to_fetch)
         except UpstreamError as exc:
             if any(stale.get(part) is None for part in to_fetch):
@@ -167,6 +171,19 @@ class WeatherService:
             return readings
         readings.update({part: Reading(entry, cached=False, stale=False) for part, entry in fetched.items()})
         return readings
+
+    async def _pace_says_wait(
+        self, cell: Cell, stale: dict[Part, bytes | None], parts: list[Part], now: int
+    ) -> bool:
+        """Serve recent data instead of spending, while spending runs ahead of the day's pace.
+
+        Only when every part has data under an hour old: a cell without data is always fetched.
+        """
+        for part in parts:
+            raw = stale.get(part)
+            if raw is None or now - Entry.decode(part, cell, raw).fetched_at_ms > _RECENT_MS:
+                return False
+        return await self.refresher.budget.ahead_of_pace()
 
     def _maybe_refresh_early(self, entry: Entry, now: int) -> None:
         """XFetch: the closer to expiry, the likelier a hit triggers a background refresh."""
