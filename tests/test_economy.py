@@ -199,3 +199,25 @@ def test_misses_keep_to_the_days_pace_when_recent_data_can_stand_in(
         assert 'weathernote_stale_served_total{cause="pace",part="current"} 1.0' in httpx.get(f"{srv.url}/metrics").text
     finally:
         srv.stop()
+
+
+def test_a_miss_spends_only_on_cells_popular_enough_when_older_data_can_stand_in(
+    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
+) -> None:
+    srv = Server(server_env(redis_url, simulator, clock_speed=100))  # steps pass within a second
+    try:
+        for lat in (46, 47):
+            assert graphql(srv.url, CURRENT, {"lat": lat, "lon": 46}).json()["data"]["current"]["cached"] is False
+        # what the pre-warmer publishes: a cell needs 5 recent requests to be worth a refresh
+        redis_client.set("prewarm:threshold", 5)
+        redis_client.zadd("popular_cells", {"current|lat:46.0:lon:46.0": 9, "current|lat:47.0:lon:46.0": 1})
+        time.sleep(1.2)  # 120 simulated seconds: both are due for newer data
+        redis_client.delete("weather:lat:46.0:lon:46.0", "weather:lat:47.0:lon:46.0")
+        popular = graphql(srv.url, CURRENT, {"lat": 46, "lon": 46}).json()["data"]["current"]
+        assert popular["cached"] is False and clean.stats()["served"] == 3
+        tail = graphql(srv.url, CURRENT, {"lat": 47, "lon": 46}).json()["data"]["current"]
+        assert tail["stale"] is True and clean.stats()["served"] == 3, "older data stands in for the tail"
+        assert 'weathernote_stale_served_total{cause="value",part="current"} 1.0' in httpx.get(f"{srv.url}/metrics").text
+        redis_client.delete("prewarm:threshold")
+    finally:
+        srv.stop()

@@ -32,7 +32,14 @@ from weathernote.cache import CacheUnavailable
 from weathernote.cells import Cell, Grid
 from weathernote.clock import clock
 from weathernote.entries import Entry, Part
-from weathernote.keys import POPULAR_CELLS, PREWARM_LAST_CYCLE, PREWARM_LEADER, WATCHED_CELLS, entry_key
+from weathernote.keys import (
+    POPULAR_CELLS,
+    PREWARM_LAST_CYCLE,
+    PREWARM_LEADER,
+    PREWARM_THRESHOLD,
+    WATCHED_CELLS,
+    entry_key,
+)
 from weathernote.redis_client import AnyRedis
 from weathernote.refresh import Refresher
 from weathernote.service import WeatherService
@@ -147,6 +154,7 @@ class Prewarmer:
         report = CycleReport()
         candidates = await self._candidates()
         report.candidates = len(candidates)
+        await self._publish_threshold(candidates)
         due = await self._due(candidates, report)
         report.due = len(due)
         allowance = await self._allowance()
@@ -175,6 +183,21 @@ class Prewarmer:
         await self._decay()
         log.info("pre-warm cycle", extra={"report": asdict(report)})
         return report
+
+    async def _publish_threshold(self, candidates: list[tuple[Part, Cell, float]]) -> None:
+        """How popular a cell must be for a miss to spend on it.
+
+        The budget keeps about this many cells fresh at every 15-minute step: the most
+        requested ones. A miss on any other cell that has data serves that data (stale)
+        rather than spend what keeps the most requested cells fresh.
+        """
+        limits = self.refresher.budget.limits
+        per_step = limits.per_day / (86400 / 900)
+        affordable = int(per_step / request_weight(1, [Part.CURRENT]))
+        popular = [value for part, _, value in candidates if part is Part.CURRENT and value < _WATCHED_VALUE]
+        threshold = popular[affordable] if affordable < len(popular) else 0.0
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.set(PREWARM_THRESHOLD, threshold, px=clock.real_ms(self.interval_ms * 3))
 
     async def _candidates(self) -> list[tuple[Part, Cell, float]]:
         """(part, cell, value), most valuable first, each once."""

@@ -16,16 +16,27 @@ import asyncio
 import logging
 import math
 import random
+import time
 from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from redis.exceptions import RedisError
+
 from weathernote import metrics, requestlog
+from weathernote.breaker import State as BreakerState
 from weathernote.cache import CacheUnavailable, EntryStore
 from weathernote.cells import Cell
 from weathernote.clock import clock
 from weathernote.entries import Entry, Part
-from weathernote.keys import entry_key, stale_key, watched_member
+from weathernote.keys import (
+    POPULAR_CELLS,
+    PREWARM_THRESHOLD,
+    WATCHED_CELLS,
+    entry_key,
+    stale_key,
+    watched_member,
+)
 from weathernote.refresh import Refresher
 from weathernote.upstream import UpstreamError
 from weathernote.usage import Usage
@@ -159,6 +170,8 @@ class WeatherService:
         try:
             if await self._pace_says_wait(cell, stale, to_fetch, now):
                 raise UpstreamError("spending ahead of the day's pace", cause="pace")
+            if all(stale.get(part) is not None for part in to_fetch) and not await self._worth_it(cell, to_fetch):
+                raise UpstreamError("the budget keeps more requested cells fresh", cause="value")
             fetched = await self.refresher.refresh(cell, to_fetch)
         except UpstreamError as exc:
             if any(stale.get(part) is None for part in to_fetch):
@@ -184,6 +197,31 @@ class WeatherService:
             if raw is None or now - Entry.decode(part, cell, raw).fetched_at_ms > _RECENT_MS:
                 return False
         return await self.refresher.budget.ahead_of_pace()
+
+    async def _worth_it(self, cell: Cell, parts: list[Part]) -> bool:
+        """Is this cell popular enough to spend on, now that it has (older) data to serve?
+
+        The pre-warmer publishes the threshold: the request count of the last cell the
+        budget can keep fresh at every step. Watched cells are always worth it.
+        """
+        members = [watched_member(part, cell) for part in parts]
+        if self.store.breaker.state is not BreakerState.CLOSED:
+            return True
+        try:
+            async with self.store.redis.pipeline(transaction=False) as pipe:
+                pipe.get(PREWARM_THRESHOLD)
+                for member in members:
+                    pipe.zscore(POPULAR_CELLS, member)
+                    pipe.zscore(WATCHED_CELLS, member)
+                threshold, *scores = await pipe.execute()
+        except (RedisError, OSError):
+            return True
+        if threshold is None:
+            return True  # no pre-warmer has judged yet
+        popular, watched = scores[0::2], scores[1::2]
+        if any(expiry is not None and expiry > time.time() for expiry in watched):
+            return True
+        return max(float(score or 0) for score in popular) >= float(threshold)
 
     def _maybe_refresh_early(self, entry: Entry, now: int) -> None:
         """XFetch: the closer to expiry, the likelier a hit triggers a background refresh."""
