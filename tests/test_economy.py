@@ -204,7 +204,10 @@ def test_misses_keep_to_the_days_pace_when_recent_data_can_stand_in(
 def test_a_miss_spends_only_on_cells_popular_enough_when_older_data_can_stand_in(
     redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
 ) -> None:
-    srv = Server(server_env(redis_url, simulator, clock_speed=100))  # steps pass within a second
+    # The server's clock runs a day ahead of the upstream's, and 100x: every entry fetched is
+    # due for newer data a simulated minute later (0.6 s), whatever the wall clock says.
+    real = time.time()
+    srv = Server(server_env(redis_url, simulator, clock_speed=100, clock_anchor=f"{real}:{real + 86400}"))
     try:
         for lat in (46, 47):
             assert graphql(srv.url, CURRENT, {"lat": lat, "lon": 46}).json()["data"]["current"]["cached"] is False
