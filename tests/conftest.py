@@ -34,7 +34,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> None:
+def _attempts(predicate: Any, timeout: float) -> Iterator[bool]:
+    """Yields until `predicate` holds (a failed connection counts as not yet), then stops."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -44,20 +45,17 @@ def wait_until(predicate: Any, timeout: float = 15.0, interval: float = 0.05) ->
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met within {timeout}s")
+        yield True
+
+
+def wait_until(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> None:
+    for _ in _attempts(predicate, timeout):
         time.sleep(interval)
 
 
 async def eventually(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> None:
     """wait_until for async tests: the event loop keeps running while we wait."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                return
-        except (httpx.HTTPError, OSError, redis.RedisError):
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout}s")
+    for _ in _attempts(predicate, timeout):
         await asyncio.sleep(interval)
 
 

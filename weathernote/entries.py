@@ -126,8 +126,3 @@ class Entry:
 
     def is_fresh(self, now_ms: int) -> bool:
         return now_ms < self.fresh_until_ms
-
-
-def fresh_until_ms(raw: bytes) -> int:
-    """The freshness deadline of an encoded entry, without decoding it."""
-    return int(raw[: raw.index(b" ")])

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -62,17 +62,14 @@ class Subscriber:
     wait on many channels at once.
     """
 
-    __slots__ = ("channel", "_pending", "wakeup", "dropped")
+    __slots__ = ("channel", "_pending", "wakeup")
 
     def __init__(self, channel: str, wakeup: Wakeup | None = None) -> None:
         self.channel = channel
         self._pending: Any = None
         self.wakeup = wakeup or Wakeup()
-        self.dropped = 0  # messages replaced before they were taken
 
     def offer(self, message: Any) -> None:
-        if self._pending is not None:
-            self.dropped += 1
         self._pending = message
         self.wakeup.set()
 
@@ -109,8 +106,6 @@ class Hub:
         self._has_channels = asyncio.Event()
         self.connected = False
         self._ever_connected = False
-        self.messages_received = 0
-        self.deliveries = 0
 
     async def start(self) -> None:
         self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
@@ -125,21 +120,8 @@ class Hub:
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()
 
-    @property
-    def channels(self) -> list[str]:
-        return list(self._subscribers)
-
     def local_subscribers(self, channel: str) -> int:
         return len(self._subscribers.get(channel, ()))
-
-    @contextlib.asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[Subscriber]:
-        subscriber = Subscriber(channel)
-        await self.attach(subscriber)
-        try:
-            yield subscriber
-        finally:
-            await self.detach(subscriber)
 
     async def attach(self, subscriber: Subscriber) -> None:
         async with self._lock:
@@ -190,7 +172,6 @@ class Hub:
             return
         for subscriber in subscribers:
             subscriber.offer(message)
-        self.deliveries += len(subscribers)
         metrics.PUBSUB_DELIVERIES.inc(len(subscribers))
 
     async def _listen(self) -> None:
@@ -211,7 +192,6 @@ class Hub:
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
             if message is not None and message.get("type") == "message":
-                self.messages_received += 1
                 metrics.PUBSUB_MESSAGES.inc()
                 self.deliver(_text(message["channel"]), message["data"])
 

@@ -184,10 +184,6 @@ class LiveWeather:
                 self.hub.deliver(channel, raw)  # subscribers skip versions they already have
         log.info("caught up on %d watched channel(s) after reconnect", len(targets))
 
-    @property
-    def watched(self) -> list[str]:
-        return list(self._watched)
-
     async def _register(self, members: list[str]) -> None:
         expires = time.time() + self.watch_ttl_seconds
         try:
