@@ -19,12 +19,17 @@ from tests.conftest import Server, Simulator, graphql, server_env, wait_until
 CURRENT = "query($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { temperature cached stale } }"
 
 
-def prewarm_cycles(server: Server) -> float:
+def counted(server: Server, counter: str) -> float:
+    """A counter's total over its labels, as the server exposes it."""
     total = 0.0
     for family in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text):
-        if family.name == "weathernote_prewarm_cycles":
+        if family.name == counter:
             total += sum(s.value for s in family.samples if s.name.endswith("_total"))
     return total
+
+
+def prewarm_cycles(server: Server) -> float:
+    return counted(server, "weathernote_prewarm_cycles")
 
 
 def test_five_hundred_cold_requests_on_two_instances_cost_one_upstream_call(
@@ -88,13 +93,16 @@ def test_prewarm_once_warms_the_hundred_cities_in_at_most_four_requests(
 
 
 def test_one_leader_runs_the_cycles_and_another_takes_over_when_it_dies(
-    redis_url: str, simulator: Simulator, clean: Simulator
+    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
 ) -> None:
     servers = [Server(server_env(redis_url, simulator, prewarm_interval_seconds=2)) for _ in range(2)]
     try:
         time.sleep(5)
         cycles = [prewarm_cycles(s) for s in servers]
         assert sorted(cycles)[0] == 0 and 2 <= sorted(cycles)[1] <= 4, cycles
+        # after the one at start-up, cycles start just after the period's boundaries
+        # (0.2 s after, for a 2 s period): not at whatever moment the last one ended
+        assert 200 <= int(redis_client.get("prewarm:last_cycle")) % 2000 < 1200
         leader = servers[cycles.index(max(cycles))]
         follower = servers[1 - servers.index(leader)]
         leader.process.send_signal(signal.SIGKILL)  # dies holding the lease
@@ -122,8 +130,10 @@ def test_the_prewarmer_backs_off_on_429(redis_url: str, simulator: Simulator, cl
 def test_a_small_budget_is_never_exceeded_and_misses_come_first(
     redis_url: str, simulator: Simulator, clean: Simulator
 ) -> None:
+    # two cycles a day and a small hour: the pre-warmer may spend half of that hour
     srv = Server(server_env(
-        redis_url, simulator, upstream_budget_per_day=60, prewarm_budget_share=0.5, prewarm_interval_seconds=600,
+        redis_url, simulator, upstream_budget_per_day=60, upstream_budget_per_hour=60, prewarm_budget_share=0.5,
+        prewarm_interval_seconds=43200, upstream_budget_wait_seconds=0,
     ))
     try:
         wait_until(lambda: clean.stats()["requests"] >= 1, timeout=10)
@@ -211,9 +221,8 @@ def test_a_miss_spends_only_on_cells_popular_enough_when_older_data_can_stand_in
     try:
         for lat in (46, 47):
             assert graphql(srv.url, CURRENT, {"lat": lat, "lon": 46}).json()["data"]["current"]["cached"] is False
-        # what the pre-warmer publishes: a cell needs 5 recent requests to be worth a refresh
-        redis_client.set("prewarm:threshold", 5)
-        redis_client.zadd("popular_cells", {"current|lat:46.0:lon:46.0": 9, "current|lat:47.0:lon:46.0": 1})
+        # what the pre-warmer publishes: the budget keeps the first cell fresh, not the second
+        redis_client.sadd("prewarm:kept", "", "current|lat:46.0:lon:46.0")
         time.sleep(1.2)  # 120 simulated seconds: both are due for newer data
         redis_client.delete("weather:lat:46.0:lon:46.0", "weather:lat:47.0:lon:46.0")
         popular = graphql(srv.url, CURRENT, {"lat": 46, "lon": 46}).json()["data"]["current"]
@@ -221,6 +230,76 @@ def test_a_miss_spends_only_on_cells_popular_enough_when_older_data_can_stand_in
         tail = graphql(srv.url, CURRENT, {"lat": 47, "lon": 46}).json()["data"]["current"]
         assert tail["stale"] is True and clean.stats()["served"] == 3, "older data stands in for the tail"
         assert 'weathernote_stale_served_total{cause="value",part="current"} 1.0' in httpx.get(f"{srv.url}/metrics").text
-        redis_client.delete("prewarm:threshold")
+        redis_client.delete("prewarm:kept")
+    finally:
+        srv.stop()
+
+
+def prewarm_once(env: dict[str, str]) -> dict:
+    run = subprocess.run(
+        [sys.executable, "-m", "weathernote", "prewarm", "--once"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_a_cycle_spends_what_is_left_of_the_day_evenly_over_the_periods_left(
+    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
+) -> None:
+    day = (time.time() // 86400 + 1) * 86400
+    base = {k: v for k, v in os.environ.items() if not k.startswith("WEATHERNOTE_")}
+    base.update(server_env(redis_url, simulator, upstream_budget_per_day=200, prewarm_interval_seconds=21600))
+
+    def at(hour: int) -> dict[str, str]:  # the pre-warmer's clock at that hour of a day
+        return {**base, "WEATHERNOTE_CLOCK_ANCHOR": f"{time.time()}:{day + hour * 3600 + 1}"}
+
+    # A city's current weather weighs 1. At midnight four 6-hour periods are left:
+    # (200 - 1% kept for misses) / 4 = 49.5, or 49 cities.
+    morning = prewarm_once(at(0))
+    assert (morning["refreshed"], morning["stopped_by"]) == (49, "allowance")
+    kept = {m.decode() for m in redis_client.smembers("prewarm:kept")} - {""}
+    assert len(kept) == 49 and "current|lat:35.7:lon:139.7" in kept, "the most valuable first: Tokyo"
+    redis_client.flushdb()
+    # at 18:00 the last period may spend what is left after what misses spent today: 78
+    redis_client.set(f"{{upstream_budget}}:day:{int(day)}", 120)
+    evening = prewarm_once(at(18))
+    assert (evening["refreshed"], evening["stopped_by"]) == (78, "allowance")
+    assert clean.stats()["locations"] == 49 + 78
+
+
+def test_misses_wait_for_the_prewarmers_batch_instead_of_paying_again(
+    redis_url: str, simulator: Simulator, clean: Simulator
+) -> None:
+    clean.configure(latency_ms=1500)
+    srv = Server(server_env(redis_url, simulator, prewarm_interval_seconds=900))
+    try:
+        wait_until(lambda: clean.stats()["requests"] >= 1, timeout=10)  # the cities' batch is in flight
+        tokyo = graphql(srv.url, CURRENT, {"lat": 35.69, "lon": 139.69}).json()["data"]["current"]
+        assert tokyo["temperature"] is not None and tokyo["stale"] is False
+        assert clean.stats()["requests"] == 1, "the miss took the batch's data, not a call of its own"
+    finally:
+        srv.stop()
+
+
+def test_misses_with_nothing_to_serve_wait_for_the_next_minute_of_budget(
+    redis_url: str, simulator: Simulator, clean: Simulator
+) -> None:
+    # 30x: a simulated minute is two real seconds; it has room for two cells
+    srv = Server(server_env(
+        redis_url, simulator, clock_speed=30, upstream_budget_per_minute=2, upstream_budget_wait_seconds=300
+    ))
+    try:
+        async def five_cold_cells() -> list[dict]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                responses = await asyncio.gather(*(
+                    client.post(f"{srv.url}/graphql", json={"query": CURRENT, "variables": {"lat": 50 + i, "lon": 50}})
+                    for i in range(5)
+                ))
+            return [r.json() for r in responses]
+
+        served = asyncio.run(five_cold_cells())
+        assert all(r["data"]["current"]["temperature"] is not None for r in served), served
+        assert clean.stats()["served"] == 5
+        assert counted(srv, "weathernote_budget_waits") >= 1, "two a minute: some waited for the next"
     finally:
         srv.stop()

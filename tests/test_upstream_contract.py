@@ -87,7 +87,27 @@ def test_current_only_request_never_pays_for_a_forecast() -> None:
     params = query_params([Part.CURRENT])
     assert "daily" not in params and "hourly" not in params
     assert params["forecast_days"] == "1"
-    assert request_weight(1, [Part.CURRENT]) == pytest.approx(1.1)
+    assert "is_day" not in params["current"].split(",")  # worked out here: ten variables weigh 1, not 1.1
+    assert request_weight(1, [Part.CURRENT]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("local_time", "is_day"),
+    [
+        ("2025-06-16T14:45", True),  # Berlin, a June afternoon
+        ("2025-06-16T02:00", False),  # the night after
+        ("2025-06-16T04:30", False),  # sunrise is at 04:43 local (the daily section says so)
+        ("2025-06-16T05:00", True),
+        ("2025-06-16T21:15", True),  # sunset at 21:31
+        ("2025-06-16T21:45", False),
+    ],
+)
+def test_is_day_is_worked_out_from_the_sun_when_not_asked_for(local_time: str, is_day: bool) -> None:
+    body = load("open-meteo-forecast-example.json")
+    assert isinstance(body, dict)
+    current = {key: value for key, value in body["current"].items() if key != "is_day"}
+    [parts] = parse_locations({**body, "current": {**current, "time": local_time}}, 1, [Part.CURRENT])
+    assert parts[Part.CURRENT].is_day is is_day
 
 
 def test_weights_follow_open_meteo_formula() -> None:

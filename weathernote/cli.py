@@ -152,7 +152,7 @@ def prewarm(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"redis_url": embedded.url})
 
     async def once() -> dict[str, Any]:
-        services = Services(settings.model_copy(update={"prewarm_interval_seconds": 0}))
+        services = Services(settings, prewarm_in_background=False)
         await services.start()
         try:
             return dataclasses.asdict(await services.prewarmer.cycle())

@@ -56,8 +56,9 @@ POPULAR_CELLS = "popular_cells"
 PREWARM_LEADER = "prewarm:leader"
 """The instance holding the pre-warmer's lease."""
 
-PREWARM_THRESHOLD = "prewarm:threshold"
-"""The request count a (part, cell) needs to be worth refreshing on a miss, set by the pre-warmer."""
+PREWARM_KEPT = "prewarm:kept"
+"""Set of `<part>|<cell label>` the budget keeps fresh this period, chosen by the pre-warmer:
+a miss on a cell that has older data spends only on these."""
 
 PREWARM_LAST_CYCLE = "prewarm:last_cycle"
 """When the last pre-warm cycle started (clock ms), so a new leader keeps the period."""

@@ -62,6 +62,9 @@ PUBSUB_DELIVERIES = Counter(
 RENDERS = Counter(
     "weathernote_renders_total", "Responses and payloads rendered (not served from the render caches)", ["kind"]
 )
+BUDGET_WAITS = Counter(
+    "weathernote_budget_waits_total", "Misses with nothing to serve that waited for room in the upstream budget"
+)
 PREWARM_CYCLES = Counter("weathernote_prewarm_cycles_total", "Pre-warm cycles run, by outcome", ["outcome"])
 PREWARM_CELLS = Counter("weathernote_prewarm_cells_total", "Cell parts refreshed by the pre-warmer")
 BREAKER_STATE = Gauge(

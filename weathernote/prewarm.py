@@ -2,14 +2,18 @@
 
 Exactly one instance runs it at a time (a lease in Redis, renewed by its
 holder, released on shutdown, taken over within one lease period when the
-holder dies). Each cycle ranks candidates by value — cells users watch
-(live subscriptions), cells users ask for most (decayed counts), then the
-100 most populous cities — and refreshes those that are due: missing, past
-the point where the upstream can have newer data, or about to expire before
-the next cycle. Entries whose data cannot have changed are renewed without
-an upstream call. The rest go in multi-location batches, paced to spend the
-pre-warm share of the daily budget evenly over the day; a 429 or 5xx backs
-off with jitter instead of retrying hot.
+holder dies). Cycles start just after each period boundary; with the default
+period that is just after Open-Meteo's 15-minute step flips, before the
+entries it replaces lapse. Each cycle ranks candidates by value — cells users
+watch (live subscriptions), cells users ask for most (decayed counts), then
+the 100 most populous cities — and takes this step's share of the day's
+budget: what is left today, spread evenly over the steps left (misses spend
+first, so their part is already gone). It publishes the cells that share
+keeps fresh (a miss on any other cell serves its older data) and refreshes
+those of them the upstream has newer data for, in concurrent multi-location
+batches that hold the cells' refresh locks; entries whose data cannot have
+changed are renewed without an upstream call. A 429 or 5xx backs off with
+jitter instead of retrying hot.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import asyncio
 import contextlib
 import csv
 import logging
+import math
 import secrets
 import time
 from collections.abc import Iterable
@@ -36,14 +41,16 @@ from weathernote.keys import (
     POPULAR_CELLS,
     PREWARM_LAST_CYCLE,
     PREWARM_LEADER,
-    PREWARM_THRESHOLD,
+    PREWARM_KEPT,
     WATCHED_CELLS,
     entry_key,
+    watched_member,
 )
 from weathernote.redis_client import AnyRedis
 from weathernote.refresh import Refresher
 from weathernote.service import WeatherService
 from weathernote.upstream import UpstreamError, request_weight
+from weathernote.upstream.pace import STEP_SECONDS, newer_data_from_ms, observed_step_ms
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,9 @@ _WATCHED_VALUE = 1e9  # live subscribers outrank any request count
 # A city nobody asked for yet ranks below any cell someone asked for: a prior,
 # spent only from what the cycle's allowance leaves over.
 _CITY_VALUE = 0.01
+# How long after a period boundary a cycle starts: the upstream's step has flipped
+# (clocks agree within this), and the entries it replaces are still fresh.
+_CYCLE_OFFSET_MS = 2000
 
 
 def top_cities(grid: Grid) -> list[Cell]:
@@ -116,6 +126,7 @@ class Prewarmer:
         self.refresher: Refresher = service.refresher
         self.grid = grid
         self.interval_ms = int(interval_seconds * 1000)
+        self.offset_ms = min(_CYCLE_OFFSET_MS, self.interval_ms // 10)
         self.batch_size = batch_size
         self.max_candidates = max_candidates
         self.decay = decay
@@ -141,63 +152,80 @@ class Prewarmer:
             except Exception:  # noqa: BLE001 - a failed cycle must not end the pre-warmer
                 log.exception("pre-warm cycle failed")
                 metrics.PREWARM_CYCLES.labels("error").inc()
-            await clock.sleep(min(self.lease.seconds / 3, self.interval_ms / 1000))
+            next_slot = self._slot(clock.now_ms()) + self.interval_ms
+            await clock.sleep(min(self.lease.seconds / 3, max(0.001, (next_slot - clock.now_ms()) / 1000)))
+
+    def _slot(self, now_ms: int) -> int:
+        """When the current period's cycle is due: just after the period's boundary."""
+        return (now_ms - self.offset_ms) // self.interval_ms * self.interval_ms + self.offset_ms
 
     async def _cycle_due(self) -> bool:
         last = await self.redis.get(PREWARM_LAST_CYCLE)
-        return last is None or clock.now_ms() - int(last) >= self.interval_ms
+        return last is None or int(last) < self._slot(clock.now_ms())
 
     async def cycle(self) -> CycleReport:
-        """One pass: rank, find what is due, renew or refresh it within budget."""
+        """One pass: rank, take this step's share, publish what it keeps, refresh what is due."""
         started = clock.now_ms()
         await self.redis.set(PREWARM_LAST_CYCLE, started)
         report = CycleReport()
         candidates = await self._candidates()
         report.candidates = len(candidates)
-        await self._publish_threshold(candidates)
+        allowance = await self._allowance()
+        await self._publish_kept(candidates, allowance)
         due = await self._due(candidates, report)
         report.due = len(due)
-        allowance = await self._allowance()
+        planned: list[tuple[list[Part], list[Cell]]] = []
         for parts, cells in self._batches(due):
             # the most valuable come first: when the allowance runs short, the tail waits
-            affordable = int(allowance // request_weight(1, parts))
+            affordable = int(allowance / request_weight(1, parts) + 1e-9)
             if affordable < len(cells):
                 report.stopped_by = "allowance"
                 cells = cells[:affordable]
-                if not cells:
-                    break
-            weight = request_weight(len(cells), parts)
-            try:
-                await self._fetch_with_backoff(cells, parts)
-            except UpstreamError as exc:
-                report.stopped_by = "budget" if exc.cause == "budget" else "upstream"
+            if cells:
+                planned.append((parts, cells))
+                allowance -= request_weight(len(cells), parts)
+            if report.stopped_by:
                 break
-            allowance -= weight
-            report.requests += 1
-            report.weight += weight
-            report.refreshed += len(cells) * len(parts)
-            if report.stopped_by == "allowance":
-                break
+        # concurrently: the last batch lands as soon as the first, before its entries lapse
+        outcomes = await asyncio.gather(
+            *(self._fetch_with_backoff(cells, parts) for parts, cells in planned), return_exceptions=True
+        )
+        for (parts, _), outcome in zip(planned, outcomes):
+            if isinstance(outcome, UpstreamError):
+                report.stopped_by = "budget" if outcome.cause == "budget" else "upstream"
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            elif outcome:
+                report.requests += 1
+                report.weight += request_weight(len(outcome), parts)
+                report.refreshed += len(outcome) * len(parts)
         metrics.PREWARM_CELLS.inc(report.refreshed)
         metrics.PREWARM_CYCLES.labels("ok" if report.stopped_by is None else report.stopped_by).inc()
         await self._decay()
         log.info("pre-warm cycle", extra={"report": asdict(report)})
         return report
 
-    async def _publish_threshold(self, candidates: list[tuple[Part, Cell, float]]) -> None:
-        """How popular a cell must be for a miss to spend on it.
+    async def _publish_kept(self, candidates: list[tuple[Part, Cell, float]], allowance: float) -> None:
+        """The cells this step's share keeps within the freshness target, most valuable first.
 
-        The budget keeps about this many cells fresh at every 15-minute step: the most
-        requested ones. A miss on any other cell that has data serves that data (stale)
-        rather than spend what keeps the most requested cells fresh.
+        Refreshing each once every `target_steps` steps, the share keeps that many
+        times the cells it refreshes now. A miss on any other cell that has data serves
+        that data rather than spend what keeps the most requested cells fresh.
         """
-        limits = self.refresher.budget.limits
-        per_step = limits.per_day / (86400 / 900)
-        affordable = int(per_step / request_weight(1, [Part.CURRENT]))
-        popular = [value for part, _, value in candidates if part is Part.CURRENT and value < _WATCHED_VALUE]
-        threshold = popular[affordable] if affordable < len(popular) else 0.0
+        room = allowance * self.refresher.freshness.target_steps
+        kept: list[str] = []
+        for part, cell, _ in candidates:
+            room -= request_weight(1, [part])
+            if room < -1e-9:  # weights are tenths: forgive the float rounding
+                break
+            kept.append(watched_member(part, cell))
         with contextlib.suppress(RedisError, OSError):
-            await self.redis.set(PREWARM_THRESHOLD, threshold, px=clock.real_ms(self.interval_ms * 3))
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(PREWARM_KEPT)
+                # "" keeps the key when nothing is kept: the set exists once a cycle has judged
+                pipe.sadd(PREWARM_KEPT, "", *kept)
+                pipe.pexpire(PREWARM_KEPT, clock.real_ms(self.interval_ms * 3))
+                await pipe.execute()
 
     async def _candidates(self) -> list[tuple[Part, Cell, float]]:
         """(part, cell, value), most valuable first, each once."""
@@ -220,7 +248,12 @@ class Prewarmer:
         return [(part, cells[label], value) for (part, label), value in ranked]
 
     async def _due(self, candidates: list[tuple[Part, Cell, float]], report: CycleReport) -> list[tuple[Part, Cell]]:
-        """Candidates to fetch, in value order; unchanged ones about to lapse are renewed here."""
+        """Candidates to fetch, in value order; unchanged ones about to lapse are renewed here.
+
+        Current values are due once they fall out of the freshness target (with the
+        default, as soon as the upstream has a newer step); forecasts once a newer
+        model run can have landed.
+        """
         if not candidates:
             return []
         try:
@@ -229,6 +262,8 @@ class Prewarmer:
             report.skipped.append("redis unavailable")
             return []
         now = clock.now_ms()
+        step_start = now // (STEP_SECONDS * 1000) * STEP_SECONDS * 1000
+        target_ms = self.refresher.freshness.target_steps * STEP_SECONDS * 1000
         horizon = now + self.interval_ms
         due: list[tuple[Part, Cell]] = []
         renew: list[Entry] = []
@@ -237,9 +272,15 @@ class Prewarmer:
                 due.append((part, cell))
                 continue
             entry = self.service.decode(part, cell, raw)
-            if now >= entry.next_update_ms:
-                due.append((part, cell))  # the upstream can have newer data
-            elif entry.fresh_until_ms < horizon:
+            changed = newer_data_from_ms(entry.next_update_ms) <= now
+            if part is Part.CURRENT:
+                if observed_step_ms(entry.next_update_ms) + target_ms <= step_start:
+                    due.append((part, cell))
+                    continue
+            elif changed:
+                due.append((part, cell))
+                continue
+            if not changed and entry.fresh_until_ms < horizon:
                 renew.append(entry)  # would lapse before the next cycle, yet cannot have changed
         if renew:
             await self.refresher.renew(renew)
@@ -271,16 +312,15 @@ class Prewarmer:
                 yield list(parts), cells[start : start + self.batch_size]
 
     async def _allowance(self) -> float:
-        """The weight this cycle may spend: the pre-warm budget left today, spread over the
-        cycles left today, but never more than the tighter windows have now."""
+        """This period's share of the day: what the pre-warmer may still spend today, spread
+        evenly over the periods left, but never more than the shorter windows have now."""
         now = clock.now()
-        seconds_left = 86400 - now % 86400
-        cycles_left = max(1.0, seconds_left * 1000 / self.interval_ms)
+        periods_left = max(1, math.ceil((86400 - now % 86400) * 1000 / self.interval_ms))
         budget = self.refresher.budget
-        daily_left = budget.limits.per_day * budget.limits.prewarm_share - await budget.used("day")
-        return max(0.0, min(daily_left / cycles_left * 2, await budget.remaining(prewarm=True)))
+        day_left = budget.limits.of_prewarm("day") - await budget.used("day")
+        return max(0.0, min(day_left / periods_left, await budget.remaining(prewarm=True)))
 
-    async def _fetch_with_backoff(self, cells: list[Cell], parts: list[Part]) -> None:
+    async def _fetch_with_backoff(self, cells: list[Cell], parts: list[Part]) -> list[Cell]:
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda exc: isinstance(exc, UpstreamError) and exc.cause in ("rate_limited", "status", "timeout", "transport")),
             wait=wait_exponential_jitter(initial=1, max=60),
@@ -290,7 +330,8 @@ class Prewarmer:
         )
         async for attempt in retrying:
             with attempt:
-                await self.refresher.fetch([(cell, parts) for cell in cells], prewarm=True)
+                return await self.refresher.refresh_batch(cells, parts)
+        raise AssertionError("unreachable: tenacity returns or reraises")
 
     async def _decay(self) -> None:
         """Old popularity fades: every cycle multiplies the counts, and the long tail is cut."""

@@ -29,7 +29,12 @@ from weathernote.clock import clock
 from weathernote.entries import Current, Entry, Model, Part
 from weathernote.keys import entry_key, refresh_lock_key
 from weathernote.upstream import OpenMeteoClient, UpstreamError, request_weight
-from weathernote.upstream.pace import next_current_update_ms, next_forecast_update_ms
+from weathernote.upstream.pace import (
+    STEP_SECONDS,
+    next_current_update_ms,
+    next_forecast_update_ms,
+    observed_step_ms,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,14 @@ class Freshness:
     ttl_ms: dict[Part, int]
     forecast_cadence_seconds: float = 3600.0
     jitter: float = 0.1  # entries expire up to this fraction of their TTL early
+    # Current values this recent are fresh enough for the cells the budget keeps:
+    # one step (the latest data) or, to keep more cells within an hour, four.
+    target_steps: int = 1
+
+    def within_target(self, entry: Entry, now_ms: int) -> bool:
+        """Are these current values recent enough to serve without a refresh?"""
+        target_ms = self.target_steps * STEP_SECONDS * 1000
+        return entry.part is Part.CURRENT and now_ms - observed_step_ms(entry.next_update_ms) < target_ms
 
     def times(self, part: Part, model: Model, fetched_at_ms: int) -> tuple[int, int]:
         """(fresh until, next possible update) of a just-fetched entry."""
@@ -139,16 +152,41 @@ class Refresher:
                 [fetched] = await self.fetch([(cell, mine)], prewarm=False)
                 entries.update(fetched)
         finally:
-            await self._unlock(cell, won, token)
+            await self._unlock([(cell, part) for part in won], token)
         return entries
+
+    async def refresh_batch(self, cells: Sequence[Cell], parts: Collection[Part]) -> list[Cell]:
+        """One pre-warm request for those of `cells` that nobody is refreshing already.
+
+        It holds their refresh locks while it runs: a miss on one of them meanwhile
+        waits for its announcement instead of paying for the same data again.
+        Returns the cells refreshed.
+        """
+        token = secrets.token_hex(8)
+        won = await self._lock_entries([(cell, part) for cell in cells for part in parts], token)
+        held = set(won)
+        mine = [cell for cell in cells if all((cell, part) in held for part in parts)]
+        fetching = set(mine)
+        await self._unlock([entry for entry in won if entry[0] not in fetching], token)
+        try:
+            if mine:
+                await self.fetch([(cell, parts) for cell in mine], prewarm=True)
+        finally:
+            await self._unlock([entry for entry in won if entry[0] in fetching], token)
+        return mine
 
     async def _lock(self, cell: Cell, parts: list[Part], token: str) -> tuple[list[Part], list[Part]]:
         """Which parts we refresh (lock won) and which another instance is refreshing."""
+        won = set(await self._lock_entries([(cell, part) for part in parts], token))
+        return [p for p in parts if (cell, p) in won], [p for p in parts if (cell, p) not in won]
+
+    async def _lock_entries(self, entries: list[tuple[Cell, Part]], token: str) -> list[tuple[Cell, Part]]:
+        """The entries whose refresh lock we won (all of them when there is no one to share with)."""
         if self.waiter is None or not self.store.breaker.allow():
-            return list(parts), []
+            return entries
         try:
             async with self.store.redis.pipeline(transaction=False) as pipe:
-                for part in parts:
+                for cell, part in entries:
                     pipe.set(
                         refresh_lock_key(entry_key(part, cell)),
                         token,
@@ -158,18 +196,20 @@ class Refresher:
                 won = await pipe.execute()
         except (RedisError, OSError):
             self.store.breaker.failure()
-            return list(parts), []
+            return entries
         self.store.breaker.success()
-        return [p for p, ok in zip(parts, won) if ok], [p for p, ok in zip(parts, won) if not ok]
+        return [entry for entry, ok in zip(entries, won) if ok]
 
-    async def _unlock(self, cell: Cell, parts: list[Part], token: str) -> None:
-        if not parts or self.waiter is None:
+    async def _unlock(self, entries: list[tuple[Cell, Part]], token: str) -> None:
+        if not entries or self.waiter is None:
             return
         try:
-            for part in parts:
-                await self.store.redis.eval(_RELEASE, 1, refresh_lock_key(entry_key(part, cell)), token)
+            async with self.store.redis.pipeline(transaction=False) as pipe:
+                for cell, part in entries:
+                    pipe.eval(_RELEASE, 1, refresh_lock_key(entry_key(part, cell)), token)
+                await pipe.execute()
         except (RedisError, OSError):
-            pass  # it expires on its own
+            pass  # they expire on their own
 
     async def fetch(
         self, requests: Sequence[tuple[Cell, Collection[Part]]], *, prewarm: bool

@@ -30,15 +30,14 @@ from weathernote.cells import Cell
 from weathernote.clock import clock
 from weathernote.entries import Entry, Part
 from weathernote.keys import (
-    POPULAR_CELLS,
-    PREWARM_THRESHOLD,
+    PREWARM_KEPT,
     WATCHED_CELLS,
     entry_key,
     stale_key,
     watched_member,
 )
 from weathernote.refresh import Refresher
-from weathernote.upstream import UpstreamError
+from weathernote.upstream import UpstreamError, request_weight
 from weathernote.usage import Usage
 
 log = logging.getLogger(__name__)
@@ -68,9 +67,10 @@ def now_ms() -> int:
 
 
 class WeatherService:
-    def __init__(self, store: EntryStore, refresher: Refresher) -> None:
+    def __init__(self, store: EntryStore, refresher: Refresher, *, budget_wait_seconds: float = 0.0) -> None:
         self.store = store
         self.refresher = refresher
+        self.budget_wait_seconds = budget_wait_seconds
         # The latest entry seen per key: every reader of one version shares one
         # object, so its model is decoded once per process, not once per reader.
         self._recent: OrderedDict[str, Entry] = OrderedDict()
@@ -164,6 +164,13 @@ class WeatherService:
         # Past its TTL but the upstream cannot have newer data yet: keep it, ask nobody.
         for entry in await self.refresher.renew(unchanged) if unchanged else ():
             readings[entry.part] = Reading(self._remember(entry), cached=True, stale=False)
+        # Past its step but within the freshness target the budget keeps: serve, ask nobody.
+        for part in parts:
+            raw = stale.get(part)
+            if part not in readings and raw is not None:
+                entry = Entry.decode(part, cell, raw)
+                if self.refresher.freshness.within_target(entry, now):
+                    readings[part] = Reading(self._remember(entry), cached=True, stale=False)
         to_fetch = [part for part in parts if part not in readings]
         if not to_fetch:
             return readings
@@ -172,7 +179,10 @@ class WeatherService:
                 raise UpstreamError("spending ahead of the day's pace", cause="pace")
             if all(stale.get(part) is not None for part in to_fetch) and not await self._worth_it(cell, to_fetch):
                 raise UpstreamError("the budget keeps more requested cells fresh", cause="value")
-            fetched = await self.refresher.refresh(cell, to_fetch)
+            if all(stale.get(part) is not None for part in to_fetch):
+                fetched = await self.refresher.refresh(cell, to_fetch)
+            else:
+                fetched = await self._refresh_waiting_for_budget(cell, to_fetch)
         except UpstreamError as exc:
             if any(stale.get(part) is None for part in to_fetch):
                 raise UpstreamUnavailable(exc.reason) from exc
@@ -184,6 +194,25 @@ class WeatherService:
             return readings
         readings.update({part: Reading(entry, cached=False, stale=False) for part, entry in fetched.items()})
         return readings
+
+    async def _refresh_waiting_for_budget(self, cell: Cell, parts: list[Part]) -> dict[Part, Entry]:
+        """A cell with nothing to serve waits for room in the budget (the next minute, say)
+        rather than fail, up to `budget_wait_seconds`."""
+        waited = 0.0
+        while True:
+            try:
+                return await self.refresher.refresh(cell, parts)
+            except UpstreamError as exc:
+                if exc.cause != "budget":
+                    raise
+                wait = await self.refresher.budget.seconds_until_room(request_weight(1, parts))
+                if waited + wait > self.budget_wait_seconds:
+                    raise
+                # a little jitter: the misses that waited for one window do not all spend at once
+                wait += random.uniform(0, 1)
+                metrics.BUDGET_WAITS.inc()
+                await clock.sleep(wait)
+                waited += wait
 
     async def _pace_says_wait(
         self, cell: Cell, stale: dict[Part, bytes | None], parts: list[Part], now: int
@@ -199,29 +228,27 @@ class WeatherService:
         return await self.refresher.budget.ahead_of_pace()
 
     async def _worth_it(self, cell: Cell, parts: list[Part]) -> bool:
-        """Is this cell popular enough to spend on, now that it has (older) data to serve?
+        """Is this cell worth spending on, now that it has (older) data to serve?
 
-        The pre-warmer publishes the threshold: the request count of the last cell the
-        budget can keep fresh at every step. Watched cells are always worth it.
+        Only if the pre-warmer's latest cycle counted it among the cells the budget
+        keeps fresh (the most requested), or someone watches it live.
         """
         members = [watched_member(part, cell) for part in parts]
         if self.store.breaker.state is not BreakerState.CLOSED:
             return True
         try:
             async with self.store.redis.pipeline(transaction=False) as pipe:
-                pipe.get(PREWARM_THRESHOLD)
+                pipe.exists(PREWARM_KEPT)
                 for member in members:
-                    pipe.zscore(POPULAR_CELLS, member)
+                    pipe.sismember(PREWARM_KEPT, member)
                     pipe.zscore(WATCHED_CELLS, member)
-                threshold, *scores = await pipe.execute()
+                judged, *answers = await pipe.execute()
         except (RedisError, OSError):
             return True
-        if threshold is None:
+        if not judged:
             return True  # no pre-warmer has judged yet
-        popular, watched = scores[0::2], scores[1::2]
-        if any(expiry is not None and expiry > time.time() for expiry in watched):
-            return True
-        return max(float(score or 0) for score in popular) >= float(threshold)
+        kept, watched = answers[0::2], answers[1::2]
+        return any(kept) or any(expiry is not None and expiry > time.time() for expiry in watched)
 
     def _maybe_refresh_early(self, entry: Entry, now: int) -> None:
         """XFetch: the closer to expiry, the likelier a hit triggers a background refresh."""

@@ -40,7 +40,10 @@ class Settings(BaseSettings):
         9000, gt=0, description="weighted upstream calls per day, all instances (free tier 10,000)"
     )
     prewarm_budget_share: float = Field(
-        0.8, gt=0, le=1, description="share of each budget window the pre-warmer may spend"
+        0.8, gt=0, le=1, description="share of the minute and hour budgets the pre-warmer may spend (it paces the day itself)"
+    )
+    upstream_budget_wait_seconds: float = Field(
+        10, ge=0, description="how long a miss with nothing to serve waits for room in the budget"
     )
     forecast_cadence_seconds: float = Field(
         3600, gt=0, description="how often the upstream's forecasts can change (model runs)"
@@ -71,7 +74,15 @@ class Settings(BaseSettings):
         60, gt=0, description="the rate limits' period (tests shorten it)"
     )
     prewarm_interval_seconds: float = Field(
-        600, ge=0, description="pre-warm cycle period; 0 disables the pre-warmer here"
+        900,
+        ge=0,
+        description="pre-warm cycle period, aligned to its boundaries (default: Open-Meteo's 15-minute step); 0 disables the pre-warmer here",
+    )
+    freshness_target_seconds: float = Field(
+        900,
+        ge=900,
+        multiple_of=900,
+        description="how recent the budget keeps popular cells' current values: 900 (the latest step) or more to keep more cells less fresh",
     )
     prewarm_batch_size: int = Field(
         100, ge=1, le=1000, description="locations per pre-warm upstream request (Open-Meteo allows 1,000)"

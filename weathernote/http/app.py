@@ -49,6 +49,7 @@ from weathernote.redis_client import AnyRedis, connect, for_pubsub, redacted
 from weathernote.service import WeatherService
 from weathernote.settings import Settings
 from weathernote.upstream import OpenMeteoClient
+from weathernote.upstream.pace import STEP_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,14 @@ class Services:
     admission: Admission
     persisted: PersistedQueries
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, prewarm_in_background: bool = True) -> None:
+        self.prewarm_in_background = prewarm_in_background and settings.prewarm_interval_seconds > 0
+        # one clock per process, as the settings say (benchmarks run it fast, anchored)
+        if settings.clock_anchor:
+            real, simulated = (float(part) for part in settings.clock_anchor.split(":"))
+            clock.configure(settings.clock_speed, origin=simulated, real_origin=real)
+        else:
+            clock.configure(settings.clock_speed)
         if not settings.redis_url:
             raise RuntimeError(
                 "WEATHERNOTE_REDIS_URL is not set; `weathernote serve` starts an embedded Redis for you"
@@ -142,10 +150,11 @@ class Services:
                     Part.HOURLY: int(settings.forecast_ttl_seconds * 1000),
                 },
                 forecast_cadence_seconds=settings.forecast_cadence_seconds,
+                target_steps=round(settings.freshness_target_seconds / STEP_SECONDS),
             ),
             lock_seconds=settings.upstream_timeout_seconds + 5,
         )
-        self.weather = WeatherService(store, refresher)
+        self.weather = WeatherService(store, refresher, budget_wait_seconds=settings.upstream_budget_wait_seconds)
         self.pubsub_redis = for_pubsub(settings.redis_url, settings.redis_timeout_seconds)
         self.weather.usage = self.usage
         self.live = LiveWeather(
@@ -157,10 +166,10 @@ class Services:
             self.redis,
             self.weather,
             self.grid,
-            interval_seconds=settings.prewarm_interval_seconds or 600,
+            interval_seconds=settings.prewarm_interval_seconds or STEP_SECONDS,
             batch_size=settings.prewarm_batch_size,
         )
-        if settings.prewarm_interval_seconds > 0:
+        if self.prewarm_in_background:
             await self.prewarmer.start()
         self._readiness = asyncio.create_task(self._become_ready(), name="readiness")
 
@@ -321,9 +330,4 @@ def app_from_environment() -> Starlette:
     """uvicorn factory for worker processes: settings come from WEATHERNOTE_* variables."""
     settings = Settings()
     configure_logging(settings.log_level)  # a spawned worker starts with no logging set up
-    if settings.clock_anchor:
-        real, simulated = (float(part) for part in settings.clock_anchor.split(":"))
-        clock.configure(settings.clock_speed, origin=simulated, real_origin=real)
-    else:
-        clock.configure(settings.clock_speed)
     return create_app(settings)

@@ -51,9 +51,9 @@ _FAULT_KINDS = 3  # 502, 503, 200 with a broken stream, in rotation
 class Simulator:
     """The state behind the routes: knobs, clock, limits and counters."""
 
-    def __init__(self, config: SimulatorConfig) -> None:
+    def __init__(self, config: SimulatorConfig, clock_start: float | None = None) -> None:
         self.config = config
-        self.clock = SimulatedClock(config)
+        self.clock = SimulatedClock(config, clock_start)
         self.rate_limiter = RateLimiter(config)
         self.concurrency = ConcurrencyLimiter(config)
         self.stats = Stats()
@@ -144,8 +144,8 @@ class Simulator:
         return self.stats.snapshot(self.concurrency.in_flight, self.concurrency.max_in_flight)
 
 
-def create_app(config: SimulatorConfig | None = None) -> Starlette:
-    simulator = Simulator(config or SimulatorConfig())
+def create_app(config: SimulatorConfig | None = None, clock_start: float | None = None) -> Starlette:
+    simulator = Simulator(config or SimulatorConfig(), clock_start)
     app = Starlette(
         routes=[
             Route("/v1/forecast", simulator.forecast, methods=["GET", "POST"]),

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=int, default=8081, help="port to listen on, 0 for any free one (default 8081)"
     )
+    parser.add_argument(
+        "--clock-start", type=float, default=None, help="simulated Unix time the clock starts at (default: now)"
+    )
     defaults = SimulatorConfig()
     for knob in fields(SimulatorConfig):
         default = getattr(defaults, knob.name)
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> None:
     except ValueError as error:
         raise SystemExit(f"simulator: {error}") from None
     uvicorn_config = uvicorn.Config(
-        create_app(config), host=args.host, port=args.port, log_level="warning", access_log=False
+        create_app(config, args.clock_start), host=args.host, port=args.port, log_level="warning", access_log=False
     )
     _AnnouncingServer(uvicorn_config).run()
 

@@ -1,4 +1,4 @@
-"""The simulated clock: real time at start, then `clock_speed` simulated seconds per real second."""
+"""The simulated clock: real time (or a given time) at start, then `clock_speed` simulated seconds per real second."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from weathernote.simulator.config import SimulatorConfig
 
 
 class SimulatedClock:
-    def __init__(self, config: SimulatorConfig) -> None:
+    def __init__(self, config: SimulatorConfig, start: float | None = None) -> None:
         self._config = config
         self._speed = config.clock_speed
-        self._base_simulated = time.time()
+        self._base_simulated = time.time() if start is None else start
         self._base_monotonic = time.monotonic()
 
     def now(self) -> float:
