@@ -230,6 +230,12 @@ def test_a_miss_spends_only_on_cells_popular_enough_when_older_data_can_stand_in
         tail = graphql(srv.url, CURRENT, {"lat": 47, "lon": 46}).json()["data"]["current"]
         assert tail["stale"] is True and clean.stats()["served"] == 3, "older data stands in for the tail"
         assert 'weathernote_stale_served_total{cause="value",part="current"} 1.0' in httpx.get(f"{srv.url}/metrics").text
+        # the decision stands for a while: the next reads do not ask Redis about the cell again
+        judged = redis_client.info("commandstats").get("cmdstat_sismember", {}).get("calls", 0)
+        for _ in range(5):
+            assert graphql(srv.url, CURRENT, {"lat": 47, "lon": 46}).json()["data"]["current"]["stale"] is True
+        assert redis_client.info("commandstats")["cmdstat_sismember"]["calls"] == judged
+        assert 'weathernote_stale_served_total{cause="value",part="current"} 6.0' in httpx.get(f"{srv.url}/metrics").text
         redis_client.delete("prewarm:kept")
     finally:
         srv.stop()

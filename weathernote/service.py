@@ -38,6 +38,7 @@ from weathernote.keys import (
 )
 from weathernote.refresh import Refresher
 from weathernote.upstream import UpstreamError, request_weight
+from weathernote.upstream.pace import STEP_SECONDS
 from weathernote.usage import Usage
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ _XFETCH_BETA = 1.0
 _XFETCH_DELTA_MS = 1000.0
 # Data this recent may stand in for a refresh while the budget's spending runs ahead of pace.
 _RECENT_MS = 3600 * 1000
+# Stale data served by the budget's choice rather than an upstream failure: counted, not logged.
+_BUDGET_CHOICES = frozenset({"pace", "value"})
+_STANDING_MS = 60_000
 
 
 class UpstreamUnavailable(Exception):
@@ -76,6 +80,10 @@ class WeatherService:
         self._recent: OrderedDict[str, Entry] = OrderedDict()
         self._recent_size = 8192
         self._early: set[str] = set()  # keys being refreshed early
+        # Older data that stands in by the budget's choice (pace, value), per key, for a minute
+        # at most and never past the upstream's next step: one decision per cell and minute,
+        # not Redis round trips on every read.
+        self._standing: OrderedDict[str, tuple[Entry, str, int]] = OrderedDict()
         self.usage: Usage | None = None
         refresher.on_fetched.append(self._fetched)
 
@@ -114,14 +122,19 @@ class WeatherService:
                 self.usage.cell_read(watched_member(part, cell))
         for part in readings:
             _HITS[part].inc()
+        for part in missing:
+            standing = self._standing_in(entry_key(part, cell), now)
+            if standing is not None:
+                readings[part] = standing
+        missing = [part for part in missing if part not in readings]
         if missing:
             for part in missing:
                 _MISSES[part].inc()
-            fetched = await self._refresh_renew_or_stale(cell, missing)
-            readings.update(fetched)
-            requestlog.note_read(cell.label, "stale" if any(r.stale for r in fetched.values()) else "miss")
+            readings.update(await self._refresh_renew_or_stale(cell, missing))
+        if any(reading.stale for reading in readings.values()):
+            requestlog.note_read(cell.label, "stale")
         else:
-            requestlog.note_read(cell.label, "hit")
+            requestlog.note_read(cell.label, "miss" if missing else "hit")
         return readings
 
     def decode(self, part: Part, cell: Cell, raw: bytes) -> Entry:
@@ -141,8 +154,27 @@ class WeatherService:
             self._recent.popitem(last=False)
         return entry
 
+    def _standing_in(self, key: str, now: int) -> Reading | None:
+        known = self._standing.get(key)
+        if known is None:
+            return None
+        entry, cause, until = known
+        if now >= until:
+            del self._standing[key]
+            return None
+        metrics.STALE_SERVED.labels(entry.part.value, cause).inc()
+        return Reading(entry, cached=True, stale=True)
+
+    def _stand_in(self, entry: Entry, cause: str, now: int) -> None:
+        step_ms = STEP_SECONDS * 1000
+        until = min((now // step_ms + 1) * step_ms, now + _STANDING_MS)
+        self._standing[entry_key(entry.part, entry.cell)] = (entry, cause, until)
+        if len(self._standing) > self._recent_size:
+            self._standing.popitem(last=False)
+
     def _fetched(self, entries: list[Entry], weight: float) -> None:
         for entry in entries:
+            self._standing.pop(entry_key(entry.part, entry.cell), None)
             self._remember(entry)
         if self.usage:
             self.usage.upstream(weight)
@@ -186,10 +218,14 @@ class WeatherService:
         except UpstreamError as exc:
             if any(stale.get(part) is None for part in to_fetch):
                 raise UpstreamUnavailable(exc.reason) from exc
-            log.warning("upstream unavailable for %s (%s), serving stale", cell, exc.cause)
+            chosen = exc.cause in _BUDGET_CHOICES
+            if not chosen:
+                log.warning("upstream unavailable for %s (%s), serving stale", cell, exc.cause)
             for part in to_fetch:
                 metrics.STALE_SERVED.labels(part.value, exc.cause).inc()
                 entry = Entry.decode(part, cell, stale[part])  # type: ignore[arg-type]
+                if chosen:
+                    self._stand_in(entry, exc.cause, now)
                 readings[part] = Reading(entry, cached=True, stale=True)
             return readings
         readings.update({part: Reading(entry, cached=False, stale=False) for part, entry in fetched.items()})
