@@ -151,6 +151,7 @@ def run_budget(budget: int, args: argparse.Namespace) -> dict[str, float]:
             "WEATHERNOTE_IP_RATE_LIMIT_PER_MINUTE": "1000000000",
             "WEATHERNOTE_RATE_LIMIT_PERIOD_SECONDS": "1",
             "WEATHERNOTE_CLIENT_ID_SECRET": "bench",
+            "WEATHERNOTE_WORKERS": str(args.workers),
         }
         running.start([sys.executable, "-m", "weathernote", "serve"], env)
         wait_http(f"http://127.0.0.1:{port}/ready", ready=300)
@@ -189,6 +190,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=1800, help="real seconds for one simulated day")
     parser.add_argument("--budgets", default="10000,33000")
     parser.add_argument("--hours", type=float, default=24, help="replay only the first HOURS of the day")
+    parser.add_argument("--workers", type=int, default=2, help="server worker processes")
     parser.add_argument(
         "--freshness-target", type=int, default=900,
         help="the server's WEATHERNOTE_FRESHNESS_TARGET_SECONDS: 900 keeps the most requested cells at the latest step, 3600 keeps more cells within the hour",

@@ -322,10 +322,11 @@ class GraphQLEndpoint:
 
     async def _prefetch(
         self, context: Context, bound: Bound, raws: list[bytes | None] | None
-    ) -> tuple[tuple[int, ...], int] | None:
-        """Read every entry the plan needs (or take what admission already read); when
-        all were hits, their versions and when the first of them stops being fresh."""
-        versions: list[int] = []
+    ) -> tuple[tuple[tuple[int, bool], ...], int] | None:
+        """Read every entry the plan needs (or take what admission already read); when all
+        came from the cache (fresh, or stale by the budget's choice), their versions and
+        staleness, and when the first of them stops being fresh."""
+        versions: list[tuple[int, bool]] = []
         fresh_until = 2**63
         all_hits = True
         offset = 0
@@ -340,8 +341,8 @@ class GraphQLEndpoint:
                 continue
             context.prefetched[(cell.label, parts)] = readings
             for reading in readings.values():
-                all_hits = all_hits and reading.cached and not reading.stale
-                versions.append(reading.entry.fetched_at_ms)
+                all_hits = all_hits and reading.cached
+                versions.append((reading.entry.fetched_at_ms, reading.stale))
                 fresh_until = min(fresh_until, reading.entry.fresh_until_ms)
         return (tuple(versions), fresh_until) if all_hits and versions else None
 
