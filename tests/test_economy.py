@@ -260,17 +260,17 @@ def test_a_cycle_spends_what_is_left_of_the_day_evenly_over_the_periods_left(
         return {**base, "WEATHERNOTE_CLOCK_ANCHOR": f"{time.time()}:{day + hour * 3600 + 1}"}
 
     # A city's current weather weighs 1. At midnight four 6-hour periods are left:
-    # (200 - 1% kept for misses) / 4 = 49.5, or 49 cities.
+    # (200 - 0.5% kept for misses) / 4 = 49.75, or 49 cities.
     morning = prewarm_once(at(0))
     assert (morning["refreshed"], morning["stopped_by"]) == (49, "allowance")
     kept = {m.decode() for m in redis_client.smembers("prewarm:kept")} - {""}
     assert len(kept) == 49 and "current|lat:35.7:lon:139.7" in kept, "the most valuable first: Tokyo"
     redis_client.flushdb()
-    # at 18:00 the last period may spend what is left after what misses spent today: 78
+    # at 18:00 the last period may spend what is left after what misses spent today: 79
     redis_client.set(f"{{upstream_budget}}:day:{int(day)}", 120)
     evening = prewarm_once(at(18))
-    assert (evening["refreshed"], evening["stopped_by"]) == (78, "allowance")
-    assert clean.stats()["locations"] == 49 + 78
+    assert (evening["refreshed"], evening["stopped_by"]) == (79, "allowance")
+    assert clean.stats()["locations"] == 49 + 79
 
 
 def test_misses_wait_for_the_prewarmers_batch_instead_of_paying_again(

@@ -48,7 +48,7 @@ class Limits:
     per_hour: float
     per_day: float
     prewarm_share: float = 0.8  # of the minute and hour windows the pre-warmer may spend
-    day_reserve: float = 0.01  # of the day kept for misses after the pre-warmer's last step
+    day_reserve: float = 0.005  # of the day kept for misses after the pre-warmer's last step
 
     def of(self, window: str) -> float:
         return {"minute": self.per_minute, "hour": self.per_hour, "day": self.per_day}[window]

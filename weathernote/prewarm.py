@@ -62,7 +62,7 @@ _WATCHED_VALUE = 1e9  # live subscribers outrank any request count
 _CITY_VALUE = 0.01
 # How long after a period boundary a cycle starts: the upstream's step has flipped
 # (clocks agree within this), and the entries it replaces are still fresh.
-_CYCLE_OFFSET_MS = 2000
+_CYCLE_OFFSET_MS = 1000
 
 
 def top_cities(grid: Grid) -> list[Cell]:
@@ -119,7 +119,7 @@ class Prewarmer:
         batch_size: int = 100,
         max_candidates: int = 2000,
         lease_seconds: float | None = None,
-        decay: float = 0.7,
+        decay: float = 0.8,
     ) -> None:
         self.redis = redis
         self.service = service
