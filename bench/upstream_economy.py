@@ -36,6 +36,7 @@ import asyncio
 import os
 import random
 import sys
+import threading
 import time
 from datetime import datetime
 
@@ -171,11 +172,19 @@ def run_budget(budget: int, args: argparse.Namespace) -> dict[str, float]:
         simulated_now = simulated + (time.time() - real) * speed
         time.sleep(((simulated_now // DAY + 1) * DAY - simulated_now) / speed)
         httpx.post(f"http://127.0.0.1:{sim_port}/__simulator/reset")  # count this day only
+        # the upstream's figures as the replayed day ends: a load that falls behind
+        # still sends its last requests after midnight, into the next day's budget
+        at_day_end: dict = {}
+        snapshot = threading.Timer(
+            args.duration * fraction, lambda: at_day_end.update(httpx.get(f"http://127.0.0.1:{sim_port}/__simulator/stats").json())
+        )
+        snapshot.start()
         counts = uvloop.run(replay(
             f"http://127.0.0.1:{port}/graphql", cells(args.cells), int(args.requests * fraction),
             args.duration * fraction, speed, (real, simulated),
         ))
-        stats = httpx.get(f"http://127.0.0.1:{sim_port}/__simulator/stats").json()
+        snapshot.join()
+        stats = at_day_end
         diagnostics = [
             line for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines()
             if line.startswith(("weathernote_breaker_transitions_total", "weathernote_stale_served_total", "weathernote_upstream_calls_total", "weathernote_prewarm_cycles_total"))
