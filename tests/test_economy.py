@@ -95,11 +95,14 @@ def test_prewarm_once_warms_the_hundred_cities_in_at_most_four_requests(
 def test_one_leader_runs_the_cycles_and_another_takes_over_when_it_dies(
     redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
 ) -> None:
+    started = time.monotonic()
     servers = [Server(server_env(redis_url, simulator, prewarm_interval_seconds=2)) for _ in range(2)]
     try:
         time.sleep(5)
         cycles = [prewarm_cycles(s) for s in servers]
-        assert sorted(cycles)[0] == 0 and 2 <= sorted(cycles)[1] <= 4, cycles
+        # one at start-up, then one per 2 s period boundary passed (however slow the start)
+        most = 2 + (time.monotonic() - started) / 2
+        assert sorted(cycles)[0] == 0 and 2 <= sorted(cycles)[1] <= most, cycles
         # after the one at start-up, cycles start just after the period's boundaries
         # (0.2 s after, for a 2 s period): not at whatever moment the last one ended
         assert 200 <= int(redis_client.get("prewarm:last_cycle")) % 2000 < 1200
