@@ -181,52 +181,45 @@ class WeatherService:
 
     async def _refresh_renew_or_stale(self, cell: Cell, parts: list[Part]) -> dict[Part, Reading]:
         try:
-            stale = dict(zip(parts, await self.store.read([stale_key(part, cell) for part in parts])))
+            raws = dict(zip(parts, await self.store.read([stale_key(part, cell) for part in parts])))
         except CacheUnavailable:
-            stale = {}
+            raws = {}
+        # the last good entries, decoded once for every decision below
+        stale = {part: Entry.decode(part, cell, raw) for part, raw in raws.items() if raw is not None}
         now = now_ms()
         readings: dict[Part, Reading] = {}
-        unchanged = []
-        for part in parts:
-            raw = stale.get(part)
-            if raw is not None:
-                entry = Entry.decode(part, cell, raw)
-                if now < entry.next_update_ms:
-                    unchanged.append(entry)
+        unchanged = [entry for entry in stale.values() if now < entry.next_update_ms]
         # Past its TTL but the upstream cannot have newer data yet: keep it, ask nobody.
         for entry in await self.refresher.renew(unchanged) if unchanged else ():
             readings[entry.part] = Reading(self._remember(entry), cached=True, stale=False)
         # Past its step but within the freshness target the budget keeps: serve, ask nobody.
-        for part in parts:
-            raw = stale.get(part)
-            if part not in readings and raw is not None:
-                entry = Entry.decode(part, cell, raw)
-                if self.refresher.freshness.within_target(entry, now):
-                    readings[part] = Reading(self._remember(entry), cached=True, stale=False)
+        for part, entry in stale.items():
+            if part not in readings and self.refresher.freshness.within_target(entry, now):
+                readings[part] = Reading(self._remember(entry), cached=True, stale=False)
         to_fetch = [part for part in parts if part not in readings]
         if not to_fetch:
             return readings
+        has_data = all(part in stale for part in to_fetch)
         try:
-            if await self._pace_says_wait(cell, stale, to_fetch, now):
+            if has_data and await self._pace_says_wait(stale, to_fetch, now):
                 raise UpstreamError("spending ahead of the day's pace", cause="pace")
-            if all(stale.get(part) is not None for part in to_fetch) and not await self._worth_it(cell, to_fetch):
+            if has_data and not await self._worth_it(cell, to_fetch):
                 raise UpstreamError("the budget keeps more requested cells fresh", cause="value")
-            if all(stale.get(part) is not None for part in to_fetch):
+            if has_data:
                 fetched = await self.refresher.refresh(cell, to_fetch)
             else:
                 fetched = await self._refresh_waiting_for_budget(cell, to_fetch)
         except UpstreamError as exc:
-            if any(stale.get(part) is None for part in to_fetch):
+            if not has_data:
                 raise UpstreamUnavailable(exc.reason) from exc
             chosen = exc.cause in _BUDGET_CHOICES
             if not chosen:
                 log.warning("upstream unavailable for %s (%s), serving stale", cell, exc.cause)
             for part in to_fetch:
                 metrics.STALE_SERVED.labels(part.value, exc.cause).inc()
-                entry = Entry.decode(part, cell, stale[part])  # type: ignore[arg-type]
                 if chosen:
-                    self._stand_in(entry, exc.cause, now)
-                readings[part] = Reading(entry, cached=True, stale=True)
+                    self._stand_in(stale[part], exc.cause, now)
+                readings[part] = Reading(stale[part], cached=True, stale=True)
             return readings
         readings.update({part: Reading(entry, cached=False, stale=False) for part, entry in fetched.items()})
         return readings
@@ -250,17 +243,13 @@ class WeatherService:
                 await clock.sleep(wait)
                 waited += wait
 
-    async def _pace_says_wait(
-        self, cell: Cell, stale: dict[Part, bytes | None], parts: list[Part], now: int
-    ) -> bool:
+    async def _pace_says_wait(self, stale: dict[Part, Entry], parts: list[Part], now: int) -> bool:
         """Serve recent data instead of spending, while spending runs ahead of the day's pace.
 
         Only when every part has data under an hour old: a cell without data is always fetched.
         """
-        for part in parts:
-            raw = stale.get(part)
-            if raw is None or now - Entry.decode(part, cell, raw).fetched_at_ms > _RECENT_MS:
-                return False
+        if any(now - stale[part].fetched_at_ms > _RECENT_MS for part in parts):
+            return False
         return await self.refresher.budget.ahead_of_pace()
 
     async def _worth_it(self, cell: Cell, parts: list[Part]) -> bool:
