@@ -11,8 +11,10 @@ import math
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from weathernote.errors import InvalidInput
 
-class InvalidCoordinates(ValueError):
+
+class InvalidCoordinates(InvalidInput):
     """A latitude or longitude that is not a finite number in range."""
 
 

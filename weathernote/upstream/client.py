@@ -10,25 +10,12 @@ import orjson
 from weathernote.cells import Cell
 from weathernote.entries import Model, Part
 from weathernote import metrics
+from weathernote.errors import UpstreamError
 from weathernote.upstream.contract import ContractError, parse_locations, query_params, request_weight
 
 # Beyond this many locations the coordinate lists go in a POST body, as
 # Open-Meteo advises for long location lists (URLs over 3500 chars are refused).
 _GET_MAX_LOCATIONS = 20
-
-
-class UpstreamError(Exception):
-    """Open-Meteo could not give a usable answer: network, status or body."""
-
-    def __init__(self, reason: str, status: int | None = None, cause: str = "error") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-        self.cause = cause  # timeout, transport, rate_limited, status, malformed; budget, breaker
-
-    @property
-    def rate_limited(self) -> bool:
-        return self.status == 429
 
 
 class OpenMeteoClient:
