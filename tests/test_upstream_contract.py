@@ -19,7 +19,8 @@ def load(name: str) -> object:
 
 
 def test_real_single_location_answer_parses() -> None:
-    [parts] = parse_locations(load("open-meteo-forecast-example.json"), 1, [Part.CURRENT, Part.DAILY])
+    # the example asked for 7 days
+    [parts] = parse_locations(load("open-meteo-forecast-example.json"), 1, [Part.CURRENT, Part.DAILY], days=7)
     current = parts[Part.CURRENT]
     assert isinstance(current, Current)
     assert current.time == "2025-06-16T14:45+02:00"
@@ -53,7 +54,7 @@ def test_hourly_columns_parse() -> None:
     # the example asked for other hourly variables; add the one it lacks
     body["hourly"]["wind_speed_10m"] = [10.0] * len(body["hourly"]["time"])
     body["hourly_units"]["wind_speed_10m"] = "km/h"
-    [parts] = parse_locations(body, 1, [Part.HOURLY])
+    [parts] = parse_locations(body, 1, [Part.HOURLY], days=7)
     hourly = parts[Part.HOURLY]
     assert isinstance(hourly, Hourly)
     assert len(hourly.time) == 168 == len(hourly.temperature) == len(hourly.wind_speed)
@@ -75,7 +76,7 @@ def test_malformed_answers_are_contract_errors(mutate) -> None:  # type: ignore[
     body = load("open-meteo-forecast-example.json")
     mutate(body)
     with pytest.raises(ContractError):
-        parse_locations(body, 1, [Part.CURRENT, Part.DAILY])
+        parse_locations(body, 1, [Part.CURRENT, Part.DAILY], days=7)
 
 
 def test_wrong_location_count_is_a_contract_error() -> None:
