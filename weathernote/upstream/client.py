@@ -1,44 +1,78 @@
-"""The Open-Meteo HTTP client: one pooled httpx client, every failure one error type."""
+"""The Open-Meteo HTTP client: one pooled httpx client, one deadline per call, every failure one error type."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Sequence
 
 import httpx
 import orjson
 
+from weathernote import metrics
 from weathernote.cells import Cell
 from weathernote.entries import Model, Part
-from weathernote import metrics
 from weathernote.errors import UpstreamError
-from weathernote.upstream.contract import ContractError, parse_locations, query_params, request_weight
+from weathernote.upstream.contract import ContractError, forecast_days, parse_locations, query_params, request_weight
+from weathernote.upstream.health import UpstreamHealth, connection_symptom
 
 # Beyond this many locations the coordinate lists go in a POST body, as
 # Open-Meteo advises for long location lists (URLs over 3500 chars are refused).
 _GET_MAX_LOCATIONS = 20
+# A full answer (current values, 16 days of daily and hourly) is about 16 KB a location:
+# 8 MiB covers any request of up to 256 locations many times over, and larger batches get
+# twice what they need (1,000 locations: 31 MiB), so a runaway body stops long before it
+# costs real memory.
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_BODY_BYTES_PER_LOCATION = 32 * 1024
+# An error answer is read only for its reason.
+_MAX_ERROR_BODY_BYTES = 64 * 1024
+
+
+class _TooLarge(Exception):
+    """A body that went past its cap while being read."""
 
 
 class OpenMeteoClient:
+    """Open-Meteo's forecast endpoint over one pooled httpx client.
+
+    `timeout` bounds each call as a whole: waiting for a pooled connection, connecting,
+    sending and reading the body, however slowly it trickles in. A body may hold at most
+    `max_body_bytes`, or `max_body_bytes_per_location` per location for larger batches
+    (decoded bytes, so a compressed bomb stops too), and is validated whole before
+    anything of it is returned. Every failure is an UpstreamError, and the upstream's
+    changes of state (failing and why, failing otherwise, healthy again) are logged once each.
+    """
+
     def __init__(
         self,
         base_url: str,
         *,
         timeout: float = 10.0,
         max_connections: int = 4,
-        transport: httpx.AsyncBaseTransport | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_body_bytes_per_location: int = DEFAULT_MAX_BODY_BYTES_PER_LOCATION,
     ) -> None:
+        url = httpx.URL(base_url.rstrip("/"))
+        # where the upstream is, fit for logs: without any user or password in the URL
+        self.base_url = str(url.copy_with(username=None, password=None))
+        self.timeout = timeout
+        self.max_body_bytes = max_body_bytes
+        self.max_body_bytes_per_location = max_body_bytes_per_location
+        self.health = UpstreamHealth(self.base_url)
         self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
+            base_url=url,
+            # httpx's timeouts apply per phase and per read; the deadline in `fetch` bounds the whole
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             headers={"User-Agent": "weathernote/0.1 (+https://github.com/weathernote)"},
-            transport=transport,
         )
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    def body_cap(self, locations: int) -> int:
+        """The most bytes an answer for `locations` locations may hold."""
+        return max(self.max_body_bytes, self.max_body_bytes_per_location * locations)
 
     async def fetch(self, cells: Sequence[Cell], parts: Collection[Part]) -> list[dict[Part, Model]]:
         """Fetch `parts` for every cell in one upstream request, in the order given."""
@@ -49,37 +83,69 @@ class OpenMeteoClient:
         params["longitude"] = ",".join(f"{cell.lon:g}" for cell in cells)
         try:
             with metrics.UPSTREAM_DURATION.time():
-                if len(cells) <= _GET_MAX_LOCATIONS:
-                    response = await self._http.get("/v1/forecast", params=params)
-                else:
-                    response = await self._http.post("/v1/forecast", data=params)
-        except httpx.TimeoutException as exc:
-            raise _failed(UpstreamError(f"timeout: {type(exc).__name__}", cause="timeout")) from exc
+                async with asyncio.timeout(self.timeout):
+                    status, content = await self._exchange(params, len(cells))
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            reason = f"timeout: no complete answer within {self.timeout:g} s"
+            raise self._failed(UpstreamError(reason, cause="timeout"), "timeout") from exc
         except httpx.HTTPError as exc:
-            raise _failed(UpstreamError(f"transport: {type(exc).__name__}", cause="transport")) from exc
-        if response.status_code != 200:
-            cause = "rate_limited" if response.status_code == 429 else "status"
+            symptom, detail = connection_symptom(exc)
+            raise self._failed(UpstreamError(f"{symptom}: {detail}", cause="transport"), symptom) from exc
+        except _TooLarge as exc:
+            raise self._malformed(str(exc)) from exc
+        if status != 200:
+            cause = "rate_limited" if status == 429 else "status"
             # Open-Meteo counts a failed request as one call
             metrics.UPSTREAM_WEIGHT.inc()
-            raise _failed(UpstreamError(_error_reason(response), status=response.status_code, cause=cause))
+            raise self._failed(
+                UpstreamError(_error_reason(status, content), status=status, cause=cause), f"HTTP {status}"
+            )
         try:
-            body = orjson.loads(response.content)
-            locations = parse_locations(body, len(cells), parts)
+            locations = parse_locations(orjson.loads(content), len(cells), parts, days=forecast_days(parts))
         except (orjson.JSONDecodeError, ContractError) as exc:
-            raise _failed(UpstreamError(f"malformed answer: {exc}", status=200, cause="malformed")) from exc
+            raise self._malformed(str(exc)) from exc
         metrics.UPSTREAM_CALLS.labels("ok").inc()
         metrics.UPSTREAM_WEIGHT.inc(request_weight(len(cells), parts))
+        self.health.succeeded()
         return locations
 
+    async def _exchange(self, params: dict[str, str], locations: int) -> tuple[int, bytes]:
+        """One request: its status and body, the body read no further than its cap."""
+        if locations <= _GET_MAX_LOCATIONS:
+            stream = self._http.stream("GET", "/v1/forecast", params=params)
+        else:
+            stream = self._http.stream("POST", "/v1/forecast", data=params)
+        async with stream as response:
+            if response.status_code == 200:
+                return 200, await _read(response, self.body_cap(locations))
+            try:
+                return response.status_code, await _read(response, _MAX_ERROR_BODY_BYTES)
+            except _TooLarge:
+                return response.status_code, b""
 
-def _failed(error: UpstreamError) -> UpstreamError:
-    metrics.UPSTREAM_CALLS.labels(error.cause).inc()
-    return error
+    def _malformed(self, detail: str) -> UpstreamError:
+        return self._failed(
+            UpstreamError(f"malformed answer: {detail}", status=200, cause="malformed"), "malformed answer"
+        )
+
+    def _failed(self, error: UpstreamError, symptom: str) -> UpstreamError:
+        metrics.UPSTREAM_CALLS.labels(error.cause).inc()
+        self.health.failed(symptom, error.reason)
+        return error
 
 
-def _error_reason(response: httpx.Response) -> str:
+async def _read(response: httpx.Response, cap: int) -> bytes:
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > cap:
+            raise _TooLarge(f"body larger than {cap} bytes")
+    return bytes(body)
+
+
+def _error_reason(status: int, content: bytes) -> str:
     try:
-        reason = orjson.loads(response.content).get("reason")
+        reason = orjson.loads(content).get("reason")
     except (orjson.JSONDecodeError, AttributeError):
         reason = None
-    return f"HTTP {response.status_code}" + (f": {reason}" if isinstance(reason, str) else "")
+    return f"HTTP {status}" + (f": {reason}" if isinstance(reason, str) else "")
