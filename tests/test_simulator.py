@@ -31,6 +31,9 @@ DEFAULTS: dict[str, Any] = {
     "max_concurrent": 5,
     "clock_speed": 1.0,
     "seed": 0,
+    "corrupt": None,
+    "body_padding_bytes": 0,
+    "trickle_bytes_per_second": 0.0,
 }
 # The requests behind the two example files (reference §11).
 EXAMPLE_QUERY = {
@@ -568,8 +571,79 @@ def test_config_endpoint_rejects_bad_knobs_atomically(sim: httpx.Client) -> None
     full = sim.post("/__simulator/config", json={"latency_ms": 5}).json()
     assert list(full) == list(DEFAULTS) and full["latency_ms"] == 5
 
-    invalid = [{"no_such_knob": 1}, {"error_rate": 2}, {"latency_ms": 1, "max_concurrent": -1}, {"seed": "x"}]
+    invalid = [
+        {"no_such_knob": 1},
+        {"error_rate": 2},
+        {"latency_ms": 1, "max_concurrent": -1},
+        {"seed": "x"},
+        {"corrupt": "everything"},
+        {"body_padding_bytes": -1},
+        {"body_padding_bytes": 1.5},
+        {"trickle_bytes_per_second": -1},
+    ]
     for bad in invalid:
         response = sim.post("/__simulator/config", json=bad)
         assert response.status_code == 400 and response.json()["error"] is True
     assert sim.get("/__simulator/config").json()["latency_ms"] == 5
+
+
+def test_corrupt_answers_are_well_formed_json_with_wrong_contents(sim: httpx.Client) -> None:
+    configure(sim, clock_speed=0)
+    good = sim.get("/v1/forecast", params=EXAMPLE_QUERY).json()
+
+    configure(sim, clock_speed=0, corrupt="dates")
+    dates = sim.get("/v1/forecast", params=EXAMPLE_QUERY)
+    assert dates.status_code == 200
+    body = dates.json()
+    assert body["daily"]["time"][0] == good["daily"]["time"][0][:5] + "13" + good["daily"]["time"][0][7:]
+    assert all(t[5:7] == "13" for t in body["hourly"]["time"] + body["daily"]["sunrise"] + [body["current"]["time"]])
+    assert body["daily"]["temperature_2m_max"] == good["daily"]["temperature_2m_max"]
+
+    configure(sim, clock_speed=0, corrupt="nulls")
+    body = sim.get("/v1/forecast", params=EXAMPLE_QUERY).json()
+    assert body["hourly"]["time"] == good["hourly"]["time"] and body["current"]["time"] == good["current"]["time"]
+    for section in ("current", "hourly", "daily"):
+        values = [v for k, v in body[section].items() if k not in ("time", "interval")]
+        assert values and all(v is None or (isinstance(v, list) and set(v) == {None}) for v in values)
+
+    configure(sim, clock_speed=0, corrupt="lengths")
+    body = sim.get("/v1/forecast", params=EXAMPLE_QUERY).json()
+    assert len(body["daily"]["time"]) == 7 and len(body["daily"]["sunrise"]) == 6
+    assert len(body["hourly"]["time"]) == 168 and len(body["hourly"]["temperature_2m"]) == 167
+
+    configure(sim, clock_speed=0, corrupt="horizon")
+    body = sim.get("/v1/forecast", params=EXAMPLE_QUERY).json()
+    assert len(body["daily"]["time"]) == len(body["daily"]["sunset"]) == 6
+    assert len(body["hourly"]["time"]) == len(body["hourly"]["weather_code"]) == 144
+
+    configure(sim, corrupt="nulls")
+    several = sim.get("/v1/forecast", params=MULTI_QUERY).json()
+    assert [location["current"]["temperature_2m"] for location in several] == [None, None]
+    # faults, not data: charged one call each like the other faults
+    assert stats(sim)["served"] == 1
+
+
+def test_padded_answer_is_the_real_one_followed_by_whitespace(sim: httpx.Client) -> None:
+    configure(sim, clock_speed=0)
+    plain = sim.get("/v1/forecast", params=EXAMPLE_QUERY).content
+    configure(sim, clock_speed=0, body_padding_bytes=3_000_000)
+    padded = sim.get("/v1/forecast", params=EXAMPLE_QUERY)  # gzip on the wire, decoded here
+    assert padded.status_code == 200
+    answer = padded.content.rstrip(b" ")
+    assert len(padded.content) - len(answer) == 3_000_000
+    assert without_generation_time(answer) == without_generation_time(plain)
+    assert json.loads(padded.content)["timezone"] == "Europe/Berlin"
+
+
+def test_trickled_answer_arrives_at_the_configured_rate(sim: httpx.Client) -> None:
+    configure(sim, trickle_bytes_per_second=100)
+    started = time.monotonic()
+    with sim.stream("GET", "/v1/forecast", params=CURRENT_ONLY) as response:
+        assert response.status_code == 200
+        headers_after = time.monotonic() - started
+        received = b"".join(response.iter_bytes())
+    elapsed = time.monotonic() - started
+    assert headers_after < 1  # the headers and first bytes go out at once; the rest trickles
+    # a current-only answer is about 300 bytes: some three seconds at 100 bytes a second
+    assert elapsed >= len(received) / 100 * 0.8
+    assert json.loads(received)["current"]["temperature_2m"] is not None

@@ -2,7 +2,9 @@
 
 A forecast request goes through, in order: the per-client concurrency limit,
 the configured latency, a forced status, the rate-limit windows, parameter
-validation, fault injection, and finally the deterministic weather answer.
+validation, fault injection, and finally the deterministic weather answer
+(made wrong by the `corrupt` knob), delivered at once, padded to a huge size
+or trickled (the `body_padding_bytes` and `trickle_bytes_per_second` knobs).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from starlette.routing import Route
 from weathernote.simulator import params as parameters
 from weathernote.simulator.clock import SimulatedClock
 from weathernote.simulator.config import SimulatorConfig
+from weathernote.simulator.corruption import corrupt
+from weathernote.simulator.delivery import deliver
 from weathernote.simulator.errors import (
     NOT_FOUND,
     TOO_MANY_CONCURRENT,
@@ -102,9 +106,16 @@ class Simulator:
             self.rate_limiter.charge(client, now, 1)
             return await self._fault(query, now, model)
         body = await asyncio.to_thread(render_forecast, query, now, model)
-        self.rate_limiter.charge(client, self.clock.now(), query.weight)
-        self.stats.served_data(len(query.locations), query.weight)
-        return json_response(body)
+        if config.corrupt is not None:
+            # a fault like the others: charged one call, not counted as data served
+            self.rate_limiter.charge(client, now, 1)
+            body = corrupt(body, config.corrupt)
+        else:
+            self.rate_limiter.charge(client, self.clock.now(), query.weight)
+            self.stats.served_data(len(query.locations), query.weight)
+        return deliver(
+            body, padding_bytes=config.body_padding_bytes, trickle_bytes_per_second=config.trickle_bytes_per_second
+        )
 
     async def _fault(self, query: parameters.ForecastQuery, now: float, model: WeatherModel) -> Response:
         kind = self.faults_injected % _FAULT_KINDS

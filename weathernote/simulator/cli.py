@@ -10,6 +10,7 @@ import uvicorn
 
 from weathernote.simulator.app import create_app
 from weathernote.simulator.config import SimulatorConfig
+from weathernote.simulator.corruption import CORRUPTIONS
 
 _HELP = {
     "latency_ms": "delay added to every forecast request",
@@ -22,25 +23,33 @@ _HELP = {
     "max_concurrent": "requests in flight per client before 429 (0 = unlimited)",
     "clock_speed": "simulated seconds per real second",
     "seed": "seed of the weather and of fault/jitter draws",
+    "corrupt": "answer 200 with a well-formed but wrong body: " + ", ".join(CORRUPTIONS),
+    "body_padding_bytes": "follow each answer with this many bytes of JSON whitespace (a huge body)",
+    "trickle_bytes_per_second": "send answers at this many bytes a second (0 = at once)",
+}
+_TYPES: dict[str, type] = {
+    "forced_status": int,
+    "max_concurrent": int,
+    "seed": int,
+    "body_padding_bytes": int,
+    "corrupt": str,
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument(
-        "--port", type=int, default=8081, help="port to listen on, 0 for any free one (default 8081)"
-    )
+    parser.add_argument("--port", type=int, default=8081, help="port to listen on, 0 for any free one (default 8081)")
     parser.add_argument(
         "--clock-start", type=float, default=None, help="simulated Unix time the clock starts at (default: now)"
     )
     defaults = SimulatorConfig()
     for knob in fields(SimulatorConfig):
         default = getattr(defaults, knob.name)
-        kind = int if knob.name in ("forced_status", "max_concurrent", "seed") else float
         parser.add_argument(
             "--" + knob.name.replace("_", "-"),
             dest=knob.name,
-            type=kind,
+            type=_TYPES.get(knob.name, float),
+            choices=CORRUPTIONS if knob.name == "corrupt" else None,
             default=default,
             help=f"{_HELP[knob.name]} (default {default})",
         )

@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from weathernote.simulator.corruption import CORRUPTIONS
+
 
 @dataclass
 class SimulatorConfig:
@@ -19,6 +21,9 @@ class SimulatorConfig:
     max_concurrent: int = 5
     clock_speed: float = 1.0
     seed: int = 0
+    corrupt: str | None = None
+    body_padding_bytes: int = 0
+    trickle_bytes_per_second: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,9 +49,13 @@ def _checked(name: str, value: Any) -> Any:
         if not _is_int(value):
             raise ValueError("'seed' must be an integer")
         return value
-    if name == "max_concurrent":
+    if name in ("max_concurrent", "body_padding_bytes"):
         if not (_is_int(value) and value >= 0):
-            raise ValueError("'max_concurrent' must be a non-negative integer")
+            raise ValueError(f"'{name}' must be a non-negative integer")
+        return value
+    if name == "corrupt":
+        if value is not None and value not in CORRUPTIONS:
+            raise ValueError(f"'corrupt' must be null or one of {', '.join(CORRUPTIONS)}")
         return value
     if not (_is_number(value) and value >= 0):
         raise ValueError(f"'{name}' must be a non-negative number")
