@@ -1,0 +1,453 @@
+"""A hardened upstream client: answers validated whole, bodies capped, one deadline per call, causes logged.
+
+The contract checks run in-process on answers rendered by the simulator's own
+writer; everything else speaks real HTTP to the simulator process, either from
+an in-process OpenMeteoClient or through a `weathernote serve` process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from datetime import date, timedelta
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import redis
+
+from tests.conftest import DEFAULT_KNOBS, Server, Simulator, free_port, graphql, server_env, wait_until
+from weathernote.cells import Cell, Grid
+from weathernote.entries import FORECAST_DAYS, Part
+from weathernote.errors import UpstreamError
+from weathernote.simulator.params import parse_query
+from weathernote.simulator.render import render_forecast
+from weathernote.simulator.weather import WeatherModel
+from weathernote.upstream import OpenMeteoClient
+from weathernote.upstream.contract import ContractError, parse_locations, query_params
+
+ALL_PARTS = [Part.CURRENT, Part.DAILY, Part.HOURLY]
+# Knobs added with these tests; conftest's defaults do not know them yet.
+NEW_KNOBS: dict[str, Any] = {"corrupt": None, "body_padding_bytes": 0, "trickle_bytes_per_second": 0}
+TIMEOUT = 2.0  # the servers' upstream timeout here
+FORECAST = (
+    "query ($lat: Float!, $lon: Float!)"
+    " { forecast(lat: $lat, lon: $lon, days: 16) { daily { date } hourly(hours: 48) { time } cached } }"
+)
+CURRENT = "query ($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { temperature cached } }"
+OFFLINE_HINT = ("make offline", "weathernote serve --simulator")
+
+_points = itertools.count()
+
+
+def new_point() -> dict[str, float]:
+    """A cell no other test asked for: the servers remember the cells they fetched."""
+    n = next(_points)
+    return {"lat": round(-50 + (n % 50) * 2.1, 1), "lon": round(-170 + n // 50 * 3.3 + n % 7 * 0.4, 1)}
+
+
+def rendered(parts: list[Part], points: list[tuple[float, float]] | None = None, now: float = 1.75e9) -> Any:
+    """A decoded answer to our own request, written by the simulator's Open-Meteo writer."""
+    points = points or [(52.52, 13.41)]
+    params = query_params(parts)
+    params["latitude"] = ",".join(str(lat) for lat, _ in points)
+    params["longitude"] = ",".join(str(lon) for _, lon in points)
+    query = parse_query({key: [value] for key, value in params.items()})
+    return orjson.loads(render_forecast(query, now, WeatherModel(0)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The contract, in-process
+
+
+def test_simulated_answers_from_all_over_the_globe_and_year_are_valid() -> None:
+    points = [(lat, lon) for lat in range(-80, 90, 32) for lon in range(-170, 180, 70)]
+    for now in (1.736e9, 1.752e9):  # January and July
+        body = rendered(ALL_PARTS, points, now)
+        parsed = parse_locations(body, len(points), ALL_PARTS)
+        assert len(parsed) == len(points)
+        assert all(len(location[Part.HOURLY].time) == FORECAST_DAYS * 24 for location in parsed)
+
+
+def test_single_nulls_are_missing_values_not_a_broken_answer() -> None:
+    body = rendered(ALL_PARTS)
+    body["current"]["wind_gusts_10m"] = None
+    body["daily"]["sunrise"][2] = None  # a polar night
+    body["daily"]["uv_index_max"] = [None] * FORECAST_DAYS
+    body["hourly"]["precipitation_probability"][5] = None
+    body["hourly"]["weather_code"][0] = 3.0  # an integral float is still a code
+    [parsed] = parse_locations(body, 1, ALL_PARTS)
+    assert parsed[Part.CURRENT].wind_gusts is None
+    assert parsed[Part.DAILY].sunrise[2] is None and parsed[Part.DAILY].sunrise[3] is not None
+    assert parsed[Part.HOURLY].weather_code[0] == 3 and isinstance(parsed[Part.HOURLY].weather_code[0], int)
+
+
+def _set(section: str, key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda body: body[section].__setitem__(key, value)
+
+
+def _set_item(section: str, key: str, index: int, value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda body: body[section][key].__setitem__(index, value)
+
+
+def _all_null(section: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(body: dict[str, Any]) -> None:
+        for key, value in body[section].items():
+            if key not in ("time", "interval"):
+                body[section][key] = [None] * len(value) if isinstance(value, list) else None
+
+    return mutate
+
+
+def _one_day_short(body: dict[str, Any]) -> None:
+    for section, per_day in (("daily", 1), ("hourly", 24)):
+        for key, value in body[section].items():
+            body[section][key] = value[:-per_day]
+
+
+def _daily_starts_a_day_late(body: dict[str, Any]) -> None:
+    body["daily"]["time"] = [(date.fromisoformat(day) + timedelta(days=1)).isoformat() for day in body["daily"]["time"]]
+
+
+def _swap(section: str, key: str, i: int, j: int) -> Callable[[dict[str, Any]], None]:
+    def mutate(body: dict[str, Any]) -> None:
+        column = body[section][key]
+        column[i], column[j] = column[j], column[i]
+
+    return mutate
+
+
+BROKEN: dict[str, Callable[[dict[str, Any]], None]] = {
+    "daily date that is no date": _set_item("daily", "time", 3, "2025-02-30"),
+    "daily date in another format": _set_item("daily", "time", 0, "16.06.2025"),
+    "daily date as a number": _set_item("daily", "time", 0, 20250616),
+    "daily dates out of order": _swap("daily", "time", 1, 2),
+    "hourly time without minutes": _set_item("hourly", "time", 5, "2025-06-16T05"),
+    "hourly time of hour 24": _set_item("hourly", "time", 0, "2025-06-16T24:00"),
+    "hourly times out of order": _swap("hourly", "time", 10, 11),
+    "current time that is no time": _set("current", "time", "now"),
+    "current time with seconds": lambda b: b["current"].__setitem__("time", b["current"]["time"] + ":00"),
+    "hourly column one short": lambda b: b["hourly"]["temperature_2m"].pop(),
+    "daily column one long": lambda b: b["daily"]["uv_index_max"].append(1.0),
+    "one day short of the horizon": _one_day_short,
+    "hourly and daily on different days": _daily_starts_a_day_late,
+    "current all null": _all_null("current"),
+    "daily all null": _all_null("daily"),
+    "hourly all null": _all_null("hourly"),
+    "a variable missing": lambda b: b["hourly"].pop("wind_speed_10m"),
+    "humidity over 100": _set("current", "relative_humidity_2m", 101),
+    "humidity below 0": _set("current", "relative_humidity_2m", -1),
+    "weather code not an integer": _set("current", "weather_code", 2.5),
+    "weather code beyond WMO": _set_item("daily", "weather_code", 0, 100),
+    "weather code as text": _set_item("hourly", "weather_code", 0, "3"),
+    "wind direction over 360": _set("current", "wind_direction_10m", 361),
+    "temperature NaN": _set("current", "temperature_2m", math.nan),
+    "temperature infinite": _set_item("hourly", "temperature_2m", 7, math.inf),
+    "temperature of a star": _set_item("daily", "temperature_2m_max", 0, 5500.0),
+    "a bool for a number": _set("current", "cloud_cover", True),
+    "precipitation probability 120": _set_item("hourly", "precipitation_probability", 3, 120),
+    "negative wind speed": _set_item("daily", "wind_speed_10m_max", 1, -4.0),
+    "pressure of a vacuum": _set("current", "pressure_msl", 0.0),
+    "sunrise that is no time": _set_item("daily", "sunrise", 0, "dawn"),
+    "sunset as a number": _set_item("daily", "sunset", 0, 1234),
+    "sunrise in month 13": _set_item("daily", "sunrise", 0, "2025-13-01T05:00"),
+    "is_day neither 0 nor 1": _set("current", "is_day", 2),
+    "timezone not text": lambda b: b.__setitem__("timezone", 7200),
+    "timezone empty": lambda b: b.__setitem__("timezone", ""),
+    "utc offset beyond 18 h": lambda b: b.__setitem__("utc_offset_seconds", 90_000),
+    "utc offset as text": lambda b: b.__setitem__("utc_offset_seconds", "7200"),
+    "utc offset in odd seconds": lambda b: b.__setitem__("utc_offset_seconds", 7201),
+    "latitude missing": lambda b: b.pop("latitude"),
+    "longitude off the globe": lambda b: b.__setitem__("longitude", 200.0),
+}
+
+
+@pytest.mark.parametrize("mutate", BROKEN.values(), ids=BROKEN.keys())
+def test_a_flaw_anywhere_makes_the_whole_answer_a_contract_error(mutate: Callable[[dict[str, Any]], None]) -> None:
+    body = rendered(ALL_PARTS)
+    parse_locations(copy.deepcopy(body), 1, ALL_PARTS)  # the untouched answer is fine
+    mutate(body)
+    with pytest.raises(ContractError):
+        parse_locations(body, 1, ALL_PARTS)
+
+
+def test_one_bad_location_fails_the_batch_and_order_is_checked() -> None:
+    points = [(52.5, 13.4), (48.9, 2.3), (40.7, -74.0)]
+    body = rendered(ALL_PARTS, points)
+    assert len(parse_locations(copy.deepcopy(body), 3, ALL_PARTS)) == 3
+    swapped = [body[0], body[2], body[1]]  # location_id 2 where 1 belongs
+    with pytest.raises(ContractError, match="location 1"):
+        parse_locations(swapped, 3, ALL_PARTS)
+    body[2]["current"]["relative_humidity_2m"] = 250
+    with pytest.raises(ContractError, match="location 2"):
+        parse_locations(body, 3, ALL_PARTS)
+
+
+# ---------------------------------------------------------------------------------------------
+# The client, in-process, over real HTTP to the simulator
+
+
+@pytest.fixture
+def upstream(clean: Simulator) -> Iterator[Simulator]:
+    """The shared simulator with default knobs, which are put back after the test as well."""
+    yield clean
+    clean.configure(**DEFAULT_KNOBS, **NEW_KNOBS)
+
+
+def cells(count: int) -> list[Cell]:
+    grid = Grid()
+    return [grid.cell(**new_point()) for _ in range(count)]
+
+
+async def fetch(client: OpenMeteoClient, count: int = 1) -> float:
+    """Seconds one fetch of every part for `count` new cells took; raises what the client raised."""
+    started = time.monotonic()
+    await client.fetch(cells(count), ALL_PARTS)
+    return time.monotonic() - started
+
+
+async def test_body_cap_is_per_request_and_grows_with_the_batch(upstream: Simulator) -> None:
+    # a full answer is about 16 KB a location
+    client = OpenMeteoClient(upstream.url, max_body_bytes=40_000, max_body_bytes_per_location=40_000)
+    try:
+        await fetch(client)
+        upstream.configure(body_padding_bytes=30_000)
+        with pytest.raises(UpstreamError) as refused:
+            await fetch(client)  # about 46 KB: over the 40 KB cap of one location
+        assert refused.value.cause == "malformed" and "larger than 40000 bytes" in refused.value.reason
+        await fetch(client, 3)  # about 78 KB: within the 120 KB of three
+    finally:
+        await client.aclose()
+
+
+async def test_a_compressed_bomb_is_capped_on_its_decoded_size(upstream: Simulator) -> None:
+    upstream.configure(body_padding_bytes=20_000_000)  # gzip on the wire: some 20 KB
+    client = OpenMeteoClient(upstream.url)
+    try:
+        with pytest.raises(UpstreamError) as refused:
+            await fetch(client)
+        assert refused.value.cause == "malformed" and str(8 * 1024 * 1024) in refused.value.reason
+    finally:
+        await client.aclose()
+
+
+async def test_a_trickling_body_is_cut_at_the_deadline(upstream: Simulator) -> None:
+    upstream.configure(trickle_bytes_per_second=1)
+    client = OpenMeteoClient(upstream.url, timeout=TIMEOUT)
+    started = time.monotonic()
+    try:
+        with pytest.raises(UpstreamError) as timed_out:
+            await asyncio.wait_for(fetch(client), 30)  # before the deadline it lasted hours
+    finally:
+        await client.aclose()
+    assert timed_out.value.cause == "timeout"
+    assert time.monotonic() - started < TIMEOUT * 2 + 2
+
+
+async def test_waiting_for_a_pooled_connection_counts_against_the_deadline(upstream: Simulator) -> None:
+    timeout = 3.0
+    upstream.configure(latency_ms=timeout * 1000 + 500)  # every call outlasts its deadline
+    client = OpenMeteoClient(upstream.url, timeout=timeout, max_connections=1)
+
+    async def timed_out_after(delay: float) -> float:
+        await asyncio.sleep(delay)
+        started = time.monotonic()
+        with pytest.raises(UpstreamError) as failed:
+            await fetch(client)
+        assert failed.value.cause == "timeout"
+        return time.monotonic() - started
+
+    try:
+        # the second call queues for the one connection while the first holds it
+        first, queued = await asyncio.gather(timed_out_after(0), timed_out_after(1))
+    finally:
+        await client.aclose()
+    # A queued call used to get a whole timeout of its own once it had the connection (here about
+    # 2 + 3 = 5 s); now the wait is part of its deadline.
+    assert first < timeout * 4 / 3 and queued < timeout * 4 / 3
+    wait_until(lambda: upstream.stats()["in_flight"] == 0)
+
+
+def upstream_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name.startswith("weathernote.upstream")]
+
+
+async def test_causes_are_logged_once_per_change_of_state(
+    upstream: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    client = OpenMeteoClient(upstream.url)
+    try:
+        await fetch(client)
+        upstream.configure(forced_status=503)
+        for _ in range(3):
+            with pytest.raises(UpstreamError):
+                await fetch(client)
+        upstream.configure(forced_status=None, corrupt="nulls")
+        for _ in range(3):
+            with pytest.raises(UpstreamError):
+                await fetch(client)
+        upstream.configure(corrupt=None)
+        for _ in range(2):
+            await fetch(client)
+    finally:
+        await client.aclose()
+    first, second, healthy = upstream_records(caplog)
+    assert first.levelno == logging.ERROR and "HTTP 503" in first.getMessage() and upstream.url in first.getMessage()
+    assert all(hint in first.getMessage() for hint in OFFLINE_HINT)
+    assert second.levelno == logging.ERROR and "malformed answer" in second.getMessage()
+    assert "holds no values" in second.getMessage() and "was: HTTP 503" in second.getMessage()
+    assert healthy.levelno == logging.WARNING and "healthy again" in healthy.getMessage()
+
+
+async def test_a_refused_connection_and_a_failed_lookup_are_named(caplog: pytest.LogCaptureFixture) -> None:
+    closed = OpenMeteoClient(f"http://127.0.0.1:{free_port()}")
+    try:
+        for _ in range(3):
+            with pytest.raises(UpstreamError) as refused:
+                await fetch(closed)
+    finally:
+        await closed.aclose()
+    assert refused.value.cause == "transport" and "connection refused" in refused.value.reason
+    [logged] = upstream_records(caplog)
+    assert "connection refused" in logged.getMessage() and all(hint in logged.getMessage() for hint in OFFLINE_HINT)
+
+    unknown = OpenMeteoClient("http://upstream.weathernote.invalid", timeout=5)
+    try:
+        with pytest.raises(UpstreamError) as failed:
+            await fetch(unknown)
+    finally:
+        await unknown.aclose()
+    if failed.value.cause == "timeout":
+        pytest.skip("this machine's resolver does not answer")
+    assert "DNS lookup failed" in failed.value.reason
+
+
+def test_the_base_url_is_public_and_without_credentials() -> None:
+    client = OpenMeteoClient("https://user:secret@api.open-meteo.com/")
+    assert client.base_url == "https://api.open-meteo.com"
+    asyncio.run(client.aclose())
+
+
+# ---------------------------------------------------------------------------------------------
+# A server in front of a misbehaving upstream
+
+
+@pytest.fixture(scope="module")
+def server(redis_url: str, simulator: Simulator) -> Iterator[Server]:
+    srv = Server(
+        server_env(
+            redis_url,
+            simulator,
+            upstream_timeout_seconds=TIMEOUT,
+            # failures here are the point: the breaker would only hide the ones after the fifth
+            upstream_breaker_failures=1_000_000,
+        )
+    )
+    yield srv
+    srv.stop()
+
+
+def code_of(response: httpx.Response) -> str:
+    body = response.json()
+    assert response.status_code == 200 and body["data"] is None, body
+    [error] = body["errors"]
+    return error["extensions"]["code"]
+
+
+def stored(redis_client: redis.Redis) -> list[bytes]:
+    """Entries and their stale copies: anything an answer was written to."""
+    return [key for pattern in ("weather:*", "forecast:*", "stale:*") for key in redis_client.keys(pattern)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "query"),
+    [
+        ("dates", FORECAST),
+        ("nulls", FORECAST),
+        ("lengths", FORECAST),
+        ("horizon", FORECAST),
+        ("dates", CURRENT),
+        ("nulls", CURRENT),
+    ],
+    ids=["dates", "nulls", "lengths", "horizon", "dates-current", "nulls-current"],
+)
+def test_a_wrong_answer_is_unavailable_and_nothing_is_cached(
+    server: Server, upstream: Simulator, redis_client: redis.Redis, kind: str, query: str
+) -> None:
+    point = new_point()
+    upstream.configure(corrupt=kind)
+    assert code_of(graphql(server.url, query, point)) == "UPSTREAM_UNAVAILABLE"
+    assert stored(redis_client) == []
+    upstream.configure(corrupt=None)
+    recovered = graphql(server.url, query, point).json()
+    assert "errors" not in recovered, recovered
+    [answer] = recovered["data"].values()
+    assert answer["cached"] is False
+    assert stored(redis_client) != []
+
+
+def test_a_huge_body_is_unavailable_and_nothing_is_cached(
+    server: Server, upstream: Simulator, redis_client: redis.Redis
+) -> None:
+    point = new_point()
+    upstream.configure(body_padding_bytes=20_000_000)
+    assert code_of(graphql(server.url, FORECAST, point)) == "UPSTREAM_UNAVAILABLE"
+    assert stored(redis_client) == []
+    upstream.configure(body_padding_bytes=0)
+    assert graphql(server.url, FORECAST, point).json()["data"]["forecast"]["cached"] is False
+
+
+def test_a_trickling_upstream_fails_within_the_timeout(server: Server, upstream: Simulator) -> None:
+    upstream.configure(trickle_bytes_per_second=1)
+    started = time.monotonic()
+    # the test client's own timeout (10 s) is what a trickle used to run into
+    assert code_of(graphql(server.url, CURRENT, new_point())) == "UPSTREAM_UNAVAILABLE"
+    assert time.monotonic() - started < TIMEOUT * 2 + 2
+
+
+def log_messages(server: Server, since: int = 0) -> list[str]:
+    messages = []
+    for line in server.logs()[since:].splitlines():
+        try:
+            messages.append(json.loads(line)["message"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return messages
+
+
+def test_the_log_names_the_cause_once_and_the_way_offline(server: Server, upstream: Simulator) -> None:
+    assert "errors" not in graphql(server.url, CURRENT, new_point()).json()  # healthy to begin with
+    since = len(server.logs())
+    upstream.configure(forced_status=502)
+    for _ in range(4):
+        assert code_of(graphql(server.url, CURRENT, new_point())) == "UPSTREAM_UNAVAILABLE"
+    upstream.configure(forced_status=None)
+    for _ in range(2):
+        assert "errors" not in graphql(server.url, CURRENT, new_point()).json()
+    messages = [m for m in log_messages(server, since) if m.startswith("upstream ")]
+    assert len(messages) == 2, messages
+    failing, healthy = messages
+    assert "HTTP 502" in failing and upstream.url in failing
+    assert all(hint in failing for hint in OFFLINE_HINT)
+    assert "healthy again" in healthy
+
+
+def test_a_server_without_its_upstream_says_why(redis_url: str, simulator: Simulator) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    srv = Server({**server_env(redis_url, simulator), "WEATHERNOTE_UPSTREAM_URL": nowhere})
+    try:
+        for _ in range(3):
+            assert code_of(graphql(srv.url, CURRENT, new_point())) == "UPSTREAM_UNAVAILABLE"
+        [logged] = [m for m in log_messages(srv) if "failing" in m]
+    finally:
+        srv.stop()
+    assert nowhere in logged and "connection refused" in logged
+    assert all(hint in logged for hint in OFFLINE_HINT)
