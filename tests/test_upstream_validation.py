@@ -133,6 +133,8 @@ BROKEN: dict[str, Callable[[dict[str, Any]], None]] = {
     "hourly time of hour 24": _set_item("hourly", "time", 0, "2025-06-16T24:00"),
     "hourly times out of order": _swap("hourly", "time", 10, 11),
     "current time that is no time": _set("current", "time", "now"),
+    "current time at the dawn of time": _set("current", "time", "0001-01-01T00:15"),
+    "daily dates past the end of time": lambda b: b["daily"]["time"].__setitem__(0, "9999-12-31"),
     "current time with seconds": lambda b: b["current"].__setitem__("time", b["current"]["time"] + ":00"),
     "hourly column one short": lambda b: b["hourly"]["temperature_2m"].pop(),
     "daily column one long": lambda b: b["daily"]["uv_index_max"].append(1.0),

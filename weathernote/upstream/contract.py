@@ -182,7 +182,7 @@ def _parse_location(obj: Any, index: int, parts: tuple[Part, ...], days: int) ->
         daily, hourly = parsed.get(Part.DAILY), parsed.get(Part.HOURLY)
         if isinstance(daily, Daily) and isinstance(hourly, Hourly) and not hourly.time[0].startswith(daily.date[0]):
             raise ContractError("hourly and daily start on different days")
-    except ContractError as exc:
+    except (ContractError, OverflowError) as exc:  # overflow: date arithmetic on a year like 9999
         raise ContractError(f"location {index}: {exc}") from None
     return parsed
 
