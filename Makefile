@@ -9,7 +9,7 @@ NODE_CLIENTS := clients/node_modules/.installed
 # promtool (Debian's prometheus package) checks deploy/prometheus in the tests
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve offline test promtool bench schema clean
+.PHONY: serve offline test promtool nginx bench schema clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,11 @@ offline: $(INSTALLED)
 promtool:
 	@command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq prometheus >/dev/null; }
 
-test: $(INSTALLED) $(NODE_CLIENTS) promtool
+# nginx: the tests check deploy/nginx/nginx.conf (`nginx -t`) and run the local topology behind it
+nginx:
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nginx >/dev/null; }
+
+test: $(INSTALLED) $(NODE_CLIENTS) promtool nginx
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(INSTALLED)

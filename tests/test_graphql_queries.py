@@ -22,7 +22,10 @@ def data(response: httpx.Response) -> dict[str, Any]:
     return body["data"]
 
 
-def test_miss_then_hit_with_the_seed_key_and_ttl(server: Server, clean: Simulator, redis_client: redis.Redis) -> None:
+@pytest.mark.topologies
+def test_miss_then_hit_with_the_seed_key_and_ttl(
+    server: Server, clean: Simulator, redis_client: redis.Redis, spell: Any
+) -> None:
     first = data(graphql(server.url, CURRENT, NYC))["current"]
     assert first["cached"] is False and first["stale"] is False
     assert first["cell"] == {"lat": 40.7, "lon": -74.0}
@@ -31,12 +34,15 @@ def test_miss_then_hit_with_the_seed_key_and_ttl(server: Server, clean: Simulato
     assert second["temperature"] == first["temperature"]
     assert clean.stats()["served"] == 1
     # at most the configured 600 s, and no longer than until the upstream's next 15-minute step
-    ttl = redis_client.ttl("weather:lat:40.7:lon:-74.0")
+    ttl = redis_client.ttl(spell("weather:lat:40.7:lon:-74.0"))
     assert 0 < ttl <= 600
-    fresh_until, fetched_at, next_update = (int(v) for v in redis_client.get("weather:lat:40.7:lon:-74.0").split(b"\n")[0].split())
+    fmt, *times = redis_client.get(spell("weather:lat:40.7:lon:-74.0")).split(b"\n")[0].split()
+    assert fmt == b"wn2"
+    fresh_until, fetched_at, next_update = (int(v) for v in times)
     assert fresh_until <= next_update and fresh_until - fetched_at <= 600_000
 
 
+@pytest.mark.topologies
 def test_two_hundred_concurrent_cold_requests_cost_one_upstream_call(server: Server, clean: Simulator) -> None:
     clean.configure(latency_ms=300)
 
@@ -52,6 +58,7 @@ def test_two_hundred_concurrent_cold_requests_cost_one_upstream_call(server: Ser
     assert clean.stats()["requests"] == 1
 
 
+@pytest.mark.topologies
 def test_current_query_reads_and_fetches_only_the_current_entry(
     server: Server, clean: Simulator, redis_client: redis.Redis
 ) -> None:
@@ -61,13 +68,16 @@ def test_current_query_reads_and_fetches_only_the_current_entry(
     assert request["current"] and not request["daily"] and not request["hourly"]
 
 
-def test_forecast_fetches_only_the_parts_selected(server: Server, clean: Simulator, redis_client: redis.Redis) -> None:
+@pytest.mark.topologies
+def test_forecast_fetches_only_the_parts_selected(
+    server: Server, clean: Simulator, redis_client: redis.Redis, spell: Any
+) -> None:
     daily_only = "{ forecast(lat: 48.8566, lon: 2.3522, days: 3) { timezone daily { date temperatureMax condition { description } } } }"
     forecast = data(graphql(server.url, daily_only))["forecast"]
     assert len(forecast["daily"]) == 3
-    assert redis_client.exists("forecast:lat:48.9:lon:2.4:days:16") == 1
-    assert redis_client.exists("forecast:lat:48.9:lon:2.4:days:16:hourly") == 0
-    assert redis_client.exists("weather:lat:48.9:lon:2.4") == 0
+    assert redis_client.exists(spell("forecast:lat:48.9:lon:2.4:days:16")) == 1
+    assert redis_client.exists(spell("forecast:lat:48.9:lon:2.4:days:16:hourly")) == 0
+    assert redis_client.exists(spell("weather:lat:48.9:lon:2.4")) == 0
     [request] = clean.stats()["last_requests"]
     assert request["daily"] and not request["hourly"] and not request["current"]
 

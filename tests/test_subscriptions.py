@@ -16,7 +16,7 @@ import pytest
 import redis
 import websockets
 
-from tests.conftest import Server, Simulator, eventually, graphql, server_env, wait_until
+from tests.conftest import Server, Simulator, eventually, graphql, server_env, spell_key, wait_until
 from tests.wsclient import LEGACY, TRANSPORT, GraphQLSocket
 
 WEATHER = "subscription($lat: Float!, $lon: Float!) { weatherUpdates(lat: $lat, lon: $lon) { temperature cached fetchedAt cell { lat lon } } }"
@@ -25,8 +25,13 @@ PARIS_KEY = "weather:lat:48.9:lon:2.4"
 PARIS_CHANNEL = f"updates:{PARIS_KEY}"
 
 
+def _topology(redis_client: redis.Redis | redis.RedisCluster) -> str:
+    return "cluster" if isinstance(redis_client, redis.RedisCluster) else "standalone"
+
+
 def refresh(server: Server, redis_client: redis.Redis, key: str = PARIS_KEY, where: dict = PARIS) -> None:
     """Make the cell refresh: drop its entry and stale copy, then ask for it (a miss refetches and announces)."""
+    key = spell_key(key, _topology(redis_client))
     redis_client.delete(key, f"stale:{key}")  # the stale copy would be renewed, not refetched
     if key.startswith("weather:"):
         body = graphql(server.url, "query($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { cached } }", where).json()
@@ -41,7 +46,11 @@ def redis_now(redis_client: redis.Redis) -> float:
     return seconds + micros / 1e6
 
 
-def numsub(redis_client: redis.Redis, channel: str) -> int:
+def numsub(redis_client: redis.Redis | redis.RedisCluster, channel: str) -> int:
+    """Subscribers of `channel`: on a Cluster, sharded subscribers on the node owning it."""
+    if isinstance(redis_client, redis.RedisCluster):
+        channel = spell_key(channel, "cluster")
+        return int(dict(redis_client.pubsub_shardnumsub(channel)).get(channel.encode(), 0))
     return dict(redis_client.pubsub_numsub(channel)).get(channel.encode(), 0)
 
 
@@ -52,6 +61,7 @@ def second(redis_url: str, simulator: Simulator) -> Iterator[Server]:
     srv.stop()
 
 
+@pytest.mark.topologies
 @pytest.mark.parametrize("protocol", [TRANSPORT, LEGACY])
 async def test_current_value_at_once_then_every_refresh(
     server: Server, clean: Simulator, redis_client: redis.Redis, protocol: str
@@ -71,6 +81,7 @@ async def test_current_value_at_once_then_every_refresh(
         await eventually(lambda: numsub(redis_client, PARIS_CHANNEL) == 0, timeout=5)
 
 
+@pytest.mark.topologies
 async def test_a_miss_on_another_instance_reaches_the_subscriber(
     server: Server, second: Server, clean: Simulator, redis_client: redis.Redis
 ) -> None:
@@ -84,6 +95,7 @@ async def test_a_miss_on_another_instance_reaches_the_subscriber(
         assert update["cached"] is False
 
 
+@pytest.mark.topologies
 async def test_one_redis_subscription_per_process_and_nothing_left_behind(
     server: Server, clean: Simulator, redis_client: redis.Redis
 ) -> None:
@@ -196,6 +208,7 @@ async def test_announcements_lost_during_a_partition_are_caught_up_once(
         proxy.close()
 
 
+@pytest.mark.topologies
 async def test_watched_cells_are_registered_and_age_out(
     redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
 ) -> None:

@@ -15,11 +15,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
-
-from weathernote.breaker import CircuitBreaker
+from weathernote import metrics
 from weathernote.clock import clock
-from weathernote.redis_client import AnyRedis
+from weathernote.errors import CacheError, RedisKeyError, RedisUnavailable
+from weathernote.redis_gateway import RedisGateway
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +60,12 @@ class Limits:
 
 
 class UpstreamBudget:
-    def __init__(self, redis: AnyRedis, breaker: CircuitBreaker, limits: Limits) -> None:
+    """The minute, hour and day windows of weighted upstream calls, shared by every instance."""
+
+    def __init__(self, redis: RedisGateway, limits: Limits) -> None:
         self.redis = redis
-        self.breaker = breaker
         self.limits = limits
-        self._script = redis.register_script(_SPEND)
+        self._script = redis.script(_SPEND)
 
     def _keys(self, *, prewarm: bool = False) -> list[tuple[str, float, int]]:
         now = clock.now()
@@ -84,23 +84,34 @@ class UpstreamBudget:
         args: list[float] = [weight]
         for _, limit, expiry_ms in keys:
             args += [limit, expiry_ms]
-        if not self.breaker.allow():
-            return not prewarm  # Redis down: misses go on (as the limiter fails open), warming waits
-        try:
-            allowed, _ = await self._script(keys=[key for key, _, _ in keys], args=args)
-        except (RedisError, OSError) as exc:
-            self.breaker.failure()
-            log.warning("upstream budget unavailable (%s)", type(exc).__name__)
-            return not prewarm
-        self.breaker.success()
-        return bool(allowed)
+        names = [key for key, _, _ in keys]
+        for attempt in (1, 2):
+            try:
+                allowed, _ = await self._script(names, args)
+                return bool(allowed)
+            except RedisKeyError as exc:
+                if attempt == 2:
+                    break
+                # a window holding something else: that window starts over
+                metrics.REDIS_KEY_ERRORS.labels("budget").inc()
+                log.warning("upstream budget window unreadable (%s): reset", exc)
+                try:
+                    await self.redis.call(lambda client: client.delete(*names))
+                except CacheError:
+                    break
+            except RedisUnavailable as exc:
+                # Redis down: misses go on (as the limiter fails open), warming waits
+                log.warning("upstream budget unavailable (%s)", exc)
+                break
+        return not prewarm
 
     async def used(self, window: str) -> float:
         """Weight spent in the current `window` ("minute", "hour" or "day")."""
         key = next(key for key, _, _ in self._keys() if f"}}:{window}:" in key)
         try:
-            return float(await self.redis.get(key) or 0)
-        except (RedisError, OSError):
+            [value] = await self.redis.get_many([key])
+            return _amount(value)
+        except CacheError:
             return 0.0
 
     async def ahead_of_pace(self, slack: float = 0.1) -> bool:
@@ -117,13 +128,13 @@ class UpstreamBudget:
         now = clock.now()
         keys = self._keys()
         try:
-            used = await self.redis.mget([key for key, _, _ in keys])
-        except (RedisError, OSError):
+            used = await self.redis.get_many([key for key, _, _ in keys])
+        except CacheError:
             return 0.0
         waits = [
             seconds - now % seconds
             for (_, seconds), (_, limit, _), value in zip(WINDOWS, keys, used)
-            if float(value or 0) + weight > limit
+            if _amount(value) + weight > limit
         ]
         return max(waits, default=0.0)
 
@@ -131,7 +142,15 @@ class UpstreamBudget:
         """What can still be spent now (the tightest window)."""
         keys = self._keys(prewarm=prewarm)
         try:
-            used = await self.redis.mget([key for key, _, _ in keys])
-        except (RedisError, OSError):
+            used = await self.redis.get_many([key for key, _, _ in keys])
+        except CacheError:
             return 0.0
-        return min(limit - float(value or 0) for (_, limit, _), value in zip(keys, used))
+        return min(limit - _amount(value) for (_, limit, _), value in zip(keys, used))
+
+
+def _amount(value: bytes | None) -> float:
+    """A window's spending as stored; anything unreadable counts as nothing spent yet."""
+    try:
+        return float(value or 0)
+    except ValueError:
+        return 0.0

@@ -7,20 +7,32 @@ conversion happens when a response is rendered.
 
 In Redis an entry is a one-line header followed by JSON:
 
-    b"<fresh_until_ms> <fetched_at_ms>\\n{...}"
+    b"wn2 <fresh_until_ms> <fetched_at_ms> <next_update_ms>\\n{...}"
 
-so that freshness and version can be read without decoding the JSON.
+so that freshness and version can be read without decoding the JSON. `wn2` is
+the format: what is read back from Redis is checked like any input, and an
+entry of another format (an older or newer release sharing the Redis during a
+deploy, another tool, corruption) is `UndecodableEntry`, which readers treat
+as a miss and the next write overwrites. Within one format, changes are
+additive: a reader ignores fields it does not know, so two releases of one
+format share entries without flapping.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from datetime import date, datetime
 from typing import Any
 
 import orjson
 
 from weathernote.cells import Cell
+from weathernote.errors import UndecodableEntry
+
+FORMAT = b"wn2"
 
 FORECAST_DAYS = 16  # every `days` argument is served from one 16-day entry
 
@@ -100,9 +112,18 @@ class Entry:
 
     @classmethod
     def decode(cls, part: Part, cell: Cell, raw: bytes) -> Entry:
+        """The entry `raw` holds, checked whole (header, JSON, every field's type)."""
         header, _, payload = raw.partition(b"\n")
-        fresh_until, fetched_at, next_update = header.split(b" ")
-        return cls(part, cell, int(fetched_at), int(fresh_until), int(next_update), payload)
+        fields_ = header.split(b" ")
+        if len(fields_) != 4 or fields_[0] != FORMAT:
+            raise UndecodableEntry(f"not a {FORMAT.decode()} entry")
+        try:
+            fresh_until, fetched_at, next_update = (int(value) for value in fields_[1:])
+            document = orjson.loads(payload)
+        except (ValueError, orjson.JSONDecodeError) as exc:
+            raise UndecodableEntry(f"unreadable {FORMAT.decode()} entry") from exc
+        model = _model(part, document)
+        return cls(part, cell, fetched_at, fresh_until, next_update, payload, model)
 
     def renewed(self, fresh_until_ms: int) -> Entry:
         """The same data and version, fresh for longer (the upstream cannot have newer yet)."""
@@ -112,8 +133,8 @@ class Entry:
 
     @property
     def header(self) -> bytes:
-        """The first line of the wire form: freshness, version and next possible update."""
-        return b"%d %d %d\n" % (self.fresh_until_ms, self.fetched_at_ms, self.next_update_ms)
+        """The first line of the wire form: format, freshness, version and next possible update."""
+        return b"%s %d %d %d\n" % (FORMAT, self.fresh_until_ms, self.fetched_at_ms, self.next_update_ms)
 
     def encode(self) -> bytes:
         return self.header + self.payload
@@ -121,8 +142,101 @@ class Entry:
     @property
     def model(self) -> Model:
         if self._model is None:
-            self._model = MODEL_OF_PART[self.part](**orjson.loads(self.payload))
+            self._model = _model(self.part, orjson.loads(self.payload))
         return self._model
 
     def is_fresh(self, now_ms: int) -> bool:
         return now_ms < self.fresh_until_ms
+
+
+def _number(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value))
+
+
+def _integer(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _flag(value: Any) -> bool:
+    return value is None or isinstance(value, bool)
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _parses(parse: Callable[[str], object], optional: bool = False) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        if value is None:
+            return optional
+        if not isinstance(value, str):
+            return False
+        try:
+            parse(value)
+        except ValueError:
+            return False
+        return True
+
+    return check
+
+
+_moment = _parses(datetime.fromisoformat)
+_CHECKS: dict[type[Any], dict[str, Callable[[Any], bool]]] = {
+    Current: {
+        "time": _moment,
+        "weather_code": _integer,
+        "is_day": _flag,
+        **dict.fromkeys(
+            (
+                "temperature apparent_temperature humidity precipitation cloud_cover pressure"
+                " wind_speed wind_direction wind_gusts"
+            ).split(),
+            _number,
+        ),
+    },
+    Daily: {
+        "date": _parses(date.fromisoformat),
+        "weather_code": _integer,
+        "sunrise": _parses(datetime.fromisoformat, optional=True),
+        "sunset": _parses(datetime.fromisoformat, optional=True),
+        **dict.fromkeys(
+            (
+                "temperature_max temperature_min precipitation_sum precipitation_probability_max"
+                " wind_speed_max uv_index_max"
+            ).split(),
+            _number,
+        ),
+    },
+    Hourly: {
+        "time": _moment,
+        "weather_code": _integer,
+        **dict.fromkeys("temperature precipitation_probability wind_speed".split(), _number),
+    },
+}
+
+
+def _model(part: Part, document: Any) -> Model:
+    """The part's model from decoded JSON, every field checked; unknown fields are ignored."""
+    kind = MODEL_OF_PART[part]
+    if not isinstance(document, dict):
+        raise UndecodableEntry("entry payload is not an object")
+    values = {}
+    for spec in fields(kind):
+        if spec.name not in document:
+            raise UndecodableEntry(f"entry lacks {spec.name}")
+        values[spec.name] = document[spec.name]
+    checks = _CHECKS[kind]
+    if kind is Current:
+        bad = [name for name, check in checks.items() if not check(values[name])]
+    else:
+        if not _text(values["timezone"]) or not _integer(values["utc_offset_seconds"]):
+            raise UndecodableEntry("entry has a bad timezone")
+        columns = {name: values[name] for name in checks}
+        if not all(isinstance(column, list) for column in columns.values()):
+            raise UndecodableEntry("entry columns are not lists")
+        if len({len(column) for column in columns.values()}) != 1:
+            raise UndecodableEntry("entry columns differ in length")
+        bad = [name for name, column in columns.items() if not all(map(checks[name], column))]
+    if bad:
+        raise UndecodableEntry(f"entry has bad {', '.join(bad)}")
+    return kind(**values)  # type: ignore[no-any-return]

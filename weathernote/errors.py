@@ -10,7 +10,8 @@ else reaching a transport is a bug, masked as an internal error and logged.
     ├── UpstreamUnavailable     nothing to serve for a cell, not even stale (UPSTREAM_UNAVAILABLE)
     ├── CacheError
     │   ├── RedisUnavailable    the server did not answer, or its breaker is open
-    │   └── RedisKeyError       the server answered with an error about one key (WRONGTYPE, …)
+    │   ├── RedisKeyError       the server answered with an error about one key (WRONGTYPE, …)
+    │   └── UndecodableEntry    an entry read back is not one this release can use
     └── DocumentError           a GraphQL document refused before execution
 """
 
@@ -67,6 +68,10 @@ class RedisUnavailable(CacheError):
 
 class RedisKeyError(CacheError):
     """Redis answered with an error about one key (a key of the wrong type, say): that key's problem."""
+
+
+class UndecodableEntry(CacheError):
+    """An entry read back from Redis that this release cannot use: another format, corrupt, wrong shape."""
 
 
 class DocumentError(WeatherNoteError):

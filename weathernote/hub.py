@@ -15,14 +15,13 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
-
 from weathernote import metrics
+from weathernote.breaker import CircuitBreaker
+from weathernote.errors import RedisUnavailable, WeatherNoteError
+from weathernote.redis_pubsub import PubSubBackend
 
 log = logging.getLogger(__name__)
 
@@ -87,28 +86,34 @@ class Subscriber:
 
 
 class Hub:
+    """Local subscribers of Redis channels, over one pub/sub backend (one server or a Cluster's shards).
+
+    The hub's (re)connections go through the Redis breaker: while it is open the
+    hub does not dial, and each failed connection counts against Redis.
+    """
+
     def __init__(
         self,
-        redis: Redis,
+        backend: PubSubBackend,
+        breaker: CircuitBreaker,
         *,
         decode: Callable[[str, bytes], Any] = lambda channel, data: data,
         on_reconnect: Callable[[list[str]], Awaitable[None]] | None = None,
         max_backoff: float = 2.0,
     ) -> None:
-        self.redis = redis
+        self.backend = backend
+        self.breaker = breaker
         self.decode = decode  # once per message, shared by every local subscriber
         self.on_reconnect = on_reconnect
         self.max_backoff = max_backoff
         self._subscribers: dict[str, set[Subscriber]] = {}
         self._lock = asyncio.Lock()
-        self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
         self._has_channels = asyncio.Event()
         self.connected = False
         self._ever_connected = False
 
     async def start(self) -> None:
-        self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         self._listener = asyncio.create_task(self._listen(), name="hub-listener")
 
     async def stop(self) -> None:
@@ -116,9 +121,7 @@ class Hub:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
-        if self._pubsub:
-            with contextlib.suppress(RedisError, OSError):
-                await self._pubsub.aclose()
+        await self.backend.close()
 
     def local_subscribers(self, channel: str) -> int:
         return len(self._subscribers.get(channel, ()))
@@ -147,17 +150,16 @@ class Hub:
             del self._subscribers[subscriber.channel]
             if not self._subscribers:
                 self._has_channels.clear()
-            if self.connected and self._pubsub is not None:
-                with contextlib.suppress(RedisError, OSError):
-                    await self._pubsub.unsubscribe(subscriber.channel)
+            if self.connected:
+                await self.backend.unsubscribe([subscriber.channel])
 
-    async def _redis_subscribe(self, channels: Iterable[str]) -> None:
-        if not self.connected or self._pubsub is None:
+    async def _redis_subscribe(self, channels: list[str]) -> None:
+        if not self.connected:
             return  # the listener subscribes everything when it (re)connects
         try:
-            await self._pubsub.subscribe(*channels)
-        except (RedisError, OSError) as exc:
-            log.warning("pub/sub subscribe failed (%s); will resubscribe on reconnect", type(exc).__name__)
+            await self.backend.subscribe(channels)
+        except RedisUnavailable as exc:
+            log.warning("pub/sub subscribe failed (%s); will resubscribe on reconnect", exc)
             self.connected = False
 
     def deliver(self, channel: str, data: bytes) -> None:
@@ -167,6 +169,9 @@ class Hub:
             return
         try:
             message = self.decode(channel, data)
+        except WeatherNoteError as exc:
+            log.warning("undecodable message on %s dropped (%s)", channel, exc)
+            return
         except Exception:  # noqa: BLE001 - one bad message must not stop the listener
             log.exception("undecodable message on %s dropped", channel)
             return
@@ -175,7 +180,6 @@ class Hub:
         metrics.PUBSUB_DELIVERIES.inc(len(subscribers))
 
     async def _listen(self) -> None:
-        assert self._pubsub is not None
         backoff = 0.05
         while True:
             await self._has_channels.wait()
@@ -183,32 +187,33 @@ class Hub:
                 if not self.connected:
                     await self._connect()
                     backoff = 0.05
-                message = await self._pubsub.get_message(timeout=1.0)
-            except (RedisError, OSError) as exc:
+                message = await self.backend.next_message(timeout=1.0)
+            except RedisUnavailable as exc:
                 if self.connected:
-                    log.warning("pub/sub connection lost (%s); reconnecting", type(exc).__name__)
+                    log.warning("pub/sub connection lost (%s); reconnecting", exc)
+                    self.breaker.failure()
                 self.connected = False
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
-            if message is not None and message.get("type") == "message":
+            if message is not None:
                 metrics.PUBSUB_MESSAGES.inc()
-                self.deliver(_text(message["channel"]), message["data"])
+                self.deliver(*message)
 
     async def _connect(self) -> None:
-        assert self._pubsub is not None
-        reconnecting, self._ever_connected = self._ever_connected, True
+        if not self.breaker.allow():
+            raise RedisUnavailable("circuit breaker open")
         async with self._lock:
             channels = list(self._subscribers)
-            await self._pubsub.reset()
-            if channels:
-                await self._pubsub.subscribe(*channels)
+            try:
+                await self.backend.connect(channels)
+            except RedisUnavailable:
+                self.breaker.failure()
+                raise
+            self.breaker.success()
             self.connected = True
+        reconnecting, self._ever_connected = self._ever_connected, True
         log.info("pub/sub listening on %d channel(s)", len(channels))
         if reconnecting and self.on_reconnect and channels:
             # announcements published while we were away are lost: let the owner catch up
             asyncio.create_task(self.on_reconnect(channels))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

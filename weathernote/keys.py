@@ -1,4 +1,11 @@
-"""The one place that spells Redis keys and pub/sub channel names."""
+"""The one place that spells Redis keys and pub/sub channel names.
+
+On a single server the keys are the seed design's: `weather:lat:40.7:lon:-74.0`,
+`forecast:lat:40.7:lon:-74.0:days:16`. On a Cluster the cell's label becomes a
+hash tag inside them (`weather:{lat:40.7:lon:-74.0}`), so that a cell's entries,
+stale copies, refresh locks and announcement channels share one slot: one
+round trip reads a cell, and a refresh is announced inside the shard holding it.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +13,30 @@ from weathernote.cells import Cell
 from weathernote.entries import FORECAST_DAYS, Part
 
 
+_hash_tags = False
+
+
+def configure(*, cluster: bool) -> None:
+    """Spell keys for a Cluster (hash tags) or a single server (the seed's spelling).
+
+    Set once per process by the Redis gateway when it learns the topology.
+    """
+    global _hash_tags
+    _hash_tags = cluster
+
+
+def cell_tag(cell: Cell) -> str:
+    """The cell as it appears inside its keys: a hash tag on a Cluster."""
+    return "{" + cell.label + "}" if _hash_tags else cell.label
+
+
 def entry_key(part: Part, cell: Cell) -> str:
+    tag = cell_tag(cell)
     if part is Part.CURRENT:
-        return f"weather:{cell.label}"
+        return f"weather:{tag}"
     if part is Part.DAILY:
-        return f"forecast:{cell.label}:days:{FORECAST_DAYS}"
-    return f"forecast:{cell.label}:days:{FORECAST_DAYS}:hourly"
+        return f"forecast:{tag}:days:{FORECAST_DAYS}"
+    return f"forecast:{tag}:days:{FORECAST_DAYS}:hourly"
 
 
 def stale_key(part: Part, cell: Cell) -> str:

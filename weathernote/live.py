@@ -15,16 +15,14 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Iterable
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
-from weathernote.cache import CacheUnavailable
+from weathernote import metrics
 from weathernote.cells import Cell
 from weathernote.clock import clock
 from weathernote.entries import Entry, Part
+from weathernote.errors import CacheError, RedisKeyError
 from weathernote.hub import Hub, Subscriber, Wakeup
 from weathernote.keys import WATCHED_CELLS, entry_key, update_channel, watched_member
-from weathernote.redis_client import AnyRedis
+from weathernote.redis_gateway import AnyPipeline, RedisGateway
 from weathernote.service import Reading, WeatherService
 
 log = logging.getLogger(__name__)
@@ -88,10 +86,11 @@ class Watch:
 
 
 class LiveWeather:
+    """Watches of cells fed by the hub, and the watched-cell registry in Redis."""
+
     def __init__(
         self,
-        redis: AnyRedis,
-        pubsub_redis: Redis,
+        redis: RedisGateway,
         service: WeatherService,
         *,
         watch_ttl_seconds: float = 90.0,
@@ -99,7 +98,7 @@ class LiveWeather:
         self.redis = redis
         self.service = service
         self.watch_ttl_seconds = watch_ttl_seconds
-        self.hub = Hub(pubsub_redis, decode=self._decode, on_reconnect=self._catch_up)
+        self.hub = Hub(redis.pubsub(), redis.breaker, decode=self._decode, on_reconnect=self._catch_up)
         service.refresher.on_local_only.append(self._announce_locally)
         service.refresher.waiter = self.wait_for
         self._channels: dict[str, tuple[Part, Cell]] = {}
@@ -146,13 +145,13 @@ class LiveWeather:
         try:
             # it may have landed before we listened
             [raw] = await self.service.store.read([entry_key(part, cell)])
-            if raw is not None:
-                entry = self.service.decode(part, cell, raw)
-                if entry.is_fresh(clock.now_ms()):
-                    return entry
+            entry = self.service.checked(part, cell, raw)
+            if entry is not None and entry.is_fresh(clock.now_ms()):
+                return entry
             async with asyncio.timeout(clock.real_seconds(timeout)):
-                return await subscriber.next()
-        except (TimeoutError, CacheUnavailable):
+                found: Entry = await subscriber.next()
+                return found
+        except (TimeoutError, CacheError):
             return None
         finally:
             await self.hub.detach(subscriber)
@@ -174,7 +173,7 @@ class LiveWeather:
             try:
                 raws = await self.service.store.read([entry_key(*target) for target in targets.values()])
                 break
-            except CacheUnavailable as exc:
+            except CacheError as exc:
                 log.warning("catch-up after reconnect failed (%s), retrying", exc)
                 await asyncio.sleep(0.2 * 2**attempt)
         else:
@@ -186,13 +185,23 @@ class LiveWeather:
 
     async def _register(self, members: list[str]) -> None:
         expires = time.time() + self.watch_ttl_seconds
+
+        def build(pipe: AnyPipeline) -> None:
+            pipe.zadd(WATCHED_CELLS, {member: expires for member in members})
+            pipe.zremrangebyscore(WATCHED_CELLS, "-inf", time.time())
+
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zadd(WATCHED_CELLS, {member: expires for member in members})
-                pipe.zremrangebyscore(WATCHED_CELLS, "-inf", time.time())
-                await pipe.execute()
-        except RedisError as exc:
-            log.warning("could not register watched cells (%s)", type(exc).__name__)
+            added, _ = await self.redis.pipeline(build, transaction=True)
+        except CacheError as exc:
+            log.warning("could not register watched cells (%s)", exc)
+            return
+        if isinstance(added, RedisKeyError):
+            # not a sorted set (a foreign key): ours starts over, with these members
+            metrics.REDIS_KEY_ERRORS.labels("watched").inc()
+            log.warning("%s is not a sorted set (%s): replaced", WATCHED_CELLS, added)
+            with contextlib.suppress(CacheError):
+                await self.redis.call(lambda client: client.delete(WATCHED_CELLS))
+                await self.redis.pipeline(build, transaction=True)
 
     async def _renew_forever(self) -> None:
         while True:

@@ -32,6 +32,16 @@ REQUEST_DURATION = Histogram(
 )
 CACHE_HITS = Counter("weathernote_cache_hits_total", "Entries answered from the cache", ["part"])
 CACHE_MISSES = Counter("weathernote_cache_misses_total", "Entries not in the cache (refetched)", ["part"])
+UNDECODABLE_ENTRIES = Counter(
+    "weathernote_cache_undecodable_total",
+    "Entries read back from Redis that did not decode (another format, corrupt): treated as misses",
+    ["part"],
+)
+REDIS_KEY_ERRORS = Counter(
+    "weathernote_redis_key_errors_total",
+    "Redis errors about one key (a key of the wrong type): repaired, not counted against Redis",
+    ["use"],
+)
 STALE_SERVED = Counter(
     "weathernote_stale_served_total", "Entries served past their TTL because the upstream failed", ["part", "cause"]
 )
@@ -61,6 +71,12 @@ PUBSUB_DELIVERIES = Counter(
 )
 RENDERS = Counter(
     "weathernote_renders_total", "Responses and payloads rendered (not served from the render caches)", ["kind"]
+)
+RENDER_CACHE_BYTES = Gauge(
+    "weathernote_render_cache_bytes",
+    "Bytes held by the in-process caches (response, subscription, document), each bounded by its budget",
+    ["kind"],
+    multiprocess_mode="livesum",
 )
 BUDGET_WAITS = Counter(
     "weathernote_budget_waits_total", "Misses with nothing to serve that waited for room in the upstream budget"

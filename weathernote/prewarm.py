@@ -25,18 +25,18 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 from importlib import resources
 
-from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from weathernote import metrics
-from weathernote.cache import CacheUnavailable
 from weathernote.cells import Cell, Grid
 from weathernote.clock import clock
 from weathernote.entries import Entry, Part
+from weathernote.errors import CacheError, RedisKeyError, UpstreamError, UpstreamSkipped
 from weathernote.keys import (
     POPULAR_CELLS,
     PREWARM_LAST_CYCLE,
@@ -46,10 +46,10 @@ from weathernote.keys import (
     entry_key,
     watched_member,
 )
-from weathernote.redis_client import AnyRedis
+from weathernote.redis_gateway import AnyPipeline, AnyRedis, RedisGateway
 from weathernote.refresh import Refresher
 from weathernote.service import WeatherService
-from weathernote.upstream import UpstreamError, request_weight
+from weathernote.upstream import request_weight
 from weathernote.upstream.pace import STEP_SECONDS, newer_data_from_ms, observed_step_ms
 
 log = logging.getLogger(__name__)
@@ -85,33 +85,45 @@ class CycleReport:
 class Lease:
     """A leader lease in Redis: SET NX with expiry, renewed and released only by its holder."""
 
-    def __init__(self, redis: AnyRedis, seconds: float) -> None:
+    def __init__(self, redis: RedisGateway, seconds: float) -> None:
         self.redis = redis
         self.seconds = seconds
         self.token = secrets.token_hex(12)
         self.held = False
+        self._renew = redis.script(_RENEW)
+        self._release = redis.script(_RELEASE)
 
     async def acquire_or_renew(self) -> bool:
         expiry = clock.real_ms(self.seconds * 1000)
         try:
-            if self.held and await self.redis.eval(_RENEW, 1, PREWARM_LEADER, self.token, expiry):
+            if self.held and await self._renew([PREWARM_LEADER], [self.token, expiry]):
                 return True
-            self.held = bool(await self.redis.set(PREWARM_LEADER, self.token, nx=True, px=expiry))
-        except (RedisError, OSError):
+            self.held = bool(
+                await self.redis.call(lambda client: client.set(PREWARM_LEADER, self.token, nx=True, px=expiry))
+            )
+        except RedisKeyError:
+            # not a lease (a foreign key of another type): nobody holds it, so clear it
+            metrics.REDIS_KEY_ERRORS.labels("lease").inc()
+            with contextlib.suppress(CacheError):
+                await self.redis.call(lambda client: client.delete(PREWARM_LEADER))
+            self.held = False
+        except CacheError:
             self.held = False
         return self.held
 
     async def release(self) -> None:
         if self.held:
-            with contextlib.suppress(RedisError, OSError):
-                await self.redis.eval(_RELEASE, 1, PREWARM_LEADER, self.token)
+            with contextlib.suppress(CacheError):
+                await self._release([PREWARM_LEADER], [self.token])
             self.held = False
 
 
 class Prewarmer:
+    """Keeps the most valuable cells fresh, one cycle per period, on one instance at a time."""
+
     def __init__(
         self,
-        redis: AnyRedis,
+        redis: RedisGateway,
         service: WeatherService,
         grid: Grid,
         *,
@@ -149,6 +161,9 @@ class Prewarmer:
             try:
                 if await self.lease.acquire_or_renew() and await self._cycle_due():
                     await self.cycle()
+            except CacheError as exc:
+                log.warning("pre-warm cycle skipped: Redis unavailable (%s)", exc)
+                metrics.PREWARM_CYCLES.labels("redis").inc()
             except Exception:  # noqa: BLE001 - a failed cycle must not end the pre-warmer
                 log.exception("pre-warm cycle failed")
                 metrics.PREWARM_CYCLES.labels("error").inc()
@@ -160,13 +175,19 @@ class Prewarmer:
         return (now_ms - self.offset_ms) // self.interval_ms * self.interval_ms + self.offset_ms
 
     async def _cycle_due(self) -> bool:
-        last = await self.redis.get(PREWARM_LAST_CYCLE)
-        return last is None or int(last) < self._slot(clock.now_ms())
+        [last] = await self.redis.get_many([PREWARM_LAST_CYCLE])
+        try:
+            return last is None or int(last) < self._slot(clock.now_ms())
+        except ValueError:
+            return True  # unreadable: as if no cycle had run
 
     async def cycle(self) -> CycleReport:
-        """One pass: rank, take this step's share, publish what it keeps, refresh what is due."""
+        """One pass: rank, take this step's share, publish what it keeps, refresh what is due.
+
+        Only a cycle that completes counts as this period's: one stopped by the upstream
+        or Redis runs again at the next try (within a third of the lease), not a period later.
+        """
         started = clock.now_ms()
-        await self.redis.set(PREWARM_LAST_CYCLE, started)
         report = CycleReport()
         candidates = await self._candidates()
         report.candidates = len(candidates)
@@ -191,8 +212,10 @@ class Prewarmer:
             *(self._fetch_with_backoff(cells, parts) for parts, cells in planned), return_exceptions=True
         )
         for (parts, _), outcome in zip(planned, outcomes):
-            if isinstance(outcome, UpstreamError):
-                report.stopped_by = "budget" if outcome.cause == "budget" else "upstream"
+            if isinstance(outcome, UpstreamSkipped) and outcome.cause == "budget":
+                report.stopped_by = "budget"
+            elif isinstance(outcome, UpstreamError | UpstreamSkipped | CacheError):
+                report.stopped_by = "upstream" if not isinstance(outcome, CacheError) else "redis"
             elif isinstance(outcome, BaseException):
                 raise outcome
             elif outcome:
@@ -201,6 +224,8 @@ class Prewarmer:
                 report.refreshed += len(outcome) * len(parts)
         metrics.PREWARM_CELLS.inc(report.refreshed)
         metrics.PREWARM_CYCLES.labels("ok" if report.stopped_by is None else report.stopped_by).inc()
+        if report.stopped_by not in ("upstream", "redis") and not report.skipped:
+            await self._mark_done(started)
         await self._decay()
         log.info("pre-warm cycle", extra={"report": asdict(report)})
         return report
@@ -219,13 +244,21 @@ class Prewarmer:
             if room < -1e-9:  # weights are tenths: forgive the float rounding
                 break
             kept.append(watched_member(part, cell))
-        with contextlib.suppress(RedisError, OSError):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(PREWARM_KEPT)
-                # "" keeps the key when nothing is kept: the set exists once a cycle has judged
-                pipe.sadd(PREWARM_KEPT, "", *kept)
-                pipe.pexpire(PREWARM_KEPT, clock.real_ms(self.interval_ms * 3))
-                await pipe.execute()
+
+        def build(pipe: AnyPipeline) -> None:
+            pipe.delete(PREWARM_KEPT)
+            # "" keeps the key when nothing is kept: the set exists once a cycle has judged
+            pipe.sadd(PREWARM_KEPT, "", *kept)
+            pipe.pexpire(PREWARM_KEPT, clock.real_ms(self.interval_ms * 3))
+
+        with contextlib.suppress(CacheError):
+            await self.redis.pipeline(build, transaction=True)
+
+    async def _mark_done(self, started_ms: int) -> None:
+        """This period's cycle is done: a new leader waits for the next period."""
+        expiry = clock.real_ms(self.interval_ms * 2)
+        with contextlib.suppress(CacheError):
+            await self.redis.call(lambda client: client.set(PREWARM_LAST_CYCLE, started_ms, px=expiry))
 
     async def _candidates(self) -> list[tuple[Part, Cell, float]]:
         """(part, cell, value), most valuable first, each once."""
@@ -236,10 +269,14 @@ class Prewarmer:
             cells[cell.label] = cell
             values[(part, cell.label)] = values.get((part, cell.label), 0.0) + value
 
-        watched = await self.redis.zrangebyscore(WATCHED_CELLS, time.time(), "+inf")
+        watched = await self._repairing(
+            WATCHED_CELLS, lambda client: client.zrangebyscore(WATCHED_CELLS, time.time(), "+inf")
+        )
         for member in _parse_members(watched, self.grid):
             add(*member, _WATCHED_VALUE)
-        popular = await self.redis.zrevrange(POPULAR_CELLS, 0, self.max_candidates - 1, withscores=True)
+        popular = await self._repairing(
+            POPULAR_CELLS, lambda client: client.zrevrange(POPULAR_CELLS, 0, self.max_candidates - 1, withscores=True)
+        )
         for (part, cell), score in zip(_parse_members((m for m, _ in popular), self.grid), (s for _, s in popular)):
             add(part, cell, float(score))
         for rank, cell in enumerate(self.cities):
@@ -258,7 +295,7 @@ class Prewarmer:
             return []
         try:
             raws = await self.service.store.read([entry_key(part, cell) for part, cell, _ in candidates])
-        except CacheUnavailable:
+        except CacheError:
             report.skipped.append("redis unavailable")
             return []
         now = clock.now_ms()
@@ -271,7 +308,10 @@ class Prewarmer:
             if raw is None:
                 due.append((part, cell))
                 continue
-            entry = self.service.decode(part, cell, raw)
+            entry = self.service.checked(part, cell, raw)
+            if entry is None:
+                due.append((part, cell))
+                continue
             changed = newer_data_from_ms(entry.next_update_ms) <= now
             if part is Part.CURRENT:
                 if observed_step_ms(entry.next_update_ms) + target_ms <= step_start:
@@ -335,9 +375,24 @@ class Prewarmer:
 
     async def _decay(self) -> None:
         """Old popularity fades: every cycle multiplies the counts, and the long tail is cut."""
-        with contextlib.suppress(RedisError, OSError):
-            await self.redis.zunionstore(POPULAR_CELLS, {POPULAR_CELLS: self.decay})
-            await self.redis.zremrangebyrank(POPULAR_CELLS, 0, -(self.max_candidates * 2) - 1)
+
+        def build(pipe: AnyPipeline) -> None:
+            pipe.zunionstore(POPULAR_CELLS, {POPULAR_CELLS: self.decay})
+            pipe.zremrangebyrank(POPULAR_CELLS, 0, -(self.max_candidates * 2) - 1)
+
+        with contextlib.suppress(CacheError):
+            await self.redis.pipeline(build, transaction=True)
+
+    async def _repairing(self, key: str, read: Callable[[AnyRedis], Awaitable[list[Any]]]) -> list[Any]:
+        """`read` of a sorted set of ours; one holding another type is deleted and reads as empty."""
+        try:
+            return await self.redis.call(read)
+        except RedisKeyError as exc:
+            metrics.REDIS_KEY_ERRORS.labels("prewarm").inc()
+            log.warning("%s is not a sorted set (%s): deleted", key, exc)
+            with contextlib.suppress(CacheError):
+                await self.redis.call(lambda client: client.delete(key))
+            return []
 
 
 def _parse_members(members: Iterable[bytes | str], grid: Grid) -> Iterable[tuple[Part, Cell]]:

@@ -21,18 +21,18 @@ stops every request from waiting on it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisError
-
-from weathernote.breaker import CircuitBreaker
+from weathernote import metrics
+from weathernote.errors import CacheError, RedisKeyError, RedisUnavailable
 from weathernote.identity import Identity
 from weathernote.keys import address_rate_limit_key, rate_limit_key
-from weathernote.redis_client import AnyRedis
+from weathernote.redis_gateway import AnyPipeline, RedisGateway
 
 log = logging.getLogger(__name__)
 
@@ -85,54 +85,58 @@ class Decision:
     scope: str  # "client" or "address": the layer that refused, else "client"
 
 
+# On a Cluster the two layers' keys live in different slots: each layer is checked and
+# recorded on its own, and a request the address layer refuses is taken back from the
+# client layer, so neither layer counts a request that was refused.
+
+
 class RateLimiter:
+    """Per-client and per-address limits, shared by every instance through Redis."""
+
     def __init__(
         self,
-        redis: AnyRedis,
-        breaker: CircuitBreaker,
+        redis: RedisGateway,
         *,
         client_limit: int,
         address_limit: int,
         period_seconds: float,
     ) -> None:
         self.redis = redis
-        self.breaker = breaker
         self.client_limit = client_limit
         self.address_limit = address_limit
         self.period_ms = int(period_seconds * 1000)
         self.period_seconds = period_seconds
-        self._script = redis.register_script(_SLIDING_WINDOW)
+        self._script = redis.script(_SLIDING_WINDOW)
 
     async def check(
         self, identity: Identity, cost: int = 1, read_keys: Sequence[str] = ()
     ) -> tuple[Decision, list[bytes | None] | None]:
         """The decision, and the values of `read_keys` fetched in the same round trip
-        (the request's cache entries: the hot path then costs one round trip in all)."""
+        (the request's cache entries: the hot path then costs one round trip in all).
+
+        On a Cluster the reads go to the cell's shard while the limits are decided
+        on theirs, concurrently.
+        """
         keys = [rate_limit_key(identity.client), address_rate_limit_key(identity.address)]
         args = [self.client_limit, self.period_ms, self.address_limit, self.period_ms, cost]
         values: list[bytes | None] | None = None
-        if not self.breaker.allow():
-            return self._open(), None
         try:
-            if read_keys and not isinstance(self.redis, RedisCluster):
-                result, values = await self._check_and_read(keys, args, read_keys)
-            elif isinstance(self.redis, RedisCluster):
-                # the layers' keys live in different slots: check them one by one
-                result = [1, 0, 0, 0, 0]
-                for index, key in enumerate(keys):
-                    layer = await self._script(keys=[key], args=[*args[2 * index : 2 * index + 2], cost])
-                    if index == 0:
-                        result = layer
-                    if not layer[0]:
-                        result = [0, layer[1], 0, 0, index + 1]
-                        break
+            if self.redis.cluster:
+                result, values = await self._check_layers_and_read(keys, args, read_keys)
+            elif read_keys:
+                result, values = await self.redis.pipeline(
+                    lambda pipe: self._build_check_and_read(pipe, keys, args, read_keys)
+                )
             else:
-                result = await self._script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            self.breaker.failure()
-            log.warning("rate limiter unavailable (%s): allowing", type(exc).__name__)
+                result = await self._script(keys, args)
+            if isinstance(result, RedisKeyError):
+                raise result
+        except RedisKeyError as exc:
+            await self._repair(keys, exc)
             return self._open(), None
-        self.breaker.success()
+        except RedisUnavailable as exc:
+            log.warning("rate limiter unavailable (%s): allowing", exc)
+            return self._open(), None
         allowed, retry_ms, remaining, reset_ms, refusing = (int(v) for v in result)
         return Decision(
             allowed=bool(allowed),
@@ -143,24 +147,47 @@ class RateLimiter:
             scope="address" if refusing == 2 else "client",
         ), values
 
-    async def _check_and_read(
+    def _build_check_and_read(
+        self, pipe: AnyPipeline, keys: list[str], args: list[int], read_keys: Sequence[str]
+    ) -> None:
+        self._script.add_to(pipe, keys, args)
+        pipe.mget(list(read_keys))  # a key of another type reads as missing
+
+    async def _check_layers_and_read(
         self, keys: list[str], args: list[int], read_keys: Sequence[str]
-    ) -> tuple[list[int], list[bytes | None]]:
-        """The script and the reads in one round trip. EVALSHA by hand: a Script in a
-        pipeline makes redis-py ask SCRIPT EXISTS first, a second round trip per request."""
-        for attempt in (1, 2):
-            try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.evalsha(self._script.sha, len(keys), *keys, *args)
-                    for key in read_keys:
-                        pipe.get(key)
-                    result, *values = await pipe.execute()
-                return result, values
-            except NoScriptError:
-                if attempt == 2:
-                    raise
-                await self.redis.script_load(_SLIDING_WINDOW)  # a restarted or flushed server
-        raise AssertionError("unreachable")
+    ) -> tuple[list[int], list[bytes | None] | None]:
+        cost = args[-1]
+        reads = asyncio.ensure_future(self.redis.get_many(read_keys)) if read_keys else None
+        try:
+            client = await self._script([keys[0]], [*args[0:2], cost])
+            result = client
+            if client[0]:
+                address = await self._script([keys[1]], [*args[2:4], cost])
+                if not address[0]:
+                    result = [0, address[1], 0, 0, 2]
+                    await self._take_back_client(keys[0], cost)
+            else:
+                result = [0, client[1], 0, 0, 1]
+        finally:
+            values = await reads if reads is not None else None
+        return result, values
+
+    async def _take_back_client(self, key: str, cost: int) -> None:
+        """Remove the request the client layer recorded but the address layer refused.
+
+        Its newest entries go: ours, or a concurrent request's of the same instant,
+        which leaves the same count.
+        """
+        with contextlib.suppress(CacheError):
+            await self.redis.call(lambda client: client.zpopmax(key, cost))
+
+    async def _repair(self, keys: list[str], error: RedisKeyError) -> None:
+        """A limit key holding something else: that client's window starts over (this request allowed)."""
+        metrics.REDIS_KEY_ERRORS.labels("rate_limit").inc()
+        log.warning("rate limit key unreadable (%s): reset", error)
+        for key in keys:
+            with contextlib.suppress(CacheError):
+                await self.redis.call(lambda client, key=key: client.delete(key))
 
     def _open(self) -> Decision:
         """Fail open: Redis is down, so nobody is refused."""

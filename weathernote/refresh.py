@@ -13,22 +13,23 @@ not expire together.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
-
 from weathernote.breaker import CircuitBreaker
 from weathernote.budget import UpstreamBudget
-from weathernote.cache import CacheUnavailable, EntryStore
+from weathernote.cache import EntryStore
 from weathernote.cells import Cell
 from weathernote.clock import clock
 from weathernote.entries import Current, Entry, Model, Part
+from weathernote.errors import CacheError, UpstreamError, UpstreamSkipped
 from weathernote.keys import entry_key, refresh_lock_key
-from weathernote.upstream import OpenMeteoClient, UpstreamError, request_weight
+from weathernote.redis_gateway import AnyPipeline
+from weathernote.upstream import OpenMeteoClient, request_weight
 from weathernote.upstream.pace import (
     STEP_SECONDS,
     next_current_update_ms,
@@ -77,6 +78,8 @@ class Freshness:
 
 
 class Refresher:
+    """Fetches cells from the upstream once across instances, then stores and announces them."""
+
     def __init__(
         self,
         store: EntryStore,
@@ -98,6 +101,7 @@ class Refresher:
         self.on_local_only: list[Callable[[list[Entry]], None]] = []
         self.healthy: bool | None = None  # outcome of the last upstream call
         self._flights: dict[tuple[str, Part], asyncio.Future[Entry]] = {}
+        self._release = store.redis.script(_RELEASE)
 
     async def refresh(self, cell: Cell, parts: Collection[Part]) -> dict[Part, Entry]:
         """Fresh entries for `parts` of `cell`: joins a fetch in flight here or elsewhere."""
@@ -182,34 +186,30 @@ class Refresher:
 
     async def _lock_entries(self, entries: list[tuple[Cell, Part]], token: str) -> list[tuple[Cell, Part]]:
         """The entries whose refresh lock we won (all of them when there is no one to share with)."""
-        if self.waiter is None or not self.store.breaker.allow():
+        if self.waiter is None:
             return entries
+        expiry = clock.real_ms(self.lock_seconds * 1000)
+
+        def build(pipe: AnyPipeline) -> None:
+            for cell, part in entries:
+                pipe.set(refresh_lock_key(entry_key(part, cell)), token, nx=True, px=expiry)
+
         try:
-            async with self.store.redis.pipeline(transaction=False) as pipe:
-                for cell, part in entries:
-                    pipe.set(
-                        refresh_lock_key(entry_key(part, cell)),
-                        token,
-                        nx=True,
-                        px=clock.real_ms(self.lock_seconds * 1000),
-                    )
-                won = await pipe.execute()
-        except (RedisError, OSError):
-            self.store.breaker.failure()
-            return entries
-        self.store.breaker.success()
-        return [entry for entry, ok in zip(entries, won) if ok]
+            won = await self.store.redis.pipeline(build)
+        except CacheError:
+            return entries  # no one to share with: refresh it all here
+        return [entry for entry, ok in zip(entries, won) if ok is True]
 
     async def _unlock(self, entries: list[tuple[Cell, Part]], token: str) -> None:
         if not entries or self.waiter is None:
             return
-        try:
-            async with self.store.redis.pipeline(transaction=False) as pipe:
-                for cell, part in entries:
-                    pipe.eval(_RELEASE, 1, refresh_lock_key(entry_key(part, cell)), token)
-                await pipe.execute()
-        except (RedisError, OSError):
-            pass  # they expire on their own
+
+        def build(pipe: AnyPipeline) -> None:
+            for cell, part in entries:
+                self._release.add_to(pipe, [refresh_lock_key(entry_key(part, cell))], [token])
+
+        with contextlib.suppress(CacheError):  # they expire on their own
+            await self.store.redis.pipeline(build)
 
     async def fetch(
         self, requests: Sequence[tuple[Cell, Collection[Part]]], *, prewarm: bool
@@ -219,11 +219,11 @@ class Refresher:
         parts = list(requests[0][1])
         cells = [cell for cell, _ in requests]
         if not self.breaker.allow():
-            raise UpstreamError("upstream circuit breaker open", cause="breaker")
+            raise UpstreamSkipped("upstream circuit breaker open", cause="breaker")
         weight = request_weight(len(cells), parts)
         if not await self.budget.spend(weight, prewarm=prewarm):
             self.breaker.abandon()  # no call was made: nothing learned about the upstream
-            raise UpstreamError("upstream budget spent", cause="budget")
+            raise UpstreamSkipped("upstream budget spent", cause="budget")
         try:
             models = await self.upstream.fetch(cells, parts)
         except UpstreamError:
@@ -246,7 +246,7 @@ class Refresher:
             listener(written, weight)
         try:
             await self.store.write(written)
-        except CacheUnavailable:
+        except CacheError:
             log.warning("Redis unavailable: %d entries refreshed for this process only", len(written))
             for local in self.on_local_only:
                 local(written)
@@ -256,10 +256,8 @@ class Refresher:
         """Keep unchanged entries fresh without asking the upstream (it cannot have newer)."""
         now = clock.now_ms()
         renewed = [entry.renewed(self.freshness.renewal(entry, now)) for entry in entries]
-        try:
+        with contextlib.suppress(CacheError):
             await self.store.write(renewed, announce=False)
-        except CacheUnavailable:
-            pass
         return renewed
 
 

@@ -21,14 +21,13 @@ from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
-
 from weathernote import metrics, requestlog
 from weathernote.breaker import State as BreakerState
-from weathernote.cache import CacheUnavailable, EntryStore
+from weathernote.cache import EntryStore
 from weathernote.cells import Cell
 from weathernote.clock import clock
 from weathernote.entries import Entry, Part
+from weathernote.errors import CacheError, UndecodableEntry, UpstreamError, UpstreamSkipped, UpstreamUnavailable
 from weathernote.keys import (
     PREWARM_KEPT,
     WATCHED_CELLS,
@@ -36,8 +35,9 @@ from weathernote.keys import (
     stale_key,
     watched_member,
 )
+from weathernote.redis_gateway import AnyPipeline
 from weathernote.refresh import Refresher
-from weathernote.upstream import UpstreamError, request_weight
+from weathernote.upstream import request_weight
 from weathernote.upstream.pace import STEP_SECONDS
 from weathernote.usage import Usage
 
@@ -53,10 +53,10 @@ _RECENT_MS = 3600 * 1000
 # Stale data served by the budget's choice rather than an upstream failure: counted, not logged.
 _BUDGET_CHOICES = frozenset({"pace", "value"})
 _STANDING_MS = 60_000
+# Keys whose undecodable entries were logged: once per key, not per read.
+_LOGGED_UNDECODABLE_MAX = 4096
 
-
-class UpstreamUnavailable(Exception):
-    """The upstream failed and nothing is cached for the cell, not even stale."""
+__all__ = ["Reading", "UpstreamUnavailable", "WeatherService", "now_ms"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,11 @@ def now_ms() -> int:
 
 
 class WeatherService:
-    def __init__(self, store: EntryStore, refresher: Refresher, *, budget_wait_seconds: float = 0.0) -> None:
+    """Cache-aside reads of a cell's parts: what GraphQL and REST share."""
+
+    def __init__(
+        self, store: EntryStore, refresher: Refresher, usage: Usage | None = None, *, budget_wait_seconds: float = 0.0
+    ) -> None:
         self.store = store
         self.refresher = refresher
         self.budget_wait_seconds = budget_wait_seconds
@@ -84,7 +88,8 @@ class WeatherService:
         # at most and never past the upstream's next step: one decision per cell and minute,
         # not Redis round trips on every read.
         self._standing: OrderedDict[str, tuple[Entry, str, int]] = OrderedDict()
-        self.usage: Usage | None = None
+        self._logged_undecodable: set[str] = set()
+        self.usage = usage
         refresher.on_fetched.append(self._fetched)
 
     @property
@@ -102,7 +107,7 @@ class WeatherService:
         try:
             if raws is None:
                 raws = await self.store.read(keys)
-        except CacheUnavailable:
+        except CacheError:
             # Redis is down: this process's latest entries still answer while fresh,
             # so a cell costs one upstream call per TTL per process, not one per request.
             for part, key in zip(wanted, keys):
@@ -111,8 +116,8 @@ class WeatherService:
                     readings[part] = Reading(known, cached=True, stale=False)
             raws = []
         for part, raw in zip(wanted, raws):
-            if raw is not None:
-                entry = self.decode(part, cell, raw)
+            entry = self.checked(part, cell, raw)
+            if entry is not None:
                 if entry.is_fresh(now):
                     readings[part] = Reading(entry, cached=True, stale=False)
                     self._maybe_refresh_early(entry, now)
@@ -146,6 +151,23 @@ class WeatherService:
             return known
         return self._remember(Entry.decode(part, cell, raw))
 
+    def checked(self, part: Part, cell: Cell, raw: bytes | None) -> Entry | None:
+        """The entry `raw` holds, or None when there is none or it does not decode (a miss:
+        refetched, and overwritten by the refresh)."""
+        if raw is None:
+            return None
+        try:
+            return self.decode(part, cell, raw)
+        except UndecodableEntry as exc:
+            key = entry_key(part, cell)
+            metrics.UNDECODABLE_ENTRIES.labels(part.value).inc()
+            if key not in self._logged_undecodable:
+                if len(self._logged_undecodable) >= _LOGGED_UNDECODABLE_MAX:
+                    self._logged_undecodable.clear()
+                self._logged_undecodable.add(key)
+                log.warning("undecodable entry %s (%s): treated as a miss and overwritten", key, exc)
+            return None
+
     def _remember(self, entry: Entry) -> Entry:
         key = entry_key(entry.part, entry.cell)
         self._recent[key] = entry
@@ -153,6 +175,15 @@ class WeatherService:
         if len(self._recent) > self._recent_size:
             self._recent.popitem(last=False)
         return entry
+
+    def _checked_stale(self, part: Part, cell: Cell, raw: bytes | None) -> Entry | None:
+        if raw is None:
+            return None
+        try:
+            return Entry.decode(part, cell, raw)
+        except UndecodableEntry:
+            metrics.UNDECODABLE_ENTRIES.labels(part.value).inc()
+            return None
 
     def _standing_in(self, key: str, now: int) -> Reading | None:
         known = self._standing.get(key)
@@ -167,7 +198,8 @@ class WeatherService:
 
     def _stand_in(self, entry: Entry, cause: str, now: int) -> None:
         step_ms = STEP_SECONDS * 1000
-        until = min((now // step_ms + 1) * step_ms, now + _STANDING_MS)
+        # a minute of real time (the round trips it saves are real), never past the next step
+        until = min((now // step_ms + 1) * step_ms, now + int(_STANDING_MS * clock.speed))
         self._standing[entry_key(entry.part, entry.cell)] = (entry, cause, until)
         if len(self._standing) > self._recent_size:
             self._standing.popitem(last=False)
@@ -182,10 +214,14 @@ class WeatherService:
     async def _refresh_renew_or_stale(self, cell: Cell, parts: list[Part]) -> dict[Part, Reading]:
         try:
             raws = dict(zip(parts, await self.store.read([stale_key(part, cell) for part in parts])))
-        except CacheUnavailable:
+        except CacheError:
             raws = {}
         # the last good entries, decoded once for every decision below
-        stale = {part: Entry.decode(part, cell, raw) for part, raw in raws.items() if raw is not None}
+        stale = {
+            part: entry
+            for part, raw in raws.items()
+            if (entry := self._checked_stale(part, cell, raw)) is not None
+        }
         now = now_ms()
         readings: dict[Part, Reading] = {}
         unchanged = [entry for entry in stale.values() if now < entry.next_update_ms]
@@ -202,14 +238,14 @@ class WeatherService:
         has_data = all(part in stale for part in to_fetch)
         try:
             if has_data and await self._pace_says_wait(stale, to_fetch, now):
-                raise UpstreamError("spending ahead of the day's pace", cause="pace")
+                raise UpstreamSkipped("spending ahead of the day's pace", cause="pace")
             if has_data and not await self._worth_it(cell, to_fetch):
-                raise UpstreamError("the budget keeps more requested cells fresh", cause="value")
+                raise UpstreamSkipped("the budget keeps more requested cells fresh", cause="value")
             if has_data:
                 fetched = await self.refresher.refresh(cell, to_fetch)
             else:
                 fetched = await self._refresh_waiting_for_budget(cell, to_fetch)
-        except UpstreamError as exc:
+        except (UpstreamError, UpstreamSkipped) as exc:
             if not has_data:
                 raise UpstreamUnavailable(exc.reason) from exc
             chosen = exc.cause in _BUDGET_CHOICES
@@ -231,7 +267,7 @@ class WeatherService:
         while True:
             try:
                 return await self.refresher.refresh(cell, parts)
-            except UpstreamError as exc:
+            except UpstreamSkipped as exc:
                 if exc.cause != "budget":
                     raise
                 wait = await self.refresher.budget.seconds_until_room(request_weight(1, parts))
@@ -259,17 +295,21 @@ class WeatherService:
         keeps fresh (the most requested), or someone watches it live.
         """
         members = [watched_member(part, cell) for part in parts]
-        if self.store.breaker.state is not BreakerState.CLOSED:
+        if self.store.redis.breaker.state is not BreakerState.CLOSED:
             return True
+
+        def build(pipe: AnyPipeline) -> None:
+            pipe.exists(PREWARM_KEPT)
+            for member in members:
+                pipe.sismember(PREWARM_KEPT, member)
+                pipe.zscore(WATCHED_CELLS, member)
+
         try:
-            async with self.store.redis.pipeline(transaction=False) as pipe:
-                pipe.exists(PREWARM_KEPT)
-                for member in members:
-                    pipe.sismember(PREWARM_KEPT, member)
-                    pipe.zscore(WATCHED_CELLS, member)
-                judged, *answers = await pipe.execute()
-        except (RedisError, OSError):
+            judged, *answers = await self.store.redis.pipeline(build)
+        except CacheError:
             return True
+        if any(isinstance(answer, CacheError) for answer in (judged, *answers)):
+            return True  # a foreign key under our name: judge as if no pre-warmer had
         if not judged:
             return True  # no pre-warmer has judged yet
         kept, watched = answers[0::2], answers[1::2]
@@ -294,5 +334,5 @@ class WeatherService:
                 await self.refresher.renew([entry])
             else:
                 await self.refresher.refresh(entry.cell, [entry.part])
-        except (UpstreamError, CacheUnavailable) as exc:
+        except (UpstreamError, UpstreamSkipped, CacheError) as exc:
             log.info("early refresh of %s skipped (%s)", entry.cell, getattr(exc, "cause", exc))

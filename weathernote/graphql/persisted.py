@@ -10,6 +10,7 @@ cache responses. Safelist mode accepts only the operations of a manifest
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -17,12 +18,10 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import RedisError
-
-from weathernote.breaker import CircuitBreaker
+from weathernote.errors import CacheError
 from weathernote.graphql.errors import PERSISTED_QUERY_NOT_FOUND
 from weathernote.keys import persisted_query_key
-from weathernote.redis_client import AnyRedis
+from weathernote.redis_gateway import RedisGateway
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +57,8 @@ def _sha256(text: str) -> str:
 
 
 class PersistedQueries:
-    def __init__(self, redis: AnyRedis, breaker: CircuitBreaker, safelist: dict[str, str] | None = None) -> None:
+    def __init__(self, redis: RedisGateway, safelist: dict[str, str] | None = None) -> None:
         self.redis = redis
-        self.breaker = breaker
         self.safelist = safelist
         self._local: OrderedDict[str, str] = OrderedDict()
 
@@ -96,17 +94,15 @@ class PersistedQueries:
         if text is not None:
             self._local.move_to_end(sha)
             return text
-        if not self.breaker.allow():
-            return None  # Redis down: the client sends the text again
         try:
-            raw = await self.redis.get(persisted_query_key(sha))
-        except (RedisError, OSError):
-            self.breaker.failure()
-            return None
-        self.breaker.success()
+            [raw] = await self.redis.get_many([persisted_query_key(sha)])
+        except CacheError:
+            return None  # Redis down: the client sends the text again
         if raw is None:
             return None
-        text = raw.decode()
+        text = raw.decode(errors="replace")
+        if _sha256(text) != sha:
+            return None  # not what was stored under this hash: the client sends the text again
         self._remember(sha, text)
         return text
 
@@ -114,14 +110,8 @@ class PersistedQueries:
         if sha in self._local:
             return
         self._remember(sha, query)
-        if not self.breaker.allow():
-            return
-        try:
-            await self.redis.set(persisted_query_key(sha), query, ex=_TTL_SECONDS)
-        except (RedisError, OSError):
-            self.breaker.failure()
-            return
-        self.breaker.success()
+        with contextlib.suppress(CacheError):
+            await self.redis.call(lambda client: client.set(persisted_query_key(sha), query, ex=_TTL_SECONDS))
 
     def _remember(self, sha: str, query: str) -> None:
         self._local[sha] = query

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
-from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -45,7 +44,8 @@ from weathernote.prewarm import Prewarmer
 from weathernote.ratelimit import RateLimiter
 from weathernote.refresh import Freshness, Refresher
 from weathernote.usage import Usage
-from weathernote.redis_client import AnyRedis, connect, for_pubsub, redacted
+from weathernote.errors import CacheError
+from weathernote.redis_gateway import RedisGateway, redacted
 from weathernote.service import WeatherService
 from weathernote.settings import Settings
 from weathernote.upstream import OpenMeteoClient
@@ -59,7 +59,7 @@ GRAPHIQL_DIR = Path(__file__).resolve().parent.parent / "static" / "graphiql"
 class Services:
     """Everything one process starts at boot and stops at shutdown."""
 
-    redis: AnyRedis
+    redis: RedisGateway
     upstream: OpenMeteoClient
     weather: WeatherService
     live: LiveWeather
@@ -93,8 +93,9 @@ class Services:
     async def start(self) -> None:
         settings = self.settings
         assert settings.redis_url
-        self.redis = await connect(settings.redis_url, settings.redis_timeout_seconds)
-        log.info("Redis at %s", redacted(settings.redis_url))
+        self.redis = await RedisGateway.connect(settings.redis_url, settings.redis_timeout_seconds, self.breaker)
+        log.info("Redis at %s (%s)", redacted(settings.redis_url), "cluster" if self.redis.cluster else "single server")
+        log.info("Upstream at %s (offline? `make offline` runs against the bundled simulator)", settings.upstream_url)
         secret = settings.client_id_secret
         if not secret:
             log.warning(
@@ -102,25 +103,24 @@ class Services:
                 " process only, so limits are not shared with other instances"
             )
             secret = secrets.token_hex(32)
-        self.usage = Usage(self.redis, self.breaker)
+        self.usage = Usage(self.redis)
         self.admission = Admission(
             Identifier(secret, settings.trusted_proxies),
             RateLimiter(
                 self.redis,
-                self.breaker,
                 client_limit=settings.rate_limit_per_minute,
                 address_limit=settings.effective_ip_rate_limit,
                 period_seconds=settings.rate_limit_period_seconds,
             ),
             self.usage,
         )
-        self.persisted = PersistedQueries(self.redis, self.breaker, self.safelist)
+        self.persisted = PersistedQueries(self.redis, self.safelist)
         self.upstream = OpenMeteoClient(
             settings.upstream_url,
             timeout=settings.upstream_timeout_seconds,
             max_connections=settings.upstream_max_connections,
         )
-        store = EntryStore(self.redis, stale_ms=int(settings.stale_seconds * 1000), breaker=self.breaker)
+        store = EntryStore(self.redis, stale_ms=int(settings.stale_seconds * 1000))
         self.upstream_breaker = CircuitBreaker(
             "upstream",
             failures=settings.upstream_breaker_failures,
@@ -130,7 +130,6 @@ class Services:
         breaker_changed("upstream", State.CLOSED)
         self.budget = UpstreamBudget(
             self.redis,
-            self.breaker,
             BudgetLimits(
                 settings.upstream_budget_per_minute,
                 settings.upstream_budget_per_hour,
@@ -154,12 +153,10 @@ class Services:
             ),
             lock_seconds=settings.upstream_timeout_seconds + 5,
         )
-        self.weather = WeatherService(store, refresher, budget_wait_seconds=settings.upstream_budget_wait_seconds)
-        self.pubsub_redis = for_pubsub(settings.redis_url, settings.redis_timeout_seconds)
-        self.weather.usage = self.usage
-        self.live = LiveWeather(
-            self.redis, self.pubsub_redis, self.weather, watch_ttl_seconds=settings.watch_ttl_seconds
+        self.weather = WeatherService(
+            store, refresher, self.usage, budget_wait_seconds=settings.upstream_budget_wait_seconds
         )
+        self.live = LiveWeather(self.redis, self.weather, watch_ttl_seconds=settings.watch_ttl_seconds)
         await self.live.start()
         await self.usage.start()
         self.prewarmer = Prewarmer(
@@ -174,15 +171,10 @@ class Services:
         self._readiness = asyncio.create_task(self._become_ready(), name="readiness")
 
     async def _become_ready(self) -> None:
-        """Ready once Redis answers on both connections (the cache's and the hub's)."""
-        while True:
-            try:
-                await self.redis.ping()
-                await self.pubsub_redis.ping()
-                break
-            except (RedisError, OSError) as exc:
-                log.warning("not ready yet: Redis unreachable (%s)", type(exc).__name__)
-                await asyncio.sleep(0.5)
+        """Ready once Redis answers (the hub then connects on its first subscription)."""
+        while not await self.redis.ping():
+            log.warning("not ready yet: Redis unreachable")
+            await asyncio.sleep(0.5)
         self.ready = True
 
     async def stop(self) -> None:
@@ -192,20 +184,18 @@ class Services:
         await self.usage.stop()
         await self.live.stop()
         await self.upstream.aclose()
-        await self.pubsub_redis.aclose()
         await self.redis.aclose()
 
     async def shared_figures(self) -> dict[str, Any]:
         """Redis's own figures and the business figures, for /metrics; empty when Redis is down."""
-        if not self.breaker.allow():
-            return {}
         try:
-            info = await self.redis.info()
+            info = await self.redis.call(lambda client: client.info())
             figures: dict[str, Any] = await self.usage.snapshot()
-        except (RedisError, OSError):
-            self.breaker.failure()
+        except CacheError:
             return {}
-        self.breaker.success()
+        if self.redis.cluster:
+            # one figure per node: the cluster's are their sums
+            info = _summed(info)
         for name in ("connected_clients", "keyspace_hits", "keyspace_misses", "used_memory"):
             if name in info:
                 figures[name] = float(info[name])
@@ -216,15 +206,18 @@ class Services:
 
     async def redis_alive(self) -> bool:
         """A health check is also the breaker's probe, so recovery needs no user traffic."""
-        if not self.breaker.allow():
-            return False
-        try:
-            await self.redis.ping()
-        except (RedisError, OSError):
-            self.breaker.failure()
-            return False
-        self.breaker.success()
-        return True
+        return await self.redis.ping()
+
+
+def _summed(per_node: dict[str, Any]) -> dict[str, float]:
+    """A Cluster's INFO (node -> fields) as one set of fields, numbers summed."""
+    total: dict[str, float] = {}
+    for fields in per_node.values():
+        if isinstance(fields, dict):
+            for name, value in fields.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    total[name] = total.get(name, 0.0) + value
+    return total
 
 
 class _Late:

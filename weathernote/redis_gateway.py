@@ -1,0 +1,271 @@
+"""The one way to Redis: a single server or a Cluster, behind one breaker and one error mapping.
+
+Every Redis call of the service goes through a `RedisGateway`. It knows which
+topology it talks to (a Cluster is recognised from the server itself, so
+operators configure the same `redis://` / `rediss://` URL either way), bounds
+every call by a deadline, applies the Redis circuit breaker the same way for
+every caller, and turns redis-py's errors into the service's own:
+
+- the server did not answer, is failing over or refuses writes → `RedisUnavailable`,
+  counted by the breaker (after a few, callers stop waiting on Redis);
+- the server answered with an error about one key (a key of the wrong type, a
+  value that is not a number) → `RedisKeyError`: that key's problem, which the
+  caller overwrites or ignores, while the breaker counts the server as healthy.
+
+On a Cluster, announcements use sharded pub/sub (SPUBLISH / SSUBSCRIBE): a
+refresh travels only inside the shard that owns its cell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    ConnectionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
+
+from weathernote import keys
+from weathernote.breaker import CircuitBreaker
+from weathernote.errors import RedisKeyError, RedisUnavailable
+from weathernote.redis_pubsub import PlainPubSub, PubSubBackend, ShardedPubSub
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+AnyRedis = Redis | RedisCluster
+AnyPipeline = Pipeline | ClusterPipeline
+
+# Errors the server answers about its own state, not about a key: the breaker's business.
+_SERVER_STATE_ERRORS = (ClusterDownError, TryAgainError, ReadOnlyError, OutOfMemoryError)
+_SERVER_STATE_PREFIXES = ("LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "OOM", "BUSY", "NOAUTH")
+
+
+def classify(exc: BaseException) -> RedisKeyError | RedisUnavailable:
+    """The service's error for a redis-py error: one key's problem, or the server's."""
+    if isinstance(exc, ResponseError) and not isinstance(exc, _SERVER_STATE_ERRORS):
+        message = str(exc)
+        # a script's error carries the command's: "Error running script ... WRONGTYPE ..."
+        if not message.startswith(_SERVER_STATE_PREFIXES):
+            return RedisKeyError(message[:200])
+    return RedisUnavailable(type(exc).__name__)
+
+
+def _options(timeout: float) -> dict[str, Any]:
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "health_check_interval": 10,
+    }
+
+
+class RedisGateway:
+    """Every Redis call of the service, for a single server or a Cluster.
+
+    Use `call` for one command, `pipeline` for several in one round trip,
+    `script` for Lua scripts, `get_many` for entry reads, `announce` to publish
+    a refresh and `pubsub` for the hub's listening side.
+    """
+
+    def __init__(self, client: AnyRedis, breaker: CircuitBreaker, *, url: str, timeout: float) -> None:
+        self.client = client
+        self.breaker = breaker
+        self.url = url
+        self.timeout = timeout
+        self.cluster = isinstance(client, RedisCluster)
+        # One deadline for a whole call, retries and redirections included: a slow or
+        # failing-over Redis costs a request at most this long.
+        self.deadline = timeout * 3
+        self._publish = "SPUBLISH" if self.cluster else "PUBLISH"
+        self._scripts: list[Script] = []
+        keys.configure(cluster=self.cluster)
+
+    @classmethod
+    async def connect(cls, url: str, timeout: float, breaker: CircuitBreaker) -> RedisGateway:
+        """A gateway to the server at `url`, a Cluster if the server says it is one."""
+        client = standalone(url, timeout)
+        try:
+            info = await asyncio.wait_for(client.info("cluster"), timeout * 3)
+        except (RedisError, OSError, TimeoutError) as exc:
+            # Unreachable now: start standalone and let the breaker handle the outage.
+            log.warning("Redis not reachable at start-up (%s); assuming a single server", type(exc).__name__)
+            return cls(client, breaker, url=url, timeout=timeout)
+        if info.get("cluster_enabled") in (1, "1"):
+            await client.aclose()
+            log.info("Redis Cluster detected: keys carry hash tags, announcements use sharded pub/sub")
+            cluster = RedisCluster.from_url(
+                url,
+                # a node gone: refresh the slot map and retry at once, twice, within the deadline
+                retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), 2),
+                reinitialize_steps=1,
+                **_options(timeout),
+            )
+            return cls(cluster, breaker, url=url, timeout=timeout)
+        return cls(client, breaker, url=url, timeout=timeout)
+
+    async def call(self, operation: Callable[[AnyRedis], Awaitable[T]]) -> T:
+        """Run `operation` on the client within the breaker and the deadline."""
+        if not self.breaker.allow():
+            raise RedisUnavailable("circuit breaker open")
+        try:
+            async with asyncio.timeout(self.deadline):
+                result = await operation(self.client)
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+            raise self._failed(exc) from exc
+        except BaseException:
+            self.breaker.abandon()  # cancelled: nothing learned about Redis
+            raise
+        self.breaker.success()
+        return result
+
+    def _failed(self, exc: BaseException) -> RedisKeyError | RedisUnavailable:
+        error = classify(exc)
+        if isinstance(error, RedisUnavailable):
+            self.breaker.failure()
+        else:
+            self.breaker.success()  # the server answered
+        return error
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of `keys`; a key of another type reads as missing (MGET's nil), never an error."""
+        if self.cluster:
+            # grouped by slot; one cell's keys share one (hash tags), so a cell is one command
+            return await self.call(lambda client: client.mget_nonatomic(list(keys)))  # type: ignore[union-attr]
+        return await self.call(lambda client: client.mget(list(keys)))
+
+    async def pipeline(
+        self, build: Callable[[AnyPipeline], None], *, transaction: bool = False
+    ) -> list[Any]:
+        """Commands added by `build`, sent in one round trip (per node on a Cluster).
+
+        With `transaction`, every key must share one slot. A command's error about
+        its key comes back in its place as a `RedisKeyError`; a server error raises.
+        """
+
+        async def run(client: AnyRedis) -> list[Any]:
+            async with client.pipeline(transaction=transaction) as pipe:
+                build(pipe)
+                return list(await pipe.execute(raise_on_error=False))
+
+        results = await self.call(run)
+        if any(isinstance(result, NoScriptError) for result in results):
+            # a restarted, flushed or newly promoted node: load our scripts there, once
+            await self.call(self._load_scripts)
+            results = await self.call(run)
+        for index, result in enumerate(results):
+            if isinstance(result, BaseException):
+                error = classify(result)
+                if isinstance(error, RedisUnavailable):
+                    self.breaker.failure()
+                    raise error from result
+                results[index] = error
+        return results
+
+    async def _load_scripts(self, client: AnyRedis) -> None:
+        for script in self._scripts:
+            await client.script_load(script.source)
+
+    def announce(self, pipe: AnyPipeline, channel: str, message: bytes) -> None:
+        """Add the announcement of a refresh to `pipe`: sharded on a Cluster, plain on one server."""
+        pipe.execute_command(self._publish, channel, message)
+
+    def pubsub(self) -> PubSubBackend:
+        """A listening side of its own (one connection per shard on a Cluster)."""
+        if isinstance(self.client, RedisCluster):
+            return ShardedPubSub(self.client, self.node_url, self.timeout)
+        return PlainPubSub(self.url, self.timeout)
+
+    def script(self, source: str) -> Script:
+        script = Script(self, source)
+        self._scripts.append(script)
+        return script
+
+    async def ping(self) -> bool:
+        """Does Redis answer? Also the breaker's probe, so recovery needs no user traffic."""
+        try:
+            await self.call(lambda client: client.ping())
+        except (RedisUnavailable, RedisKeyError):
+            return False
+        return True
+
+    def node_url(self, host: str, port: int) -> str:
+        """The configured URL (scheme, credentials, options) pointed at one node."""
+        parts = urlsplit(self.url)
+        credentials = parts.netloc.rpartition("@")[0]
+        netloc = (credentials + "@" if credentials else "") + f"{host}:{port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class Script:
+    """A Lua script run by its SHA, sent whole once when a node does not know it yet.
+
+    Every key of one call must share a slot on a Cluster.
+    """
+
+    def __init__(self, gateway: RedisGateway, source: str) -> None:
+        self.gateway = gateway
+        self.source = source
+        self.sha = gateway.client.register_script(source).sha
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        async def run(client: AnyRedis) -> Any:
+            try:
+                return await client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
+            except NoScriptError:
+                # a restarted, flushed or newly promoted node: EVAL loads it there
+                return await client.eval(self.source, len(keys), *keys, *args)  # type: ignore[misc]
+
+        return await self.gateway.call(run)
+
+    def add_to(self, pipe: AnyPipeline, keys: Sequence[str], args: Sequence[Any]) -> None:
+        """Add a call to `pipe` by SHA (the gateway's pipeline loads it where it is unknown).
+
+        A Cluster's pipeline refuses EVALSHA; there the script goes whole.
+        """
+        if self.gateway.cluster:
+            pipe.eval(self.source, len(keys), *keys, *args)
+        else:
+            pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+
+def standalone(url: str, timeout: float, max_connections: int = 128) -> Redis:
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=timeout,
+        # A pooled connection found dead (Redis restarted) is replaced once at
+        # once; a timeout is not retried, so no call waits twice on a slow Redis.
+        retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
+        **_options(timeout),
+    )
+    return Redis(connection_pool=pool)
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

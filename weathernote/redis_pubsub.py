@@ -1,0 +1,222 @@
+"""The listening side of Redis pub/sub, for one server or a Cluster: the hub's backend.
+
+Two backends behind one small interface (after encode/broadcaster's): connect
+(and subscribe what is wanted), subscribe, unsubscribe, next message, close.
+
+- `PlainPubSub`: one connection, SUBSCRIBE, for a single server.
+- `ShardedPubSub`: one connection per shard that owns a wanted channel,
+  SSUBSCRIBE, for a Cluster. A refresh is announced (SPUBLISH) inside the
+  shard that owns its cell, so each instance listens only where its channels
+  live. A lost node, a failover or a slot moved elsewhere (the server then
+  drops the subscription with an unsolicited SUNSUBSCRIBE) surfaces as
+  `RedisUnavailable`: the hub reconnects, which re-reads the slot map and
+  subscribes every channel where it lives now, then catches up.
+
+Neither retries on its own: the hub must see every disconnect to catch up on
+what was announced meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Collection
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException, RedisError
+
+from weathernote.errors import RedisUnavailable
+
+Message = tuple[str, bytes]
+
+
+class PubSubBackend(Protocol):
+    """What the hub needs from Redis pub/sub."""
+
+    async def connect(self, channels: Collection[str]) -> None:
+        """(Re)open the connections and subscribe `channels`; raises RedisUnavailable."""
+
+    async def subscribe(self, channels: Collection[str]) -> None: ...
+
+    async def unsubscribe(self, channels: Collection[str]) -> None: ...
+
+    async def next_message(self, timeout: float) -> Message | None:
+        """The next announcement, None after `timeout`; raises RedisUnavailable when a connection is lost."""
+
+    async def close(self) -> None: ...
+
+
+def _client(url: str, timeout: float) -> Redis:
+    # redis-py's own retries off: it would reconnect a PubSub silently and lose
+    # what was announced meanwhile without anyone knowing.
+    return Redis.from_url(url, socket_connect_timeout=timeout, health_check_interval=5, retry=Retry(NoBackoff(), 0))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class PlainPubSub:
+    """SUBSCRIBE on one connection to a single server."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.redis = _client(url, timeout)
+        self._pubsub: PubSub = self.redis.pubsub(ignore_subscribe_messages=True)
+
+    async def connect(self, channels: Collection[str]) -> None:
+        try:
+            await self._pubsub.reset()
+            if channels:
+                await self._pubsub.subscribe(*channels)
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailable(type(exc).__name__) from exc
+
+    async def subscribe(self, channels: Collection[str]) -> None:
+        try:
+            await self._pubsub.subscribe(*channels)
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailable(type(exc).__name__) from exc
+
+    async def unsubscribe(self, channels: Collection[str]) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.unsubscribe(*channels)
+
+    async def next_message(self, timeout: float) -> Message | None:
+        try:
+            message = await self._pubsub.get_message(timeout=timeout)
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailable(type(exc).__name__) from exc
+        if message is None or message.get("type") != "message":
+            return None
+        return _text(message["channel"]), message["data"]
+
+    async def close(self) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.aclose()
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.aclose()
+
+
+class _Shard:
+    """One node's connection, its channels and the task reading it into the shared queue."""
+
+    def __init__(self, url: str, timeout: float, queue: asyncio.Queue[Message | BaseException]) -> None:
+        self.redis = _client(url, timeout)
+        self.pubsub: PubSub = self.redis.pubsub()
+        self.channels: set[str] = set()
+        self.leaving: set[str] = set()  # unsubscribed by us: their SUNSUBSCRIBE is expected
+        self.queue = queue
+        self.reader: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.reader = asyncio.create_task(self._read(), name="pubsub-shard-reader")
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                message = await self.pubsub.get_message(timeout=1.0)
+                if message is None:
+                    continue
+                kind = _text(message.get("type"))
+                channel = _text(message.get("channel"))
+                if kind == "smessage":
+                    self.queue.put_nowait((channel, message["data"]))
+                elif kind == "sunsubscribe" and channel not in self.leaving:
+                    # the server dropped us: the slot moved to another node
+                    raise RedisUnavailable(f"slot of {channel} moved")
+                elif kind == "sunsubscribe":
+                    self.leaving.discard(channel)
+        except (RedisError, OSError) as exc:
+            self.queue.put_nowait(RedisUnavailable(type(exc).__name__))
+        except RedisUnavailable as exc:
+            self.queue.put_nowait(exc)
+
+    async def close(self) -> None:
+        if self.reader:
+            self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.reader
+        with contextlib.suppress(RedisError, OSError):
+            await self.pubsub.aclose()
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.aclose()
+
+
+class ShardedPubSub:
+    """SSUBSCRIBE on one connection per shard that owns a wanted channel."""
+
+    def __init__(self, cluster: RedisCluster, node_url: Callable[[str, int], str], timeout: float) -> None:
+        self.cluster = cluster
+        self.node_url = node_url
+        self.timeout = timeout
+        self._queue: asyncio.Queue[Message | BaseException] = asyncio.Queue()
+        self._shards: dict[str, _Shard] = {}
+
+    async def connect(self, channels: Collection[str]) -> None:
+        await self.close()
+        self._queue = asyncio.Queue()
+        try:
+            # the slot map as it is now: after a failover or a slot move, the new owners
+            await self.cluster.nodes_manager.initialize()
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise RedisUnavailable(type(exc).__name__) from exc
+        await self.subscribe(channels)
+
+    def _owner(self, channel: str) -> tuple[str, str, int]:
+        node = self.cluster.nodes_manager.get_node_from_slot(key_slot(channel.encode()))
+        return node.name, node.host, node.port
+
+    async def subscribe(self, channels: Collection[str]) -> None:
+        by_node: dict[str, list[str]] = {}
+        for channel in channels:
+            try:
+                name, host, port = self._owner(channel)
+            except (RedisError, RedisClusterException) as exc:
+                raise RedisUnavailable(type(exc).__name__) from exc
+            if name not in self._shards:
+                self._shards[name] = _Shard(self.node_url(host, port), self.timeout, self._queue)
+            by_node.setdefault(name, []).append(channel)
+        for name, wanted in by_node.items():
+            shard = self._shards[name]
+            try:
+                await shard.pubsub.ssubscribe(*wanted)
+            except (RedisError, OSError) as exc:
+                raise RedisUnavailable(type(exc).__name__) from exc
+            shard.channels.update(wanted)
+            shard.leaving.difference_update(wanted)
+            if shard.reader is None:
+                shard.start()
+
+    async def unsubscribe(self, channels: Collection[str]) -> None:
+        for channel in channels:
+            for name, shard in list(self._shards.items()):
+                if channel not in shard.channels:
+                    continue
+                shard.channels.discard(channel)
+                shard.leaving.add(channel)
+                with contextlib.suppress(RedisError, OSError):
+                    await shard.pubsub.sunsubscribe(channel)
+                if not shard.channels:
+                    # a shard with nothing wanted is not worth a connection
+                    del self._shards[name]
+                    await shard.close()
+
+    async def next_message(self, timeout: float) -> Message | None:
+        try:
+            item = await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def close(self) -> None:
+        shards, self._shards = self._shards, {}
+        for shard in shards.values():
+            await shard.close()
