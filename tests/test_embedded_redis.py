@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.conftest import Server, Simulator, graphql
 
@@ -35,3 +41,24 @@ def test_embedded_redis_starts_persists_and_stops(tmp_path: Path, clean: Simulat
         assert clean.stats()["served"] == 1
     finally:
         second.stop()
+
+
+@pytest.mark.topologies
+def test_redis_cli_reaches_the_configured_redis_single_or_cluster(redis_url: str, clean: Any, spell: Any) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEATHERNOTE_")}
+    env["WEATHERNOTE_REDIS_URL"] = redis_url
+    key = spell("weather:lat:1.0:lon:1.0")
+    command = [sys.executable, "-m", "weathernote", "redis-cli"]
+    subprocess.run([*command, "SET", key, "x"], env=env, check=True, capture_output=True, timeout=10)
+    got = subprocess.run([*command, "GET", key], env=env, check=True, capture_output=True, text=True, timeout=10)
+    assert got.stdout.strip() == "x"  # on a Cluster the key's node answers, whichever node the URL names
+
+
+def test_redis_cli_says_how_to_find_a_server_when_none_runs(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEATHERNOTE_")}
+    env["WEATHERNOTE_DATA_DIR"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "weathernote", "redis-cli", "PING"], env=env, capture_output=True, text=True, timeout=10
+    )
+    assert done.returncode != 0
+    assert str(tmp_path) in done.stderr and "WEATHERNOTE_REDIS_URL" in done.stderr

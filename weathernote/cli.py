@@ -180,15 +180,24 @@ def export_schema(args: argparse.Namespace) -> int:
 
 
 def redis_cli(args: argparse.Namespace) -> int:
+    """valkey-cli against the configured Redis (WEATHERNOTE_REDIS_URL, cluster mode on), else the
+    embedded one of the data directory."""
     from weathernote.embedded_redis import binary_path
 
     settings = Settings()
+    cli = binary_path("valkey-cli")
+    if settings.redis_url:
+        # -c follows a Cluster's redirections and is harmless on a single server
+        os.execv(cli, [str(cli), "-u", settings.redis_url, "-c", *args.command])
     port_file = settings.data_dir / "redis.port"
     try:
         port = port_file.read_text().split()[0]
     except OSError:
-        raise SystemExit(f"no embedded Redis is running for {settings.data_dir}") from None
-    cli = binary_path("valkey-cli")
+        raise SystemExit(
+            f"no embedded Redis is running for the data directory {settings.data_dir}.\n"
+            "Start one with `make serve`, or point this command where the server runs: the same"
+            " WEATHERNOTE_DATA_DIR as that server, or WEATHERNOTE_REDIS_URL=redis://host:port."
+        ) from None
     os.execv(cli, [str(cli), "-p", port, *args.command])
 
 

@@ -250,7 +250,8 @@ class WeatherService:
                 raise UpstreamUnavailable(exc.reason) from exc
             chosen = exc.cause in _BUDGET_CHOICES
             if not chosen:
-                log.warning("upstream unavailable for %s (%s), serving stale", cell, exc.cause)
+                # the upstream client logs each change of its state; one line per request would drown it
+                log.debug("upstream unavailable for %s (%s), serving stale", cell, exc.cause)
             for part in to_fetch:
                 metrics.STALE_SERVED.labels(part.value, exc.cause).inc()
                 if chosen:
