@@ -1,0 +1,264 @@
+"""Fast in-process tests of the pieces whose logic is subtle.
+
+Beside the black-box tests (real servers over real HTTP), these exercise one
+piece at a time: the breaker's states, the wire form of entries and how
+strictly it is read back, key spelling per topology, the gateway's error
+mapping (against a real Redis), the budget's windows and the hub's
+latest-wins slots. No mocks: a clock is a function, Redis is the test
+session's server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import orjson
+import pytest
+import redis
+
+from weathernote import keys
+from weathernote.breaker import CircuitBreaker, State
+from weathernote.budget import Limits, UpstreamBudget
+from weathernote.cells import Grid
+from weathernote.embedded_redis import EmbeddedRedis
+from weathernote.entries import Current, Daily, Entry, Part
+from weathernote.errors import RedisKeyError, RedisUnavailable, UndecodableEntry
+from weathernote.hub import Subscriber, Wakeup
+from weathernote.redis_gateway import RedisGateway, classify
+
+CELL = Grid(0.1).cell(40.7128, -74.006)
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_breaker_opens_after_the_threshold_probes_once_and_closes_on_success() -> None:
+    clock = ManualClock()
+    changes: list[State] = []
+    breaker = CircuitBreaker("redis", failures=3, reset_seconds=5, clock=clock, on_change=lambda _, s: changes.append(s))
+    for _ in range(2):
+        assert breaker.allow()
+        breaker.failure()
+    assert breaker.state is State.CLOSED
+    breaker.failure()
+    assert breaker.state is State.OPEN and not breaker.allow()
+    clock.now += 5
+    assert breaker.allow()  # the one probe
+    assert not breaker.allow()  # no second probe at once
+    breaker.failure()
+    assert breaker.state is State.OPEN and not breaker.allow()
+    clock.now += 5
+    assert breaker.allow()
+    breaker.success()
+    assert breaker.state is State.CLOSED and breaker.allow()
+    assert changes == [State.OPEN, State.HALF_OPEN, State.OPEN, State.HALF_OPEN, State.CLOSED]
+
+
+def test_an_abandoned_probe_frees_the_half_open_slot() -> None:
+    clock = ManualClock()
+    breaker = CircuitBreaker("redis", failures=1, reset_seconds=1, clock=clock)
+    breaker.failure()
+    clock.now += 1
+    assert breaker.allow()
+    breaker.abandon()
+    assert breaker.allow()
+
+
+def _current(**overrides: object) -> Current:
+    values: dict[str, object] = {
+        "time": "2026-12-01T10:00+01:00",
+        "temperature": 3.5,
+        "apparent_temperature": 1.0,
+        "humidity": 80,
+        "precipitation": 0.0,
+        "weather_code": 3,
+        "cloud_cover": 90,
+        "pressure": 1012.0,
+        "wind_speed": 10.0,
+        "wind_direction": 200,
+        "wind_gusts": 20.0,
+        "is_day": True,
+    }
+    values.update(overrides)
+    return Current(**values)  # type: ignore[arg-type]
+
+
+def test_an_entry_round_trips_through_its_wire_form() -> None:
+    entry = Entry.from_model(Part.CURRENT, CELL, _current(), 1, 2, 3)
+    raw = entry.encode()
+    assert raw.startswith(b"wn2 2 1 3\n")
+    decoded = Entry.decode(Part.CURRENT, CELL, raw)
+    assert decoded.model == entry.model and decoded.fetched_at_ms == 1
+
+
+def test_a_reader_ignores_fields_it_does_not_know() -> None:
+    payload = {**orjson.loads(orjson.dumps(_current())), "feels_like_index": 4}
+    decoded = Entry.decode(Part.CURRENT, CELL, b"wn2 2 1 3\n" + orjson.dumps(payload))
+    assert decoded.model == _current()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"\x00garbage",
+        b"2 1 3\n{}",  # the format before versions
+        b"wn3 2 1 3\n{}",  # a newer format
+        b"wn2 2 one 3\n{}",
+        b"wn2 2 1 3\nnot json",
+        b"wn2 2 1 3\n[]",
+        b'wn2 2 1 3\n{"time": "2026-12-01T10:00"}',  # fields missing
+        b"wn2 2 1 3\n" + orjson.dumps({**orjson.loads(orjson.dumps(_current())), "time": "not a time"}),
+        b"wn2 2 1 3\n" + orjson.dumps({**orjson.loads(orjson.dumps(_current())), "temperature": "warm"}),
+        b"wn2 2 1 3\n" + orjson.dumps({**orjson.loads(orjson.dumps(_current())), "weather_code": 2.5}),
+        b"wn2 2 1 3\n" + orjson.dumps({**orjson.loads(orjson.dumps(_current())), "is_day": 1}),
+    ],
+)
+def test_anything_else_is_undecodable(raw: bytes) -> None:
+    with pytest.raises(UndecodableEntry):
+        Entry.decode(Part.CURRENT, CELL, raw)
+
+
+def _daily(**overrides: object) -> dict[str, object]:
+    days = 2
+    values: dict[str, object] = {
+        "timezone": "Europe/Paris",
+        "utc_offset_seconds": 3600,
+        "date": ["2026-12-01", "2026-12-02"],
+        "temperature_max": [5.0] * days,
+        "temperature_min": [1.0] * days,
+        "precipitation_sum": [0.0] * days,
+        "precipitation_probability_max": [10] * days,
+        "weather_code": [3] * days,
+        "sunrise": ["2026-12-01T08:30+01:00", None],
+        "sunset": ["2026-12-01T17:00+01:00", None],
+        "wind_speed_max": [20.0] * days,
+        "uv_index_max": [1.0] * days,
+    }
+    values.update(overrides)
+    return values
+
+
+def test_forecast_columns_are_checked_for_dates_and_lengths() -> None:
+    good = b"wn2 2 1 3\n" + orjson.dumps(_daily())
+    assert isinstance(Entry.decode(Part.DAILY, CELL, good).model, Daily)
+    for bad in (_daily(date=["not-a-date", "2026-12-02"]), _daily(temperature_max=[5.0]), _daily(sunrise="x")):
+        with pytest.raises(UndecodableEntry):
+            Entry.decode(Part.DAILY, CELL, b"wn2 2 1 3\n" + orjson.dumps(bad))
+
+
+@pytest.fixture
+def spelling() -> Iterator[None]:
+    yield
+    keys.configure(cluster=False)
+
+
+def test_keys_keep_the_seed_spelling_on_one_server_and_share_a_slot_on_a_cluster(spelling: None) -> None:
+    keys.configure(cluster=False)
+    assert keys.entry_key(Part.CURRENT, CELL) == "weather:lat:40.7:lon:-74.0"
+    keys.configure(cluster=True)
+    spelled = [
+        keys.entry_key(Part.CURRENT, CELL),
+        keys.entry_key(Part.DAILY, CELL),
+        keys.entry_key(Part.HOURLY, CELL),
+        keys.stale_key(Part.HOURLY, CELL),
+        keys.refresh_lock_key(keys.entry_key(Part.CURRENT, CELL)),
+        keys.update_channel(Part.DAILY, CELL),
+    ]
+    assert spelled[0] == "weather:{lat:40.7:lon:-74.0}"
+    assert len({redis.crc.key_slot(key.encode()) for key in spelled}) == 1
+
+
+def test_errors_about_a_key_are_the_keys_and_the_rest_are_the_servers() -> None:
+    assert isinstance(classify(redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind")), RedisKeyError)
+    assert isinstance(classify(redis.ResponseError("ERR value is not a valid float")), RedisKeyError)
+    assert isinstance(classify(redis.ConnectionError("refused")), RedisUnavailable)
+    assert isinstance(classify(redis.TimeoutError()), RedisUnavailable)
+    assert isinstance(classify(redis.ResponseError("LOADING Redis is loading the dataset")), RedisUnavailable)
+    assert isinstance(classify(redis.exceptions.ReadOnlyError("READONLY You can't write")), RedisUnavailable)
+    assert isinstance(classify(redis.exceptions.ClusterDownError("CLUSTERDOWN")), RedisUnavailable)
+
+
+@pytest.fixture
+async def gateway(redis_server: EmbeddedRedis) -> AsyncIterator[RedisGateway]:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    gateway = await RedisGateway.connect(redis_server.url, 0.5, CircuitBreaker("redis", failures=2))
+    yield gateway
+    await gateway.aclose()
+
+
+async def test_a_wrong_type_reads_as_missing_and_never_trips_the_breaker(gateway: RedisGateway) -> None:
+    await gateway.call(lambda client: client.rpush("weather:lat:1.0:lon:1.0", "x"))
+    assert await gateway.get_many(["weather:lat:1.0:lon:1.0"]) == [None]
+    for _ in range(3):
+        with pytest.raises(RedisKeyError):
+            await gateway.call(lambda client: client.get("weather:lat:1.0:lon:1.0"))
+    assert gateway.breaker.state is State.CLOSED
+    results = await gateway.pipeline(lambda pipe: (pipe.get("weather:lat:1.0:lon:1.0"), pipe.ping()))
+    assert isinstance(results[0], RedisKeyError) and results[1] is True
+
+
+async def test_a_dead_server_opens_the_breaker_and_then_nobody_waits(gateway: RedisGateway) -> None:
+    dead = await RedisGateway.connect("redis://127.0.0.1:1/0", 0.2, CircuitBreaker("redis", failures=2))
+    for _ in range(2):
+        with pytest.raises(RedisUnavailable):
+            await dead.get_many(["a"])
+    assert dead.breaker.state is State.OPEN
+    with pytest.raises(RedisUnavailable, match="breaker open"):
+        await dead.get_many(["a"])
+    await dead.aclose()
+
+
+async def test_scripts_are_reloaded_where_a_server_forgot_them(gateway: RedisGateway) -> None:
+    script = gateway.script("return ARGV[1]")
+    assert await script([], ["a"]) == b"a"
+    await gateway.call(lambda client: client.script_flush())
+    assert await script([], ["b"]) == b"b"
+    await gateway.call(lambda client: client.script_flush())
+    [result] = await gateway.pipeline(lambda pipe: script.add_to(pipe, [], ["c"]))
+    assert result == b"c"
+
+
+async def test_the_budget_spends_from_every_window_or_none(gateway: RedisGateway) -> None:
+    budget = UpstreamBudget(gateway, Limits(per_minute=10, per_hour=15, per_day=100, prewarm_share=0.5))
+    assert await budget.spend(6)
+    assert not await budget.spend(5)  # the minute would overspend: nothing is taken
+    assert await budget.used("hour") == 6
+    assert not await budget.spend(1, prewarm=True)  # the pre-warmer's share of the minute is 5
+    assert await budget.spend(4)
+    assert await budget.remaining() == 0
+    assert await budget.seconds_until_room(1) > 0
+
+
+async def test_a_budget_window_of_the_wrong_type_starts_over(gateway: RedisGateway) -> None:
+    budget = UpstreamBudget(gateway, Limits(per_minute=10, per_hour=15, per_day=100))
+    assert await budget.spend(1)
+    day_key = next(key for key, _, _ in budget._keys() if ":day:" in key)
+    await gateway.call(lambda client: client.set(day_key, "lots"))
+    assert await budget.spend(1)  # repaired: the windows start over
+    assert await budget.used("day") == 1
+    assert gateway.breaker.state is State.CLOSED
+
+
+async def test_a_subscriber_keeps_only_the_latest_message() -> None:
+    wakeup = Wakeup()
+    first, second = Subscriber("a", wakeup), Subscriber("b", wakeup)
+    first.offer(1)
+    first.offer(2)
+    second.offer(3)
+    await asyncio.wait_for(wakeup.wait(), 1)
+    assert (first.take(), second.take()) == (2, 3)
+    assert first.take() is None
+    waiting = asyncio.ensure_future(first.next())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    first.offer(4)
+    assert await asyncio.wait_for(waiting, 1) == 4
