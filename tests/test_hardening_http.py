@@ -1,0 +1,54 @@
+"""Hardening: logs without client addresses or raw ids, quiet disconnects, legacy duplicate ids,
+REST operation labels, and memory bounded in bytes however many large distinct documents arrive."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from tests.conftest import Server, Simulator, server_env, wait_until
+
+@pytest.fixture(scope="module")
+def chatty(redis_url: str, simulator: Simulator) -> Iterator[Server]:
+    """A server logging at DEBUG, the level where raw headers used to show."""
+    srv = Server(server_env(redis_url, simulator, log_level="debug"))
+    yield srv
+    srv.stop()
+
+
+def log_lines(srv: Server) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in srv.logs().splitlines() if line.startswith("{")]
+
+
+def test_logs_hold_no_client_address_and_no_raw_id_even_at_debug(chatty: Server, clean: Simulator, redis_url: str) -> None:
+    client_id, forwarded = f"raw-device-{uuid.uuid4()}", "203.0.113.77"
+    headers = {"x-client-id": client_id, "x-forwarded-for": forwarded}
+    query = {"query": "{ current(lat: 48.85, lon: 2.35) { temperature } }"}
+    assert httpx.post(f"{chatty.url}/graphql", json=query, headers=headers).status_code == 200
+    assert httpx.get(f"{chatty.url}/api/v1/weather", params={"lat": 1, "lon": 1}, headers=headers).status_code == 200
+
+    async def subscribe() -> int:
+        url = chatty.url.replace("http://", "ws://") + "/graphql"
+        async with websockets.connect(url, subprotocols=["graphql-ws"], additional_headers=headers) as ws:
+            await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+            await ws.recv()
+            return int(ws.local_address[1])
+
+    client_port = asyncio.run(subscribe())
+    wait_until(lambda: any("WebSocket /graphql" in line["message"] for line in log_lines(chatty)))
+    [accepted] = [line["message"] for line in log_lines(chatty) if "WebSocket /graphql" in line["message"]]
+    assert accepted == '"WebSocket /graphql" [accepted]', "uvicorn's line, without the address it began with"
+    logs = chatty.logs()
+    assert client_id not in logs and forwarded not in logs
+    assert f":{client_port}" not in logs, "the WebSocket client's address"
+    # every address:port logged is one of our own servers', never a client's
+    own = {chatty.port, clean.port, int(redis_url.rsplit(":", 1)[1].split("/")[0])}
+    assert {int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", logs)} <= own, logs[-3000:]
