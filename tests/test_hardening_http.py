@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -52,3 +54,22 @@ def test_logs_hold_no_client_address_and_no_raw_id_even_at_debug(chatty: Server,
     # every address:port logged is one of our own servers', never a client's
     own = {chatty.port, clean.port, int(redis_url.rsplit(":", 1)[1].split("/")[0])}
     assert {int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", logs)} <= own, logs[-3000:]
+
+
+def test_a_client_leaving_mid_body_is_not_an_error(chatty: Server) -> None:
+    with socket.create_connection(("127.0.0.1", chatty.port)) as raw:
+        raw.sendall(
+            b"POST /graphql HTTP/1.1\r\nHost: weathernote\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n" + b'{"query": "{ __typ'
+        )
+        time.sleep(0.2)  # the request is now waiting for the rest of its body
+    def unanswered() -> list[dict[str, Any]]:
+        return [line for line in log_lines(chatty) if line["message"] == "request" and line["status"] != 200]
+
+    wait_until(unanswered)
+    [line] = unanswered()
+    assert line["status"] == 499 and line["outcome"] == "bad_request", "nginx's client closed request"
+    assert line["level"] == "INFO" and line["path"] == "/graphql"
+    assert not [line for line in log_lines(chatty) if line["level"] in ("ERROR", "CRITICAL")], chatty.logs()[-3000:]
+    assert "Traceback" not in chatty.logs() and "ClientDisconnect" not in chatty.logs()
+    assert httpx.post(f"{chatty.url}/graphql", json={"query": "{ __typename }"}).status_code == 200

@@ -12,7 +12,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,6 +22,8 @@ from weathernote.requestlog import RequestInfo
 access_log = logging.getLogger("weathernote.access")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# nginx's "client closed request": no response was sent, nobody is left to read one
+CLIENT_CLOSED_REQUEST = 499
 
 
 def _outcome(status: int, noted: str) -> str:
@@ -62,6 +64,9 @@ class RequestObservability:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client left while sending its body: its fault, not ours; this request's log line says so.
+            status = CLIENT_CLOSED_REQUEST
         finally:
             requestlog.current.reset(token)
             outcome = _outcome(status, info.outcome)
