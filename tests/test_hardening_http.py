@@ -17,6 +17,7 @@ import pytest
 import websockets
 
 from tests.conftest import Server, Simulator, server_env, wait_until
+from tests.test_operations import scrape, value
 
 @pytest.fixture(scope="module")
 def chatty(redis_url: str, simulator: Simulator) -> Iterator[Server]:
@@ -73,3 +74,23 @@ def test_a_client_leaving_mid_body_is_not_an_error(chatty: Server) -> None:
     assert not [line for line in log_lines(chatty) if line["level"] in ("ERROR", "CRITICAL")], chatty.logs()[-3000:]
     assert "Traceback" not in chatty.logs() and "ClientDisconnect" not in chatty.logs()
     assert httpx.post(f"{chatty.url}/graphql", json={"query": "{ __typename }"}).status_code == 200
+
+
+def test_rest_requests_are_labelled_like_their_graphql_fields(chatty: Server, clean: Simulator) -> None:
+    before = scrape(chatty.url)
+    assert httpx.get(f"{chatty.url}/api/v1/weather", params={"lat": 3, "lon": 3}).status_code == 200
+    assert httpx.get(f"{chatty.url}/api/v1/forecast", params={"lat": 3, "lon": 3, "days": 3}).status_code == 200
+    assert httpx.get(f"{chatty.url}/api/v1/forecast", params={"lat": 3, "lon": 3, "days": 99}).status_code == 400
+    after = scrape(chatty.url)
+
+    def moved(operation: str, outcome: str) -> float:
+        labels = {"transport": "rest", "operation": operation, "outcome": outcome}
+        return value(after, "weathernote_requests_total", **labels) - value(before, "weathernote_requests_total", **labels)
+
+    assert (moved("current", "ok"), moved("forecast", "ok"), moved("forecast", "bad_request")) == (1, 1, 1)
+    assert moved("other", "ok") == 0
+    lines = [line for line in log_lines(chatty) if line.get("transport") == "rest" and "/api/v1/" in line.get("path", "")]
+    assert {(line["path"], line["operation"]) for line in lines} >= {
+        ("/api/v1/weather", "current"),
+        ("/api/v1/forecast", "forecast"),
+    }

@@ -10,7 +10,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from weathernote import conditions
+from weathernote import conditions, requestlog
 from weathernote.cells import Cell, Grid, InvalidCoordinates
 from weathernote.entries import FORECAST_DAYS, Current, Daily, Part
 from weathernote.http.admission import Admission
@@ -129,16 +129,22 @@ class HasWeather(Protocol):
 
 
 class RestRoutes:
+    """GET /api/v1/weather and /api/v1/forecast, answered by the same service as GraphQL."""
+
     def __init__(self, services: HasWeather) -> None:
         self.services = services
 
     async def weather(self, request: Request) -> Response:
-        return await self._answer(request, self._weather)
+        return await self._answer(request, "current", self._weather)
 
     async def forecast(self, request: Request) -> Response:
-        return await self._answer(request, self._forecast)
+        return await self._answer(request, "forecast", self._forecast)
 
-    async def _answer(self, request: Request, build: Callable[[Request], Awaitable[Any]]) -> Response:
+    async def _answer(
+        self, request: Request, operation: str, build: Callable[[Request], Awaitable[Any]]
+    ) -> Response:
+        # labelled like the GraphQL root field it stands in for; transport="rest" tells them apart
+        requestlog.note(operation=operation)
         admission = self.services.admission
         decision, _ = await admission.check(request)
         headers = admission.headers(decision)
