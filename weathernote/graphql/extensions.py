@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, ParserCache, SchemaExtension, ValidationCache
 
+from weathernote.graphql.errors import internal_error, is_internal
+
 
 class SafeParserCache(ParserCache):
     """ParserCache that leaves syntax errors to Strawberry's own parse.
@@ -26,15 +28,19 @@ class SafeParserCache(ParserCache):
         yield
 
 
-def _is_internal(error: GraphQLError) -> bool:
-    """Mask errors raised by our code; GraphQL's own and our coded errors stay readable."""
-    original = error.original_error
-    return original is not None and not isinstance(original, GraphQLError)
+class MaskInternalErrors(MaskErrors):
+    """Strawberry's masking under our one rule: an internal error keeps its place and its code only."""
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=is_internal)
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        return internal_error(error)
 
 
 def schema_extensions(document_cache_size: int = 1024) -> list[type[SchemaExtension] | object]:
     return [
         lambda: SafeParserCache(maxsize=document_cache_size),
         lambda: ValidationCache(maxsize=document_cache_size),
-        lambda: MaskErrors(should_mask_error=_is_internal, error_message="Internal server error."),
+        MaskInternalErrors,
     ]

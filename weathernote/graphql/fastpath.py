@@ -13,6 +13,7 @@ path: full execution per request or per subscriber.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -45,11 +46,20 @@ from graphql.language import Visitor, visit
 from weathernote import metrics
 from weathernote.cells import Cell, Grid, InvalidCoordinates
 from weathernote.entries import Part
+from weathernote.graphql.errors import (
+    BAD_USER_INPUT,
+    OPERATION_RESOLUTION_FAILURE,
+    coded,
+    is_internal,
+    masked,
+)
 from weathernote.graphql.limits import DocumentChecker, DocumentLimits
 from weathernote.graphql.selection import forecast_parts_for
 
 if TYPE_CHECKING:
     from weathernote.service import Reading
+
+log = logging.getLogger(__name__)
 
 _COORDINATES = ("lat", "lon")
 
@@ -94,6 +104,11 @@ class Plan:
         self.operation = operation
         self.reads = reads
         self.coordinate_variables = coordinate_variables  # variable -> "lat" | "lon"
+        # then a bound plan's variables coerce (bind took numbers for them all): no need to check them again
+        self.coordinates_only = all(
+            definition.variable.name.value in coordinate_variables
+            for definition in operation.variable_definitions or ()
+        )
         # a bounded label for metrics and logs: which root fields, never client-chosen names
         self.label = "+".join(sorted({read.node.name.value for read in reads})) or "other"
 
@@ -154,6 +169,37 @@ class Planner:
         self.plan = lru_cache(maxsize=cache_size)(self._plan)
         # The parsed document and its syntax, validation or limit errors, once per text.
         self.checked = lru_cache(maxsize=cache_size)(self.checker.check)
+
+    def operation(
+        self, query: str, operation_name: str | None, variables: Mapping[str, Any] | None
+    ) -> tuple[OperationDefinitionNode | None, tuple[GraphQLError, ...]]:
+        """The operation a request runs, or the coded errors that keep it from running at all.
+
+        Parse (GRAPHQL_PARSE_FAILED), validation (GRAPHQL_VALIDATION_FAILED, or a
+        limit's QUERY_TOO_COMPLEX), which operation (OPERATION_RESOLUTION_FAILURE)
+        and the variables' coercion (BAD_USER_INPUT): everything that fails before
+        execution, so that no transport leaves it to Strawberry to report without a code.
+        """
+        document, errors = self.checked(query)
+        if document is None or errors:
+            return None, errors
+        operation = get_operation_ast(document, operation_name)
+        if operation is None:
+            message = (
+                f"Unknown operation named '{operation_name}'."
+                if operation_name
+                else "Must provide operation name if query contains multiple operations."
+            )
+            return None, (GraphQLError(message, extensions={"code": OPERATION_RESOLUTION_FAILURE}),)
+        values = get_variable_values(
+            self.schema,
+            operation.variable_definitions or (),
+            dict(variables or {}),
+            hide_suggestions=not self.checker.limits.field_suggestions,
+        )
+        if isinstance(values, list):
+            return None, tuple(coded(error, BAD_USER_INPUT) for error in values)
+        return operation, ()
 
     def _plan(self, query: str, operation_name: str | None) -> Plan | None:
         document, errors = self.checked(query)
@@ -318,16 +364,12 @@ class PayloadRenderer:
             result = await result
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
+            for error in result.errors:
+                if is_internal(error):
+                    log.error("rendering a subscription payload failed", exc_info=error.original_error)
             body["errors"] = [masked(error).formatted for error in result.errors]
         payload = orjson.dumps(body).decode()
         self.cache.put(key, payload)
         metrics.RENDERS.labels("subscription").inc()
         return payload
 
-
-def masked(error: GraphQLError) -> GraphQLError:
-    """Our coded errors and GraphQL's own stay readable; anything else says nothing."""
-    original = error.original_error
-    if original is None or isinstance(original, GraphQLError):
-        return error
-    return GraphQLError("Internal server error.", error.nodes, path=error.path)

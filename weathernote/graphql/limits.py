@@ -29,7 +29,12 @@ from graphql import (
     validate,
 )
 
-from weathernote.graphql.errors import QUERY_TOO_COMPLEX
+from weathernote.graphql.errors import (
+    GRAPHQL_PARSE_FAILED,
+    GRAPHQL_VALIDATION_FAILED,
+    QUERY_TOO_COMPLEX,
+    coded,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +112,7 @@ class DocumentChecker:
         self.rules = tuple(rules)
 
     def check(self, query: str) -> tuple[DocumentNode | None, tuple[GraphQLError, ...]]:
+        """The parsed document (None if it does not parse) and its errors, each with its code."""
         if len(query.encode()) > self.limits.max_bytes:
             return None, (too_complex(f"The document exceeds {self.limits.max_bytes} bytes."),)
         try:
@@ -114,8 +120,8 @@ class DocumentChecker:
         except GraphQLError as error:
             if "tokens" in error.message and "Parsing aborted" in error.message:
                 return None, (too_complex(f"The document exceeds {self.limits.max_tokens} tokens."),)
-            return None, (error,)
+            return None, (coded(error, GRAPHQL_PARSE_FAILED),)
         errors = validate(
             self.schema, document, self.rules, hide_suggestions=not self.limits.field_suggestions
         )
-        return document, tuple(errors)
+        return document, tuple(coded(error, GRAPHQL_VALIDATION_FAILED) for error in errors)

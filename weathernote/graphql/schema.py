@@ -9,12 +9,12 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from strawberry.schema.config import StrawberryConfig
-from strawberry.types import ExecutionContext
-from strawberry.types import Info
+from strawberry.types import ExecutionContext, Info
 
 from weathernote.cells import Cell as GridCell
 from weathernote.entries import FORECAST_DAYS, Current, Daily, Hourly, Part
 from weathernote.graphql.context import Context, check_days
+from weathernote.graphql.errors import is_internal
 from weathernote.graphql.extensions import schema_extensions
 from weathernote.graphql.selection import forecast_parts
 from weathernote.graphql.types import (
@@ -164,7 +164,7 @@ class Schema(strawberry.Schema):
 
         Strawberry logs every error with a traceback, so any client could flood the log.
         """
-        internal = [e for e in errors if e.original_error is not None and not isinstance(e.original_error, GraphQLError)]
+        internal = [error for error in errors if is_internal(error)]
         if internal:
             super().process_errors(internal, execution_context)
 

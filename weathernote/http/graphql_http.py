@@ -1,9 +1,11 @@
 """GraphQL over HTTP, per the GraphQL-over-HTTP specification.
 
 Strawberry's own view always answers `application/json` with status 200; this
-endpoint negotiates `application/graphql-response+json` too (a request error
-then answers 400 without `data`), and is the one place where an HTTP request
-becomes a GraphQL operation.
+endpoint negotiates `application/graphql-response+json` too, and is the one
+place where an HTTP request becomes a GraphQL operation. An error before
+execution (parse, validation, operation, variables) leaves `data` out under
+both media types; it answers 200 under `application/json` and 400 under
+`application/graphql-response+json`, as the specification asks.
 """
 
 from __future__ import annotations
@@ -14,25 +16,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from graphql import GraphQLError
+from graphql import GraphQLError, OperationType
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from strawberry import Schema
-from strawberry.exceptions import MissingQueryError
-from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
-from strawberry.types.graphql import OperationType
 from strawberry.types.execution import PreExecutionError
 
-from weathernote.graphql.context import Context
 from weathernote import metrics, requestlog
+from weathernote.cells import Grid
+from weathernote.graphql.context import Context
 from weathernote.graphql.errors import (
-    BAD_USER_INPUT,
-    PERSISTED_QUERY_NOT_FOUND,
+    BAD_REQUEST,
+    INTERNAL_SERVER_ERROR,
     QUERY_TOO_COMPLEX,
     UPSTREAM_UNAVAILABLE,
 )
-from weathernote.cells import Grid
 from weathernote.graphql.fastpath import Bound, Plan, Planner, RenderCache
 from weathernote.graphql.persisted import PersistedQueries, PersistedQueryError
 from weathernote.http.admission import Admission, rate_limited_body
@@ -44,13 +43,14 @@ log = logging.getLogger(__name__)
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
 _MAX_BODY_BYTES = 256 * 1024
+_SUBSCRIPTION_OVER_HTTP = "Subscriptions are served over WebSocket at /graphql."
 
 
 class RequestError(Exception):
     """A request that is not a well-formed GraphQL-over-HTTP request."""
 
     def __init__(
-        self, status: int, message: str, headers: dict[str, str] | None = None, code: str | None = None
+        self, status: int, message: str, headers: dict[str, str] | None = None, code: str = BAD_REQUEST
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -95,7 +95,7 @@ def _quality(params: list[str]) -> float:
 
 
 class GraphQLParams:
-    __slots__ = ("query", "variables", "operation_name", "extensions")
+    __slots__ = ("extensions", "operation_name", "query", "variables")
 
     def __init__(self, raw: dict[str, Any]) -> None:
         query = raw.get("query")
@@ -161,11 +161,8 @@ async def read_operations(request: Request, max_batch: int) -> tuple[list[GraphQ
     return [GraphQLParams(raw)], False
 
 
-def error_body(message: str, code: str | None = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"message": message}
-    if code:
-        error["extensions"] = {"code": code}
-    return {"errors": [error]}
+def error_body(message: str, code: str) -> dict[str, Any]:
+    return {"errors": [{"message": message, "extensions": {"code": code}}]}
 
 
 def is_request_error(result: ExecutionResult) -> bool:
@@ -178,7 +175,7 @@ def is_request_error(result: ExecutionResult) -> bool:
 def render(result: ExecutionResult, media: str) -> tuple[int, dict[str, Any]]:
     body: dict[str, Any] = {}
     request_error = is_request_error(result)
-    if not (request_error and media == GRAPHQL_RESPONSE):
+    if not request_error:
         body["data"] = result.data
     if result.errors:
         body["errors"] = [error.formatted for error in result.errors]
@@ -270,23 +267,25 @@ class GraphQLEndpoint:
         return "text/html" in request.headers.get("accept", "")
 
     async def prepare(self, request: Request, params: GraphQLParams, media: str) -> Prepared:
-        """Everything before reading: the query text, its checks, its plan and reads."""
+        """Everything before reading: the query text, its plan and reads, and every refusal before execution."""
         try:
             query, _ = await self.persisted.resolve(params.query, params.extensions)
         except PersistedQueryError as exc:
             if exc.status != 200:
                 raise RequestError(exc.status, exc.message) from None
-            return Prepared(params, answer=Answer(200, orjson.dumps(error_body(exc.message, exc.code))))
+            return Prepared(params, answer=Answer(200, orjson.dumps(error_body(exc.message, exc.code or BAD_REQUEST))))
         if query is None:
             raise RequestError(400, "no GraphQL query in the request")
-        document, errors = self.planner.checked(query)
-        if errors:
-            requestlog.note(outcome="bad_request")
-            status, body = render(PreExecutionError(data=None, errors=list(errors)), media)
-            return Prepared(params, answer=Answer(status, orjson.dumps(body)))
         plan = self.planner.plan(query, params.operation_name)
         requestlog.note(operation=plan.label if plan else "other")
         bound = plan.bind(params.variables, self.grid) if plan and not plan.is_subscription else None
+        if plan is None or bound is None or not plan.coordinates_only:  # the hot path needs no second look
+            operation, errors = self.planner.operation(query, params.operation_name, params.variables)
+            if operation is None:
+                return Prepared(params, answer=_refused(errors, media))
+            if operation.operation is OperationType.SUBSCRIPTION:
+                error = GraphQLError(_SUBSCRIPTION_OVER_HTTP, extensions={"code": BAD_REQUEST})
+                return Prepared(params, answer=_refused((error,), media))
         return Prepared(params, query=query, plan=plan, bound=bound)
 
     async def finish(
@@ -309,7 +308,13 @@ class GraphQLEndpoint:
                 rendered = self.renders.get(render_key)
                 if rendered is not None:
                     return rendered
-        result = await self._execute(request, prepared.query, params, variables, context)
+        result = await self.schema.execute(
+            prepared.query,
+            variable_values=variables,
+            context_value=context,
+            operation_name=params.operation_name,
+            operation_extensions=params.extensions,
+        )
         metrics.RENDERS.labels("response").inc()
         if result.errors:
             requestlog.note(outcome=outcome_of(result.errors))
@@ -346,52 +351,22 @@ class GraphQLEndpoint:
                 fresh_until = min(fresh_until, reading.entry.fresh_until_ms)
         return (tuple(versions), fresh_until) if all_hits and versions else None
 
-    async def _execute(
-        self,
-        request: Request,
-        query: str,
-        params: GraphQLParams,
-        variables: dict[str, Any] | None,
-        context: Context,
-    ) -> ExecutionResult:
-        allowed = (
-            {OperationType.QUERY}
-            if request.method == "GET"
-            else {OperationType.QUERY, OperationType.MUTATION}
-        )
-        try:
-            return await self.schema.execute(
-                query,
-                variable_values=variables,
-                context_value=context,
-                operation_name=params.operation_name,
-                allowed_operation_types=allowed,
-                operation_extensions=params.extensions,
-            )
-        except MissingQueryError:
-            raise RequestError(400, "no GraphQL query in the request") from None
-        except CannotGetOperationTypeError as exc:
-            return _request_error(exc.as_http_error_reason())
-        except InvalidOperationTypeError as exc:
-            if exc.operation_type is OperationType.SUBSCRIPTION:
-                return _request_error("subscriptions are served over WebSocket at /graphql")
-            raise RequestError(405, "only queries are allowed over GET", {"Allow": "POST"}) from None
-
 
 def outcome_of(errors: list[GraphQLError]) -> str:
-    """The request outcome label for a result's errors."""
+    """The request outcome label for a result's errors: ours (masked, or uncoded) or the client's."""
     codes = {(error.extensions or {}).get("code") for error in errors}
     if UPSTREAM_UNAVAILABLE in codes:
         return "upstream_unavailable"
-    if codes <= {BAD_USER_INPUT, QUERY_TOO_COMPLEX, PERSISTED_QUERY_NOT_FOUND}:
-        return "bad_request"
-    # errors before execution are the client's; errors during it (masked) are ours
-    return "bad_request" if all(error.path is None for error in errors) else "error"
+    if INTERNAL_SERVER_ERROR in codes or None in codes:
+        return "error"
+    return "bad_request"
 
 
-def _request_error(message: str) -> ExecutionResult:
-    """An operation that cannot run: reported like a validation error."""
-    return PreExecutionError(data=None, errors=[GraphQLError(message)])
+def _refused(errors: tuple[GraphQLError, ...], media: str) -> Answer:
+    """The answer to an operation refused before execution: its coded errors, no `data`."""
+    requestlog.note(outcome="bad_request")
+    status, body = render(PreExecutionError(data=None, errors=list(errors)), media)
+    return Answer(status, orjson.dumps(body))
 
 
 def _response(status: int, body: bytes, media: str, headers: dict[str, str] | None = None) -> Response:

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from graphql import GraphQLError, OperationType, get_operation_ast
+from graphql import OperationDefinitionNode, OperationType
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry import Schema
 from strawberry.types import ExecutionResult
 
 from weathernote import metrics, requestlog
 from weathernote.graphql.context import Context
-from weathernote.graphql.errors import upstream_unavailable
+from weathernote.graphql.errors import BAD_REQUEST, error_dict, internal_error, upstream_unavailable
 from weathernote.graphql.fastpath import PayloadRenderer, Planner
 from weathernote.graphql.persisted import PersistedQueries, PersistedQueryError
 from weathernote.http.admission import Admission, rate_limited_error
@@ -69,7 +69,7 @@ class Operations:
         self.persisted = persisted
 
     async def run(self, payload: dict[str, Any], context: Context, emit: Emit) -> list[dict[str, Any]] | None:
-        """Emit each result; return errors (GraphQL formatted) if the operation never started."""
+        """Emit each result; return errors (GraphQL formatted, coded) if the operation never started."""
         query = payload.get("query")
         variables = payload.get("variables") or {}
         operation_name = payload.get("operationName")
@@ -80,13 +80,16 @@ class Operations:
             or not (operation_name is None or isinstance(operation_name, str))
             or not (extensions is None or isinstance(extensions, dict))
         ):
-            return [{"message": "subscribe payload: `query` a string, `variables` and `extensions` objects"}]
+            return [error_dict("subscribe payload: `query` a string, `variables` and `extensions` objects", BAD_REQUEST)]
         try:
             query, _ = await self.persisted.resolve(query, extensions)
         except PersistedQueryError as exc:
-            return [{"message": exc.message, **({"extensions": {"code": exc.code}} if exc.code else {})}]
+            return [error_dict(exc.message, exc.code or BAD_REQUEST)]
         if query is None:
-            return [{"message": "subscribe payload needs a `query` (or a known persisted query hash)"}]
+            return [error_dict("subscribe payload needs a `query` (or a known persisted query hash)", BAD_REQUEST)]
+        operation, errors = self.planner.operation(query, operation_name, variables)
+        if operation is None:
+            return [error.formatted for error in errors]
         plan = self.planner.plan(query, operation_name)
         requestlog.note(operation=plan.label if plan else "other")
         if plan is not None and plan.is_subscription:
@@ -95,7 +98,7 @@ class Operations:
             if bound is not None and arguments is not None and _valid_days(arguments[0]):
                 await self._stream_planned(plan, bound, arguments[0], context, emit)
                 return None
-        return await self._run_generic(query, variables, operation_name, context, emit)
+        return await self._run_generic(query, operation, variables, operation_name, context, emit)
 
     async def _stream_planned(self, plan: Any, bound: Any, arguments: dict[str, Any], context: Context, emit: Emit) -> None:
         assert context.live is not None
@@ -110,15 +113,15 @@ class Operations:
             await emit(orjson.dumps({"data": None, "errors": [error.formatted]}).decode())
 
     async def _run_generic(
-        self, query: str, variables: dict[str, Any], operation_name: str | None, context: Context, emit: Emit
+        self,
+        query: str,
+        operation: OperationDefinitionNode,
+        variables: dict[str, Any],
+        operation_name: str | None,
+        context: Context,
+        emit: Emit,
     ) -> list[dict[str, Any]] | None:
-        document, errors = self.planner.checked(query)
-        if errors:
-            return [error.formatted for error in errors]
-        assert document is not None
-        operation = get_operation_ast(document, operation_name)
-        if operation is None:
-            return [{"message": "no operation of that name in the document"}]
+        """Strawberry's own execution, of a document the Planner checked but could not plan."""
         if operation.operation is OperationType.SUBSCRIPTION:
             stream = await self.schema.subscribe(
                 query, variable_values=variables, context_value=context, operation_name=operation_name
@@ -131,8 +134,6 @@ class Operations:
         result = await self.schema.execute(
             query, variable_values=variables, context_value=context, operation_name=operation_name
         )
-        if result.data is None and result.errors and all(e.path is None for e in result.errors):
-            return _formatted(result)
         await emit(_payload(result))
         return None
 
@@ -161,8 +162,18 @@ class Connection:
     """One WebSocket connection speaking one of the two protocols."""
 
     __slots__ = (
-        "websocket", "admission", "protocol", "legacy", "operations", "context_factory", "limits",
-        "acknowledged", "init_received", "tasks", "connection_params", "_timer",
+        "_timer",
+        "acknowledged",
+        "admission",
+        "connection_params",
+        "context_factory",
+        "init_received",
+        "legacy",
+        "limits",
+        "operations",
+        "protocol",
+        "tasks",
+        "websocket",
     )
 
     def __init__(
@@ -260,7 +271,7 @@ class Connection:
             else:
                 raise ProtocolError(4409, "subscriber for that id already exists")
         if len(self.tasks) >= self.limits.max_operations:
-            await self.send_error(operation_id, [{"message": "Subscription limit reached"}])
+            await self.send_error(operation_id, [error_dict("Subscription limit reached", BAD_REQUEST)])
             return
         decision, _ = await self.admission.check(self.websocket, transport="ws")
         if not decision.allowed:
@@ -295,7 +306,7 @@ class Connection:
         except Exception:
             info.outcome = "error"
             log.exception("operation %s failed", operation_id)
-            await self.send_error(operation_id, [{"message": "Internal server error."}])
+            await self.send_error(operation_id, [internal_error().formatted])
         finally:
             metrics.SUBSCRIPTIONS.dec()
             metrics.REQUESTS.labels("ws", info.operation or "other", info.outcome).inc()
