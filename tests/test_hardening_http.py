@@ -18,6 +18,10 @@ import websockets
 
 from tests.conftest import Server, Simulator, server_env, wait_until
 from tests.test_operations import scrape, value
+from tests.wsclient import LEGACY, GraphQLSocket
+
+WEATHER_UPDATES = "subscription { weatherUpdates(lat: 52.52, lon: 13.41) { temperature } }"
+
 
 @pytest.fixture(scope="module")
 def chatty(redis_url: str, simulator: Simulator) -> Iterator[Server]:
@@ -74,6 +78,24 @@ def test_a_client_leaving_mid_body_is_not_an_error(chatty: Server) -> None:
     assert not [line for line in log_lines(chatty) if line["level"] in ("ERROR", "CRITICAL")], chatty.logs()[-3000:]
     assert "Traceback" not in chatty.logs() and "ClientDisconnect" not in chatty.logs()
     assert httpx.post(f"{chatty.url}/graphql", json={"query": "{ __typename }"}).status_code == 200
+
+
+def test_legacy_protocol_answers_a_duplicate_operation_id_with_an_error(chatty: Server, clean: Simulator) -> None:
+    async def run() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with GraphQLSocket(chatty.url, LEGACY) as ws:
+            await ws.init()
+            await ws.subscribe("1", WEATHER_UPDATES)
+            await ws.data()
+            await ws.subscribe("1", "subscription { weatherUpdates(lat: 1, lon: 1) { temperature } }")
+            refused = await ws.receive()
+            await ws.subscribe("2", WEATHER_UPDATES)
+            return refused, await ws.receive()
+
+    refused, other = asyncio.run(run())
+    assert refused["type"] == "error" and refused["id"] == "1", refused
+    assert refused["payload"]["extensions"]["code"] == "BAD_REQUEST"
+    assert other["type"] == "data" and other["id"] == "2", "the connection and its operations go on"
+    assert clean.stats()["requests"] == 1, "the refused duplicate read nothing"
 
 
 def test_rest_requests_are_labelled_like_their_graphql_fields(chatty: Server, clean: Simulator) -> None:

@@ -266,10 +266,11 @@ class Connection:
         if not isinstance(operation_id, str) or not operation_id or not isinstance(payload, dict):
             raise ProtocolError(4400, "subscribe needs a string `id` and an object `payload`")
         if operation_id in self.tasks:
-            if self.legacy:
-                self.tasks.pop(operation_id).cancel()  # legacy clients reuse ids after a stop
-            else:
+            if not self.legacy:
                 raise ProtocolError(4409, "subscriber for that id already exists")
+            # The legacy protocol has no close code for it: refuse this start, keep the running one.
+            await self.send_error(operation_id, [error_dict("Subscriber for this id already exists", BAD_REQUEST)])
+            return
         if len(self.tasks) >= self.limits.max_operations:
             await self.send_error(operation_id, [error_dict("Subscription limit reached", BAD_REQUEST)])
             return
