@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import socket
 import time
@@ -116,3 +117,65 @@ def test_rest_requests_are_labelled_like_their_graphql_fields(chatty: Server, cl
         ("/api/v1/weather", "current"),
         ("/api/v1/forecast", "forecast"),
     }
+
+
+HOURLY = "time temperature precipitationProbability weatherCode windSpeed"
+DAILY = (
+    "date temperatureMax temperatureMin precipitationSum precipitationProbabilityMax weatherCode sunrise sunset"
+    " windSpeedMax uvIndexMax"
+)
+ALIASES = 6
+LARGE = (
+    "query Large($lat: Float!, $lon: Float!, "
+    + ", ".join(f"$h{i}: Int" for i in range(ALIASES))
+    + ") { "
+    + " ".join(
+        f"f{i}: forecast(lat: $lat, lon: $lon, days: 16) {{ cached daily {{ {DAILY} }} hourly(hours: $h{i}) {{ {HOURLY} }} }}"
+        for i in range(ALIASES)
+    )
+    + " }"
+)
+CURRENT_FIELDS = "temperature apparentTemperature humidity precipitation weatherCode cloudCover pressure windSpeed"
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_memory_is_bounded_in_bytes_by_many_large_distinct_documents(
+    redis_url: str, simulator: Simulator, clean: Simulator
+) -> None:
+    budget = 2 * 1024 * 1024
+    srv = Server(server_env(redis_url, simulator, render_cache_bytes=budget))
+    rng = random.Random(11)
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as client:
+
+            def large() -> httpx.Response:
+                hours = {f"h{i}": rng.randint(300, 384) for i in range(ALIASES)}
+                return client.post("/graphql", json={"query": LARGE, "variables": {"lat": 48.85, "lon": 2.35, **hours}})
+
+            assert "errors" not in large().json()  # the cell is fetched once; from now on every answer is a hit
+            warm = large()
+            assert warm.json()["data"]["f0"]["cached"] is True and len(warm.content) > 200_000
+            start = rss_bytes(srv.process.pid)
+            # 160 distinct answers of ~270 kB each (~43 MB), then 100 distinct documents
+            for _ in range(160):
+                assert large().status_code == 200
+            for i in range(100):
+                aliases = " ".join(f"a{j}: current(lat: 48.85, lon: 2.35) {{ {CURRENT_FIELDS} }}" for j in range(15))
+                assert "errors" not in client.post("/graphql", json={"query": f"query Q{i} {{ {aliases} }}"}).json()
+            grown = rss_bytes(srv.process.pid) - start
+            samples = scrape(srv.url)
+        held = {kind: value(samples, "weathernote_render_cache_bytes", kind=kind) for kind in ("response", "document")}
+        assert budget / 2 < held["response"] <= budget, held
+        assert 0 < held["document"] <= budget, held
+        assert value(samples, "weathernote_renders_total", kind="response") >= 260, "every document rendered"
+        assert grown < 24 * 1024 * 1024, f"the process grew by {grown / 2**20:.0f} MiB"
+    finally:
+        srv.stop()
+

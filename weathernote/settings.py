@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     graphql_safelist: Path | None = Field(
         None, description="persisted-query manifest; when set, only its operations run"
     )
+    render_cache_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="memory budget of each in-process cache: rendered responses, subscription payloads, documents",
+    )
     watch_ttl_seconds: float = Field(
         90, gt=0, description="how long a watched cell stays registered without renewal"
     )

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from graphql import DocumentNode
+
 from weathernote.cells import Cell, Grid, InvalidCoordinates
 from weathernote.entries import FORECAST_DAYS, Part
 from weathernote.graphql.errors import bad_user_input, upstream_unavailable
@@ -23,6 +25,8 @@ class Context:
     request: Any = None  # the Starlette Request or WebSocket, for transports that need it
     # reads the transport already made for this operation (see graphql.fastpath)
     prefetched: Prefetched = field(default_factory=dict)
+    # the operation's document, set by the transport only once the Planner found no error in it
+    document: DocumentNode | None = None
 
     def cell(self, lat: float, lon: float) -> Cell:
         try:

@@ -1,30 +1,35 @@
-"""The schema's extension pipeline, built once so that its caches actually hit."""
+"""The schema's extension pipeline: the transports' checked documents, and our masking rule."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 from graphql import GraphQLError
-from strawberry.extensions import MaskErrors, ParserCache, SchemaExtension, ValidationCache
+from strawberry.extensions import MaskErrors, SchemaExtension
 
+from weathernote.graphql.context import Context
 from weathernote.graphql.errors import internal_error, is_internal
 
 
-class SafeParserCache(ParserCache):
-    """ParserCache that leaves syntax errors to Strawberry's own parse.
+class CheckedDocument(SchemaExtension):
+    """Runs the document the transport already parsed and validated (graphql.fastpath.Planner).
 
-    Strawberry 0.341's ParserCache raises syntax errors from inside its hook,
-    outside Strawberry's error handling: over graphql-transport-ws the client
-    then gets a bare `complete` instead of an error. Swallowing the error here
-    makes Strawberry parse again and report it properly.
+    Strawberry would otherwise parse and validate every execution again, and its
+    parser and validation caches would keep a second copy of every document,
+    bounded by count, not by size. An execution without a checked document
+    (none of ours) is parsed and validated by Strawberry as usual.
     """
 
     def on_parse(self) -> Iterator[None]:
-        context = self.execution_context
-        try:
-            context.graphql_document = self.cached_parse_document(context.query, **context.parse_options)
-        except GraphQLError:
-            context.graphql_document = None
+        context = self.execution_context.context
+        if isinstance(context, Context) and context.document is not None:
+            self.execution_context.graphql_document = context.document
+        yield
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context.context
+        if isinstance(context, Context) and context.document is not None:
+            self.execution_context.pre_execution_errors = []  # the Planner found none
         yield
 
 
@@ -38,9 +43,5 @@ class MaskInternalErrors(MaskErrors):
         return internal_error(error)
 
 
-def schema_extensions(document_cache_size: int = 1024) -> list[type[SchemaExtension] | object]:
-    return [
-        lambda: SafeParserCache(maxsize=document_cache_size),
-        lambda: ValidationCache(maxsize=document_cache_size),
-        MaskInternalErrors,
-    ]
+def schema_extensions() -> list[type[SchemaExtension]]:
+    return [CheckedDocument, MaskInternalErrors]

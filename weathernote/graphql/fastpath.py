@@ -13,13 +13,14 @@ path: full execution per request or per subscriber.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import sys
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from dataclasses import dataclass, field
 from inspect import isawaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
 from graphql import (
@@ -63,6 +64,15 @@ log = logging.getLogger(__name__)
 
 _COORDINATES = ("lat", "lon")
 
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024  # per cache: responses, subscription payloads, documents
+# what an entry costs beside what its owner weighs: its key's tuple, versions and slot
+ENTRY_OVERHEAD_BYTES = 512
+# a parsed document (with its plan) holds 50 to 170 bytes per character of its text,
+# the most for short texts; charged generously, since comments are charged too
+DOCUMENT_BYTES_PER_CHAR = 128
+
+V = TypeVar("V")
+
 
 class _NotPlannable(Exception):
     pass
@@ -90,6 +100,9 @@ class Bound:
     key: bytes
 
 
+_serials = itertools.count()
+
+
 class Plan:
     """What a document reads, worked out once."""
 
@@ -100,6 +113,7 @@ class Plan:
         reads: tuple[RootRead, ...],
         coordinate_variables: Mapping[str, str],
     ) -> None:
+        self.serial = next(_serials)  # what render caches key on: they never keep a document alive
         self.document = document
         self.operation = operation
         self.reads = reads
@@ -162,13 +176,56 @@ def _value(source: float | str, variables: Mapping[str, Any]) -> float | None:
     return float(value)
 
 
+@dataclass(slots=True)
+class _Checked:
+    """A query text parsed and checked, and its operations' plans (by name, as the document defines them)."""
+
+    document: DocumentNode | None
+    errors: tuple[GraphQLError, ...]
+    plans: dict[str | None, Plan | None] = field(default_factory=dict)
+
+
 class Planner:
-    def __init__(self, schema: GraphQLSchema, limits: DocumentLimits | None = None, cache_size: int = 1024) -> None:
+    """Checks and plans each distinct query text once; keeps the results within a byte budget."""
+
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        limits: DocumentLimits | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
         self.schema = schema
         self.checker = DocumentChecker(schema, limits or DocumentLimits())
-        self.plan = lru_cache(maxsize=cache_size)(self._plan)
-        # The parsed document and its syntax, validation or limit errors, once per text.
-        self.checked = lru_cache(maxsize=cache_size)(self.checker.check)
+        self._documents: BoundedCache[_Checked] = BoundedCache("document", cache_bytes)
+
+    def _entry(self, query: str) -> _Checked:
+        entry = self._documents.get(query)
+        if entry is None:
+            entry = _Checked(*self.checker.check(query))
+            self._documents.put(query, entry, DOCUMENT_BYTES_PER_CHAR * len(query))
+        return entry
+
+    def checked(self, query: str) -> tuple[DocumentNode | None, tuple[GraphQLError, ...]]:
+        """The parsed document (None if it does not parse) and its coded errors."""
+        entry = self._entry(query)
+        return entry.document, entry.errors
+
+    def plan(self, query: str, operation_name: str | None) -> Plan | None:
+        """The document's plan, or None when the ordinary path must run it."""
+        entry = self._entry(query)
+        if entry.document is None or entry.errors:
+            return None
+        if operation_name in entry.plans:
+            return entry.plans[operation_name]
+        operation = get_operation_ast(entry.document, operation_name)
+        if operation is None:
+            return None  # not kept: a client may invent any number of names
+        try:
+            plan: Plan | None = _plan_operation(entry.document, operation)
+        except _NotPlannable:
+            plan = None
+        entry.plans[operation_name] = plan
+        return plan
 
     def operation(
         self, query: str, operation_name: str | None, variables: Mapping[str, Any] | None
@@ -201,19 +258,9 @@ class Planner:
             return None, tuple(coded(error, BAD_USER_INPUT) for error in values)
         return operation, ()
 
-    def _plan(self, query: str, operation_name: str | None) -> Plan | None:
-        document, errors = self.checked(query)
-        if document is None or errors:
-            return None
-        try:
-            return _plan_document(document, operation_name)
-        except _NotPlannable:
-            return None
 
-
-def _plan_document(document: DocumentNode, operation_name: str | None) -> Plan:
-    operation = get_operation_ast(document, operation_name)
-    if operation is None or operation.operation not in _ROOT_FIELDS:
+def _plan_operation(document: DocumentNode, operation: OperationDefinitionNode) -> Plan:
+    if operation.operation not in _ROOT_FIELDS:
         raise _NotPlannable
     root_fields = _ROOT_FIELDS[operation.operation]
     fragments = {
@@ -305,24 +352,43 @@ def _variable_usages(operation: Any, fragments: Mapping[str, FragmentDefinitionN
     return counts
 
 
-class RenderCache:
-    """Rendered responses, most recently used kept, keyed by plan, variables and entry versions."""
+class BoundedCache(Generic[V]):
+    """A least-recently-used map bounded in bytes, its size exported as a gauge.
 
-    def __init__(self, size: int = 4096) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+    A count says nothing of memory here: a rendered response can be a few hundred
+    bytes or, for a 16-day forecast with every hour and field, half a megabyte.
+    Each entry is charged what its owner says it weighs plus a fixed overhead.
+    """
 
-    def get(self, key: tuple[Any, ...]) -> Any:
+    def __init__(self, kind: str, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: OrderedDict[Hashable, tuple[V, int]] = OrderedDict()
+        self._gauge = metrics.RENDER_CACHE_BYTES.labels(kind)
+        self._gauge.set(0)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: Hashable) -> V | None:
         item = self._items.get(key)
-        if item is not None:
-            self._items.move_to_end(key)
-        return item
-
-    def put(self, key: tuple[Any, ...], value: Any) -> None:
-        self._items[key] = value
+        if item is None:
+            return None
         self._items.move_to_end(key)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
+        return item[0]
+
+    def put(self, key: Hashable, value: V, size: int) -> None:
+        size += ENTRY_OVERHEAD_BYTES
+        previous = self._items.pop(key, None)
+        if previous is not None:
+            self.bytes -= previous[1]
+        if size <= self.max_bytes:  # larger would evict everything else and still not fit
+            self._items[key] = (value, size)
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, (_, evicted) = self._items.popitem(last=False)
+                self.bytes -= evicted
+        self._gauge.set(self.bytes)
 
 
 BuildRoot = Callable[[str, Cell, Mapping[Part, "Reading"], Mapping[str, Any]], Any]
@@ -335,10 +401,12 @@ class PayloadRenderer:
     string; only the first of them pays for executing the selection.
     """
 
-    def __init__(self, schema: GraphQLSchema, build_root: BuildRoot, size: int = 4096) -> None:
+    def __init__(
+        self, schema: GraphQLSchema, build_root: BuildRoot, max_bytes: int = DEFAULT_CACHE_BYTES
+    ) -> None:
         self.schema = schema
         self.build_root = build_root
-        self.cache = RenderCache(size)
+        self.cache: BoundedCache[str] = BoundedCache("subscription", max_bytes)
 
     async def render(
         self, plan: Plan, bound: Bound, arguments: Mapping[str, Any], readings: Mapping[Part, Reading]
@@ -347,7 +415,7 @@ class PayloadRenderer:
             (part.value, reading.entry.fetched_at_ms, reading.cached, reading.stale)
             for part, reading in sorted(readings.items(), key=lambda item: item[0].value)
         )
-        key = (plan, bound.key, versions)
+        key = (plan.serial, bound.key, versions)
         cached: str | None = self.cache.get(key)
         if cached is not None:
             return cached
@@ -369,7 +437,6 @@ class PayloadRenderer:
                     log.error("rendering a subscription payload failed", exc_info=error.original_error)
             body["errors"] = [masked(error).formatted for error in result.errors]
         payload = orjson.dumps(body).decode()
-        self.cache.put(key, payload)
+        self.cache.put(key, payload, sys.getsizeof(payload) + len(bound.key))
         metrics.RENDERS.labels("subscription").inc()
         return payload
-

@@ -11,6 +11,7 @@ both media types; it answers 200 under `application/json` and 400 under
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,7 @@ from weathernote.graphql.errors import (
     QUERY_TOO_COMPLEX,
     UPSTREAM_UNAVAILABLE,
 )
-from weathernote.graphql.fastpath import Bound, Plan, Planner, RenderCache
+from weathernote.graphql.fastpath import DEFAULT_CACHE_BYTES, Bound, BoundedCache, Plan, Planner
 from weathernote.graphql.persisted import PersistedQueries, PersistedQueryError
 from weathernote.http.admission import Admission, rate_limited_body
 from weathernote.keys import entry_key
@@ -221,6 +222,7 @@ class GraphQLEndpoint:
         persisted: PersistedQueries,
         grid: Grid,
         max_batch: int = 10,
+        render_cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.schema = schema
         self.context_factory = context_factory
@@ -229,7 +231,7 @@ class GraphQLEndpoint:
         self.admission = admission
         self.persisted = persisted
         self.max_batch = max_batch
-        self.renders = RenderCache()
+        self.renders: BoundedCache[Answer] = BoundedCache("response", render_cache_bytes)
         self.grid = grid
 
     async def handle(self, request: Request) -> Response:
@@ -304,10 +306,11 @@ class GraphQLEndpoint:
             variables = bound.variables
             if hits is not None:
                 versions, fresh_until = hits
-                render_key = (plan, bound.key, versions, media)
+                render_key = (plan.serial, bound.key, versions, media)
                 rendered = self.renders.get(render_key)
                 if rendered is not None:
                     return rendered
+        context.document, _ = self.planner.checked(prepared.query)
         result = await self.schema.execute(
             prepared.query,
             variable_values=variables,
@@ -322,7 +325,7 @@ class GraphQLEndpoint:
         answer = Answer(status, orjson.dumps(body))
         if render_key is not None and not result.errors:
             answer.fresh_until_ms = fresh_until
-            self.renders.put(render_key, answer)
+            self.renders.put(render_key, answer, sys.getsizeof(answer.body) + len(bound.key))
         return answer
 
     async def _prefetch(

@@ -122,6 +122,7 @@ class Operations:
         emit: Emit,
     ) -> list[dict[str, Any]] | None:
         """Strawberry's own execution, of a document the Planner checked but could not plan."""
+        context.document, _ = self.planner.checked(query)
         if operation.operation is OperationType.SUBSCRIPTION:
             stream = await self.schema.subscribe(
                 query, variable_values=variables, context_value=context, operation_name=operation_name
