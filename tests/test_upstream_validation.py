@@ -35,7 +35,6 @@ from weathernote.upstream.contract import ContractError, parse_locations, query_
 
 ALL_PARTS = [Part.CURRENT, Part.DAILY, Part.HOURLY]
 # Knobs added with these tests; conftest's defaults do not know them yet.
-NEW_KNOBS: dict[str, Any] = {"corrupt": None, "body_padding_bytes": 0, "trickle_bytes_per_second": 0}
 TIMEOUT = 2.0  # the servers' upstream timeout here
 FORECAST = (
     "query ($lat: Float!, $lon: Float!)"
@@ -200,7 +199,7 @@ def test_one_bad_location_fails_the_batch_and_order_is_checked() -> None:
 def upstream(clean: Simulator) -> Iterator[Simulator]:
     """The shared simulator with default knobs, which are put back after the test as well."""
     yield clean
-    clean.configure(**DEFAULT_KNOBS, **NEW_KNOBS)
+    clean.configure(**DEFAULT_KNOBS)
 
 
 def cells(count: int) -> list[Cell]:

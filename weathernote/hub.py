@@ -20,6 +20,7 @@ from typing import Any
 
 from weathernote import metrics
 from weathernote.breaker import CircuitBreaker
+from weathernote.breaker import State as BreakerState
 from weathernote.errors import RedisUnavailable, WeatherNoteError
 from weathernote.redis_pubsub import PubSubBackend
 
@@ -100,12 +101,15 @@ class Hub:
         decode: Callable[[str, bytes], Any] = lambda channel, data: data,
         on_reconnect: Callable[[list[str]], Awaitable[None]] | None = None,
         max_backoff: float = 2.0,
+        connect_wait: float = 1.5,
     ) -> None:
         self.backend = backend
         self.breaker = breaker
         self.decode = decode  # once per message, shared by every local subscriber
         self.on_reconnect = on_reconnect
         self.max_backoff = max_backoff
+        self.connect_wait = connect_wait
+        self._listening = asyncio.Event()  # set while connected and subscribed
         self._subscribers: dict[str, set[Subscriber]] = {}
         self._lock = asyncio.Lock()
         self._listener: asyncio.Task[None] | None = None
@@ -127,6 +131,11 @@ class Hub:
         return len(self._subscribers.get(channel, ()))
 
     async def attach(self, subscriber: Subscriber) -> None:
+        """Add a local subscriber; on return its channel is subscribed in Redis if Redis can be had.
+
+        Callers read the current value after attaching, so that a refresh landing in
+        between is not lost: when the listener is (re)connecting, wait for it a little.
+        """
         async with self._lock:
             local = self._subscribers.get(subscriber.channel)
             if local is None:
@@ -134,6 +143,9 @@ class Hub:
                 await self._redis_subscribe([subscriber.channel])
             local.add(subscriber)
             self._has_channels.set()
+        if not self.connected and self.breaker.state is not BreakerState.OPEN:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._listening.wait(), self.connect_wait)
 
     async def detach(self, subscriber: Subscriber) -> None:
         # shielded: a cancelled subscription must still leave nothing behind
@@ -160,7 +172,7 @@ class Hub:
             await self.backend.subscribe(channels)
         except RedisUnavailable as exc:
             log.warning("pub/sub subscribe failed (%s); will resubscribe on reconnect", exc)
-            self.connected = False
+            self._lost()
 
     def deliver(self, channel: str, data: bytes) -> None:
         """Decode a message once and hand it to every local subscriber of `channel`."""
@@ -192,13 +204,17 @@ class Hub:
                 if self.connected:
                     log.warning("pub/sub connection lost (%s); reconnecting", exc)
                     self.breaker.failure()
-                self.connected = False
+                self._lost()
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
             if message is not None:
                 metrics.PUBSUB_MESSAGES.inc()
                 self.deliver(*message)
+
+    def _lost(self) -> None:
+        self.connected = False
+        self._listening.clear()
 
     async def _connect(self) -> None:
         if not self.breaker.allow():
@@ -212,6 +228,7 @@ class Hub:
                 raise
             self.breaker.success()
             self.connected = True
+            self._listening.set()
         reconnecting, self._ever_connected = self._ever_connected, True
         log.info("pub/sub listening on %d channel(s)", len(channels))
         if reconnecting and self.on_reconnect and channels:

@@ -98,7 +98,13 @@ class LiveWeather:
         self.redis = redis
         self.service = service
         self.watch_ttl_seconds = watch_ttl_seconds
-        self.hub = Hub(redis.pubsub(), redis.breaker, decode=self._decode, on_reconnect=self._catch_up)
+        self.hub = Hub(
+            redis.pubsub(),
+            redis.breaker,
+            decode=self._decode,
+            on_reconnect=self._catch_up,
+            connect_wait=redis.deadline,
+        )
         service.refresher.on_local_only.append(self._announce_locally)
         service.refresher.waiter = self.wait_for
         self._channels: dict[str, tuple[Part, Cell]] = {}
@@ -191,7 +197,7 @@ class LiveWeather:
             pipe.zremrangebyscore(WATCHED_CELLS, "-inf", time.time())
 
         try:
-            added, _ = await self.redis.pipeline(build, transaction=True)
+            added, _ = await self.redis.pipeline(build)
         except CacheError as exc:
             log.warning("could not register watched cells (%s)", exc)
             return
@@ -201,7 +207,7 @@ class LiveWeather:
             log.warning("%s is not a sorted set (%s): replaced", WATCHED_CELLS, added)
             with contextlib.suppress(CacheError):
                 await self.redis.call(lambda client: client.delete(WATCHED_CELLS))
-                await self.redis.pipeline(build, transaction=True)
+                await self.redis.pipeline(build)
 
     async def _renew_forever(self) -> None:
         while True:

@@ -380,8 +380,9 @@ class Prewarmer:
             pipe.zunionstore(POPULAR_CELLS, {POPULAR_CELLS: self.decay})
             pipe.zremrangebyrank(POPULAR_CELLS, 0, -(self.max_candidates * 2) - 1)
 
+        # not a transaction: redis-py's Cluster transactions run ZUNIONSTORE on a loop of their own
         with contextlib.suppress(CacheError):
-            await self.redis.pipeline(build, transaction=True)
+            await self.redis.pipeline(build)
 
     async def _repairing(self, key: str, read: Callable[[AnyRedis], Awaitable[list[Any]]]) -> list[Any]:
         """`read` of a sorted set of ours; one holding another type is deleted and reads as empty."""

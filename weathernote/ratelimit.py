@@ -134,8 +134,8 @@ class RateLimiter:
         except RedisKeyError as exc:
             await self._repair(keys, exc)
             return self._open(), None
-        except RedisUnavailable as exc:
-            log.warning("rate limiter unavailable (%s): allowing", exc)
+        except RedisUnavailable:
+            # fail open; the gateway logs the outage once, not once per request
             return self._open(), None
         allowed, retry_ms, remaining, reset_ms, refusing = (int(v) for v in result)
         return Decision(

@@ -42,7 +42,7 @@ from redis.exceptions import (
 )
 
 from weathernote import keys
-from weathernote.breaker import CircuitBreaker
+from weathernote.breaker import CircuitBreaker, State
 from weathernote.errors import RedisKeyError, RedisUnavailable
 from weathernote.redis_pubsub import PlainPubSub, PubSubBackend, ShardedPubSub
 
@@ -65,6 +65,10 @@ def classify(exc: BaseException) -> RedisKeyError | RedisUnavailable:
         if not message.startswith(_SERVER_STATE_PREFIXES):
             return RedisKeyError(message[:200])
     return RedisUnavailable(type(exc).__name__)
+
+
+# connections per Cluster node; a call uses at most one per node
+_CLUSTER_CONNECTIONS = 128
 
 
 def _options(timeout: float) -> dict[str, Any]:
@@ -94,6 +98,9 @@ class RedisGateway:
         self.deadline = timeout * 3
         self._publish = "SPUBLISH" if self.cluster else "PUBLISH"
         self._scripts: list[Script] = []
+        # A Cluster client's pools refuse (rather than wait) past their size: calls wait here
+        # instead, within their deadline, as they do for a single server's blocking pool.
+        self._slots = asyncio.Semaphore(_CLUSTER_CONNECTIONS) if self.cluster else None
         keys.configure(cluster=self.cluster)
 
     @classmethod
@@ -114,6 +121,7 @@ class RedisGateway:
                 # a node gone: refresh the slot map and retry at once, twice, within the deadline
                 retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), 2),
                 reinitialize_steps=1,
+                max_connections=_CLUSTER_CONNECTIONS,
                 **_options(timeout),
             )
             return cls(cluster, breaker, url=url, timeout=timeout)
@@ -125,7 +133,11 @@ class RedisGateway:
             raise RedisUnavailable("circuit breaker open")
         try:
             async with asyncio.timeout(self.deadline):
-                result = await operation(self.client)
+                if self._slots is None:
+                    result = await operation(self.client)
+                else:
+                    async with self._slots:
+                        result = await operation(self.client)
         except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             raise self._failed(exc) from exc
         except BaseException:
@@ -137,10 +149,17 @@ class RedisGateway:
     def _failed(self, exc: BaseException) -> RedisKeyError | RedisUnavailable:
         error = classify(exc)
         if isinstance(error, RedisUnavailable):
-            self.breaker.failure()
+            self._count_failure(exc)
         else:
             self.breaker.success()  # the server answered
         return error
+
+    def _count_failure(self, exc: BaseException) -> None:
+        opened = self.breaker.state is not State.OPEN
+        self.breaker.failure()
+        if opened and self.breaker.state is State.OPEN:
+            # once per opening, with what made it open: the breaker's own line says only that it did
+            log.warning("Redis failing (%s: %s): its circuit breaker opens", type(exc).__name__, str(exc)[:200])
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """The values of `keys`; a key of another type reads as missing (MGET's nil), never an error."""
@@ -172,7 +191,7 @@ class RedisGateway:
             if isinstance(result, BaseException):
                 error = classify(result)
                 if isinstance(error, RedisUnavailable):
-                    self.breaker.failure()
+                    self._count_failure(result)
                     raise error from result
                 results[index] = error
         return results

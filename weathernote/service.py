@@ -198,8 +198,7 @@ class WeatherService:
 
     def _stand_in(self, entry: Entry, cause: str, now: int) -> None:
         step_ms = STEP_SECONDS * 1000
-        # a minute of real time (the round trips it saves are real), never past the next step
-        until = min((now // step_ms + 1) * step_ms, now + int(_STANDING_MS * clock.speed))
+        until = min((now // step_ms + 1) * step_ms, now + _STANDING_MS)
         self._standing[entry_key(entry.part, entry.cell)] = (entry, cause, until)
         if len(self._standing) > self._recent_size:
             self._standing.popitem(last=False)
