@@ -42,6 +42,7 @@ from typing import Any
 import httpx
 import redis
 import websockets
+from websockets.typing import Subprotocol
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,7 +59,9 @@ def _load_topology_module() -> Any:
     return module
 
 
-SUBSCRIPTION = "subscription($lat: Float!, $lon: Float!) { weatherUpdates(lat: $lat, lon: $lon) { temperature fetchedAt } }"
+SUBSCRIPTION = (
+    "subscription($lat: Float!, $lon: Float!) { weatherUpdates(lat: $lat, lon: $lon) { temperature fetchedAt } }"
+)
 MISS = "query($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { fetchedAt cached } }"
 PARIS = {"lat": 48.8566, "lon": 2.3522}
 CELL = "lat:48.9:lon:2.4"
@@ -132,9 +135,14 @@ async def _open(topology: Any, index: int, first_timeout: float) -> Subscriber:
     url = topology.url.replace("http://", "ws://", 1) + "/graphql"
     headers = {"x-client-id": f"bench-{index}", "X-Forwarded-For": f"198.18.{index // 250}.{index % 250 + 1}"}
     ws = await websockets.connect(
-        url, subprotocols=["graphql-transport-ws"], additional_headers=headers, max_queue=None, open_timeout=30
+        url,
+        subprotocols=[Subprotocol("graphql-transport-ws")],
+        additional_headers=headers,
+        max_queue=None,
+        open_timeout=30,
     )
     try:
+        assert ws.response is not None
         upstream = ws.response.headers.get("X-Upstream", "").split(",")[-1]  # the last instance tried answered
         subscriber = Subscriber(index, topology.instance_of(upstream), ws)
         async with asyncio.timeout(first_timeout):
@@ -142,7 +150,9 @@ async def _open(topology: Any, index: int, first_timeout: float) -> Subscriber:
             ack = json.loads(await ws.recv())
             if ack.get("type") != "connection_ack":
                 raise RuntimeError(f"no connection_ack: {ack}")
-            await ws.send(json.dumps({"type": "subscribe", "id": "1", "payload": {"query": SUBSCRIPTION, "variables": PARIS}}))
+            await ws.send(
+                json.dumps({"type": "subscribe", "id": "1", "payload": {"query": SUBSCRIPTION, "variables": PARIS}})
+            )
             while True:
                 message = json.loads(await ws.recv())
                 if message.get("type") == "next":
@@ -216,7 +226,9 @@ async def _miss(client: httpx.AsyncClient, direct: Any, url: str) -> tuple[float
     for _ in range(5):
         await asyncio.to_thread(direct.delete, KEY, f"stale:{KEY}")
         sent = time.time()
-        response = await client.post(f"{url}/graphql", json={"query": MISS, "variables": PARIS}, headers={"x-client-id": "bench-refresher"})
+        response = await client.post(
+            f"{url}/graphql", json={"query": MISS, "variables": PARIS}, headers={"x-client-id": "bench-refresher"}
+        )
         answered = time.time()
         body = response.json()
         if "errors" in body:
@@ -262,7 +274,10 @@ async def run(
     subs = list(await asyncio.gather(*(opened(i) for i in range(subscribers))))
     per_instance = Counter(s.instance for s in subs if s.instance is not None)
     report = Report(subscribers, dict(per_instance), refreshes)
-    if len(per_instance) < len(topology.instance_urls) or min(per_instance.values()) < subscribers / len(topology.instance_urls) / 2:
+    if (
+        len(per_instance) < len(topology.instance_urls)
+        or min(per_instance.values()) < subscribers / len(topology.instance_urls) / 2
+    ):
         report.notes.append(f"uneven split over the instances: {dict(per_instance)}")
     if setup_failures:
         reasons = Counter(setup_failures)
@@ -273,7 +288,9 @@ async def run(
     report.setup_failures = len(setup_failures)
     deliveries = Deliveries(subs)
     try:
-        log(f"{subscribers} subscribers hold the cell: {', '.join(f'instance {i + 1}: {n}' for i, n in sorted(per_instance.items()))}")
+        log(
+            f"{subscribers} subscribers hold the cell: {', '.join(f'instance {i + 1}: {n}' for i, n in sorted(per_instance.items()))}"
+        )
         async with httpx.AsyncClient(timeout=15) as client:
             for k in range(refreshes):
                 instance = k % len(topology.instance_urls)
@@ -345,9 +362,13 @@ def main() -> int:
     parser.add_argument("--subscribers", type=int, default=300)
     parser.add_argument("--refreshes", type=int, default=20)
     parser.add_argument("--dir", type=Path, default=None, help="use the topology running in this state directory")
-    parser.add_argument("--port", type=int, default=8089, help="nginx's port when the benchmark starts its own topology")
+    parser.add_argument(
+        "--port", type=int, default=8089, help="nginx's port when the benchmark starts its own topology"
+    )
     parser.add_argument("--connect-concurrency", type=int, default=10, help="subscriptions being opened at once")
-    parser.add_argument("--refresh-timeout", type=float, default=10.0, help="seconds one refresh may take to reach everyone")
+    parser.add_argument(
+        "--refresh-timeout", type=float, default=10.0, help="seconds one refresh may take to reach everyone"
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds for the whole run")
     args = parser.parse_args()
     try:

@@ -47,14 +47,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from weathernote.embedded_cluster import EmbeddedCluster, free_cluster_ports
 
@@ -286,8 +283,8 @@ class Topology:
             self._replace(new)
             self._save()
             port = int(new.port or 0)
-            _wait(lambda: self._ready(new, f"http://{HOST}:{port}/ready"), timeout, f"instance {index + 1} not ready")
-            _wait(lambda: _status(f"{self.url}/_instances/{index + 1}/ready") == 200, timeout, f"instance {index + 1} not ready through nginx")
+            _wait(partial(self._ready, new, f"http://{HOST}:{port}/ready"), timeout, f"instance {index + 1} not ready")
+            _wait(partial(self._ready_through_nginx, index), timeout, f"instance {index + 1} not ready through nginx")
 
     def signal_instance(self, index: int, sig: int) -> int:
         """Send `sig` to instance `index` (0-based), as an operator or a crash would; its pid."""
@@ -300,7 +297,7 @@ class Topology:
     def wait_instance_exit(self, index: int, timeout: float = 30.0) -> int | None:
         """Until instance `index` has exited; its exit code when this process started it."""
         proc = self._proc(_instance_name(index))
-        _wait(lambda: not self._alive(proc), timeout, f"instance {index + 1} did not exit", interval=0.02)
+        _wait(partial(self._gone, proc), timeout, f"instance {index + 1} did not exit", interval=0.02)
         child = self._children.get(proc.name)
         return child.returncode if child is not None else None
 
@@ -318,7 +315,7 @@ class Topology:
         """What runs now: every process with `alive`, instances with their /ready status."""
         if not self._load():
             return {"running": False, "state_dir": str(self.dir)}
-        report = json.loads(json.dumps(self.state))
+        report: dict[str, Any] = json.loads(json.dumps(self.state))
         for proc in report["processes"]:
             proc["alive"] = self._alive(Proc(**{k: proc[k] for k in Proc.__dataclass_fields__}))
         for index, instance in enumerate(report["instances"]):
@@ -373,7 +370,9 @@ class Topology:
                     raise
         for node in cluster.nodes:
             pid = int(node.server.port_file.read_text().split()[1])
-            self._add(Proc(f"redis-{node.port}", pid, self._ticks(pid), str(node.server.data_dir / "valkey.log"), node.port))
+            self._add(
+                Proc(f"redis-{node.port}", pid, self._ticks(pid), str(node.server.data_dir / "valkey.log"), node.port)
+            )
         self.state["redis"] = {"url": cluster.url, "nodes": cluster.urls}
         self._save()
 
@@ -404,13 +403,23 @@ class Topology:
         for index, port in enumerate(ports):
             proc = self._proc(_instance_name(index))
             ready = f"http://{HOST}:{port}/ready"
-            _wait(lambda p=proc, u=ready: self._ready(p, u), left(), f"instance {index + 1} not ready")
+            _wait(partial(self._ready, proc, ready), left(), f"instance {index + 1} not ready")
 
         # nginx in front
         self._write_nginx_config()
         prefix = self.dir / "nginx"
         checked = subprocess.run(
-            [self.nginx, "-t", "-q", "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-e", str(prefix / "logs" / "error.log")],
+            [
+                self.nginx,
+                "-t",
+                "-q",
+                "-p",
+                f"{prefix}/",
+                "-c",
+                str(prefix / "nginx.conf"),
+                "-e",
+                str(prefix / "logs" / "error.log"),
+            ],
             capture_output=True,
             text=True,
             timeout=30,
@@ -420,7 +429,15 @@ class Topology:
             raise TopologyError(f"nginx rejects the generated configuration:\n{checked.stderr}")
         nginx = self._spawn(
             "nginx",
-            [self.nginx, "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-e", str(prefix / "logs" / "error.log")],
+            [
+                self.nginx,
+                "-p",
+                f"{prefix}/",
+                "-c",
+                str(prefix / "nginx.conf"),
+                "-e",
+                str(prefix / "logs" / "error.log"),
+            ],
             os.environ.copy(),
             lb_port,
         )
@@ -428,7 +445,7 @@ class Topology:
         _wait(lambda: self._ready(nginx, f"{self.url}/nginx-health"), left(), "nginx did not start")
         for index in range(len(ports)):
             _wait(
-                lambda n=index + 1: _status(f"{self.url}/_instances/{n}/ready") == 200,
+                partial(self._ready_through_nginx, index),
                 left(),
                 f"instance {index + 1} not ready through nginx",
             )
@@ -480,7 +497,8 @@ class Topology:
         for sub in ("logs", "temp"):
             (prefix / sub).mkdir(parents=True)
         servers = "\n".join(
-            f"        server {HOST}:{port} max_fails=1 fail_timeout={FAIL_TIMEOUT_SECONDS}s;" for port in self.instance_ports
+            f"        server {HOST}:{port} max_fails=1 fail_timeout={FAIL_TIMEOUT_SECONDS}s;"
+            for port in self.instance_ports
         )
         routes = "\n".join(
             f"        location = /_instances/{index + 1}/{path} {{\n"
@@ -517,6 +535,9 @@ class Topology:
         proc = Proc(name, child.pid, self._ticks(child.pid), str(log), port)
         self._replace(proc)
         return proc
+
+    def _ready_through_nginx(self, index: int) -> bool:
+        return _status(f"{self.url}/_instances/{index + 1}/ready") == 200
 
     def _ready(self, proc: Proc, url: str) -> bool:
         if not self._alive(proc):
@@ -572,7 +593,7 @@ class Topology:
             if self._alive(proc):
                 self._send(proc, signal.SIGKILL)
         for proc in procs:
-            _wait(lambda p=proc: not self._alive(p), 10, f"{proc.name} (pid {proc.pid}) survived SIGKILL", interval=0.02)
+            _wait(partial(self._gone, proc), 10, f"{proc.name} (pid {proc.pid}) survived SIGKILL", interval=0.02)
 
     def _send(self, proc: Proc, sig: int) -> None:
         if not self._alive(proc):
@@ -599,6 +620,9 @@ class Topology:
         if stat is None or stat[0] in ("Z", "X"):
             return False
         return proc.start_ticks is None or stat[1] == proc.start_ticks
+
+    def _gone(self, proc: Proc) -> bool:
+        return not self._alive(proc)
 
     def _all_alive(self) -> bool:
         procs = self.state.get("processes", [])
@@ -710,12 +734,15 @@ def describe(report: dict[str, Any]) -> str:
 
 def _command(verb: str, state_dir: Path | None) -> str:
     """How to run this script again, as the user would type it from here."""
+
     def short(path: Path) -> str:
         with contextlib.suppress(ValueError):
             return str(path.absolute().relative_to(Path.cwd()))
         return str(path)
 
-    return " ".join([short(Path(sys.executable)), short(Path(__file__)), verb, *(["--dir", str(state_dir)] if state_dir else [])])
+    return " ".join(
+        [short(Path(sys.executable)), short(Path(__file__)), verb, *(["--dir", str(state_dir)] if state_dir else [])]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -731,10 +758,23 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--port", type=int, default=DEFAULT_PORT, help="nginx's port on 127.0.0.1 (default 8080)")
     up.add_argument("--instances", type=int, default=DEFAULT_INSTANCES, help="weathernote serve processes (default 3)")
     up.add_argument("--upstream-url", default=None, help="use this Open-Meteo URL instead of starting the simulator")
-    up.add_argument("--drain-seconds", type=float, default=DEFAULT_DRAIN_SECONDS, help="WEATHERNOTE_DRAIN_SECONDS (default 3)")
-    up.add_argument("--prewarm-interval", type=float, default=None, help="WEATHERNOTE_PREWARM_INTERVAL_SECONDS (default: the service's, 900)")
+    up.add_argument(
+        "--drain-seconds", type=float, default=DEFAULT_DRAIN_SECONDS, help="WEATHERNOTE_DRAIN_SECONDS (default 3)"
+    )
+    up.add_argument(
+        "--prewarm-interval",
+        type=float,
+        default=None,
+        help="WEATHERNOTE_PREWARM_INTERVAL_SECONDS (default: the service's, 900)",
+    )
     up.add_argument("--log-level", default="info", help="the instances' WEATHERNOTE_LOG_LEVEL (default info)")
-    up.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any other instance setting, e.g. rate_limit_per_minute=1000 (repeatable)")
+    up.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other instance setting, e.g. rate_limit_per_minute=1000 (repeatable)",
+    )
     up.add_argument("--timeout", type=float, default=120, help="seconds to wait for everything to answer")
     status.add_argument("--json", action="store_true", help="the state and live checks as JSON")
     down.add_argument("--timeout", type=float, default=30, help="seconds before SIGKILL")
@@ -782,7 +822,9 @@ def main(argv: list[str] | None = None) -> int:
     ran = topology.stop(args.timeout)
     if ran:
         alive = sum(1 for proc in report["processes"] if proc["alive"])
-        print(f"stopped {alive} running processes of {len(report['processes'])}; state removed from {topology.dir} (logs kept in {topology.dir / 'logs'})")
+        print(
+            f"stopped {alive} running processes of {len(report['processes'])}; state removed from {topology.dir} (logs kept in {topology.dir / 'logs'})"
+        )
     else:
         print(f"nothing was running (state directory {topology.dir})")
     return 0
