@@ -43,6 +43,10 @@ from tests.conftest import DEFAULT_KNOBS, ROOT, Server, Simulator, server_env
 SCHEMA = (ROOT / "schema.graphql").read_text()
 
 ALLOWED_CODES = {
+    "GRAPHQL_PARSE_FAILED",
+    "GRAPHQL_VALIDATION_FAILED",
+    "OPERATION_RESOLUTION_FAILURE",
+    "BAD_REQUEST",
     "BAD_USER_INPUT",
     "RATE_LIMITED",
     "UPSTREAM_UNAVAILABLE",

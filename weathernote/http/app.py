@@ -243,11 +243,12 @@ def create_app(settings: Settings) -> Starlette:
             introspection=settings.graphql_introspection,
             field_suggestions=settings.graphql_field_suggestions,
         ),
+        cache_bytes=settings.render_cache_bytes,
     )
     admission = cast(Admission, _Late(services, "admission"))
     persisted = cast(PersistedQueries, _Late(services, "persisted"))
     websockets = GraphQLWebSocket(
-        Operations(schema, planner, PayloadRenderer(schema._schema, build_root), persisted),
+        Operations(schema, planner, PayloadRenderer(schema._schema, build_root, settings.render_cache_bytes), persisted),
         services.context,
         Limits(
             connection_init_timeout=settings.ws_init_timeout_seconds,
@@ -301,6 +302,7 @@ def create_app(settings: Settings) -> Starlette:
         persisted,
         services.grid,
         max_batch=settings.graphql_max_batch,
+        render_cache_bytes=settings.render_cache_bytes,
     )
     routes = [
         Route("/graphql", graphql.handle, methods=["GET", "POST"]),
