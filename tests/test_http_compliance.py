@@ -11,7 +11,7 @@ import httpx
 
 from tests.conftest import Server, Simulator
 
-CLIENTS = Path(__file__).resolve().parent.parent / "clients"
+CLIENTS = Path(__file__).resolve().parent / "node"
 
 
 def test_graphql_http_audit_passes_every_must_and_should(server: Server) -> None:

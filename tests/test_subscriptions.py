@@ -332,7 +332,7 @@ async def test_shutdown_closes_sockets_with_going_away(redis_url: str, simulator
 def test_third_party_graphql_ws_client(server: Server, clean: Simulator, redis_client: redis.Redis) -> None:
     node = shutil.which("node")
     assert node, "Node.js is required for the third-party client tests"
-    clients = Path(__file__).resolve().parent.parent / "clients"
+    clients = Path(__file__).resolve().parent / "node"
     process = subprocess.Popen(
         [node, str(clients / "subscribe.mjs"), server.url.replace("http", "ws") + "/graphql", WEATHER, json.dumps(PARIS), "2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=clients,
