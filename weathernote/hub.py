@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from weathernote import metrics
@@ -99,7 +99,7 @@ class Hub:
         breaker: CircuitBreaker,
         *,
         decode: Callable[[str, bytes], Any] = lambda channel, data: data,
-        on_reconnect: Callable[[list[str]], Awaitable[None]] | None = None,
+        on_reconnect: Callable[[list[str]], Coroutine[Any, Any, None]] | None = None,
         max_backoff: float = 2.0,
         connect_wait: float = 1.5,
     ) -> None:
@@ -110,6 +110,7 @@ class Hub:
         self.max_backoff = max_backoff
         self.connect_wait = connect_wait
         self._listening = asyncio.Event()  # set while connected and subscribed
+        self._catching_up: set[asyncio.Task[None]] = set()  # referenced until done
         self._subscribers: dict[str, set[Subscriber]] = {}
         self._lock = asyncio.Lock()
         self._listener: asyncio.Task[None] | None = None
@@ -233,4 +234,6 @@ class Hub:
         log.info("pub/sub listening on %d channel(s)", len(channels))
         if reconnecting and self.on_reconnect and channels:
             # announcements published while we were away are lost: let the owner catch up
-            asyncio.create_task(self.on_reconnect(channels))
+            task = asyncio.create_task(self.on_reconnect(channels))
+            self._catching_up.add(task)
+            task.add_done_callback(self._catching_up.discard)

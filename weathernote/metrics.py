@@ -116,7 +116,7 @@ def process_registry_text() -> bytes:
     """This process's metrics, or every worker's in multi-process mode."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
         return generate_latest(registry)
     from prometheus_client import REGISTRY
 

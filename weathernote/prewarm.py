@@ -344,12 +344,12 @@ class Prewarmer:
             parts = by_cell[cell.label]
             if Part.CURRENT in parts:
                 groups.setdefault((Part.CURRENT,), []).append(cell)
-            forecast = tuple(p for p in (Part.DAILY, Part.HOURLY) if p in parts)
-            if forecast:
-                groups.setdefault(forecast, []).append(cell)
-        for parts, cells in groups.items():
+            forecast_parts = tuple(p for p in (Part.DAILY, Part.HOURLY) if p in parts)
+            if forecast_parts:
+                groups.setdefault(forecast_parts, []).append(cell)
+        for group, cells in groups.items():
             for start in range(0, len(cells), self.batch_size):
-                yield list(parts), cells[start : start + self.batch_size]
+                yield list(group), cells[start : start + self.batch_size]
 
     async def _allowance(self) -> float:
         """This period's share of the day: what the pre-warmer may still spend today, spread

@@ -23,16 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from weathernote import metrics
 from weathernote.errors import CacheError, RedisKeyError, RedisUnavailable
 from weathernote.identity import Identity
 from weathernote.keys import address_rate_limit_key, rate_limit_key
-from weathernote.redis_gateway import AnyPipeline, RedisGateway
+from weathernote.redis_gateway import AnyPipeline, AnyRedis, RedisGateway
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,7 @@ class RateLimiter:
         keys = [rate_limit_key(identity.client), address_rate_limit_key(identity.address)]
         args = [self.client_limit, self.period_ms, self.address_limit, self.period_ms, cost]
         values: list[bytes | None] | None = None
+        result: Any  # the script's reply, or its error in its place in a pipeline
         try:
             if self.redis.cluster:
                 result, values = await self._check_layers_and_read(keys, args, read_keys)
@@ -129,7 +132,7 @@ class RateLimiter:
                 )
             else:
                 result = await self._script(keys, args)
-            if isinstance(result, RedisKeyError):
+            if isinstance(result, RedisKeyError):  # the script's error, in its place in the pipeline
                 raise result
         except RedisKeyError as exc:
             await self._repair(keys, exc)
@@ -185,9 +188,9 @@ class RateLimiter:
         """A limit key holding something else: that client's window starts over (this request allowed)."""
         metrics.REDIS_KEY_ERRORS.labels("rate_limit").inc()
         log.warning("rate limit key unreadable (%s): reset", error)
-        for key in keys:
-            with contextlib.suppress(CacheError):
-                await self.redis.call(lambda client, key=key: client.delete(key))
+        with contextlib.suppress(CacheError):
+            for key in keys:  # one at a time: on a Cluster they live in different slots
+                await self.redis.call(functools.partial(_delete, key=key))
 
     def _open(self) -> Decision:
         """Fail open: Redis is down, so nobody is refused."""
@@ -203,3 +206,7 @@ class RateLimiter:
         if not decision.allowed:
             headers["Retry-After"] = str(decision.retry_after_seconds)
         return headers
+
+
+async def _delete(client: AnyRedis, *, key: str) -> int:
+    return int(await client.delete(key))

@@ -165,8 +165,11 @@ class RedisGateway:
         """The values of `keys`; a key of another type reads as missing (MGET's nil), never an error."""
         if self.cluster:
             # grouped by slot; one cell's keys share one (hash tags), so a cell is one command
-            return await self.call(lambda client: client.mget_nonatomic(list(keys)))  # type: ignore[union-attr]
-        return await self.call(lambda client: client.mget(list(keys)))
+            values = await self.call(lambda client: client.mget_nonatomic(list(keys)))  # type: ignore[union-attr]
+        else:
+            values = await self.call(lambda client: client.mget(list(keys)))
+        # without decode_responses every value is bytes or None
+        return [value if isinstance(value, bytes) or value is None else str(value).encode() for value in values]
 
     async def pipeline(
         self, build: Callable[[AnyPipeline], None], *, transaction: bool = False
@@ -248,10 +251,10 @@ class Script:
     async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
         async def run(client: AnyRedis) -> Any:
             try:
-                return await client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
+                return await client.evalsha(self.sha, len(keys), *keys, *args)
             except NoScriptError:
                 # a restarted, flushed or newly promoted node: EVAL loads it there
-                return await client.eval(self.source, len(keys), *keys, *args)  # type: ignore[misc]
+                return await client.eval(self.source, len(keys), *keys, *args)
 
         return await self.gateway.call(run)
 

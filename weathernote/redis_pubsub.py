@@ -98,7 +98,7 @@ class PlainPubSub:
 
     async def close(self) -> None:
         with contextlib.suppress(RedisError, OSError):
-            await self._pubsub.aclose()
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         with contextlib.suppress(RedisError, OSError):
             await self.redis.aclose()
 
@@ -143,7 +143,7 @@ class _Shard:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.reader
         with contextlib.suppress(RedisError, OSError):
-            await self.pubsub.aclose()
+            await self.pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         with contextlib.suppress(RedisError, OSError):
             await self.redis.aclose()
 
@@ -170,7 +170,7 @@ class ShardedPubSub:
 
     def _owner(self, channel: str) -> tuple[str, str, int]:
         node = self.cluster.nodes_manager.get_node_from_slot(key_slot(channel.encode()))
-        return node.name, node.host, node.port
+        return node.name, node.host, int(node.port)
 
     async def subscribe(self, channels: Collection[str]) -> None:
         by_node: dict[str, list[str]] = {}

@@ -19,6 +19,7 @@ import random
 import secrets
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from weathernote.breaker import CircuitBreaker
 from weathernote.budget import UpstreamBudget
@@ -261,7 +262,7 @@ class Refresher:
         return renewed
 
 
-def _retrieve_exception(future: asyncio.Future[object]) -> None:
+def _retrieve_exception(future: asyncio.Future[Any]) -> None:
     # Waiters receive the error through their futures; this only keeps asyncio
     # from logging it again as "never retrieved" when every waiter has left.
     if not future.cancelled():

@@ -13,10 +13,11 @@ import contextlib
 import logging
 from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 from weathernote.errors import CacheError
 from weathernote.keys import POPULAR_CELLS, active_clients_key, daily_stat_key
-from weathernote.redis_gateway import AnyPipeline, RedisGateway
+from weathernote.redis_gateway import AnyPipeline, AnyRedis, RedisGateway
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +107,23 @@ class Usage:
                 [daily_stat_key("requests", day), daily_stat_key("upstream_weight", day)]
             )
         )
-        top = await self.redis.call(lambda client: client.zrevrange(POPULAR_CELLS, 0, 9, withscores=True))
+        top = await self.redis.call(_top_cells)
         return {
             "active_clients_today": float(active or 0),
             "upstream_calls_per_million_requests": weight / requests * 1e6 if requests else 0.0,
-            "top_cells": [(cell.decode(), float(score)) for cell, score in top],
+            "top_cells": [(_text(cell), float(score)) for cell, score in top],
         }
 
+
+
+async def _top_cells(client: AnyRedis) -> list[tuple[Any, float]]:
+    """The ten most requested (part, cell) members with their counts."""
+    ranked: list[tuple[Any, Any]] = await client.zrevrange(POPULAR_CELLS, 0, 9, withscores=True)  # type: ignore[assignment]  # typed for every option at once
+    return [(member, float(score)) for member, score in ranked]
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _number(value: bytes | None) -> float:

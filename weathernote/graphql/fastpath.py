@@ -280,8 +280,8 @@ def _plan_operation(document: DocumentNode, operation: OperationDefinitionNode) 
             parts = forecast_parts_for(set(_names(selection.selection_set, fragments)))
             if not parts and operation.operation is OperationType.SUBSCRIPTION:
                 parts = frozenset({Part.DAILY})  # something must announce the refreshes
-        arguments = {arg.name.value: arg.value for arg in selection.arguments}
-        sources = []
+        arguments = {arg.name.value: arg.value for arg in selection.arguments or ()}
+        sources: list[str | float] = []
         for axis in _COORDINATES:
             node = arguments.get(axis)
             if isinstance(node, VariableNode):

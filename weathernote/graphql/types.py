@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+from typing import TypeAlias
+
 import strawberry
 
 from weathernote import conditions, units as convert
@@ -16,7 +18,9 @@ from weathernote.entries import Current, Daily, Hourly
 from weathernote.graphql.errors import bad_user_input
 from weathernote.units import Units as UnitSystem
 
-Units = strawberry.enum(UnitSystem, name="Units", description="Unit system of the values")
+# strawberry.enum registers the GraphQL enum on the class itself; the alias keeps it a type for mypy
+strawberry.enum(UnitSystem, name="Units", description="Unit system of the values")
+Units: TypeAlias = UnitSystem
 
 
 @strawberry.type(description="A grid cell: the rounded point a whole neighbourhood shares")

@@ -170,7 +170,7 @@ def is_request_error(result: ExecutionResult) -> bool:
     """Errors before execution (syntax, validation, variables): no `data` at all."""
     if isinstance(result, PreExecutionError):
         return True
-    return result.data is None and bool(result.errors) and all(e.path is None for e in result.errors)
+    return result.data is None and bool(result.errors) and all(e.path is None for e in result.errors or ())
 
 
 def render(result: ExecutionResult, media: str) -> tuple[int, dict[str, Any]]:
@@ -323,7 +323,7 @@ class GraphQLEndpoint:
             requestlog.note(outcome=outcome_of(result.errors))
         status, body = render(result, media)
         answer = Answer(status, orjson.dumps(body))
-        if render_key is not None and not result.errors:
+        if render_key is not None and bound is not None and not result.errors:
             answer.fresh_until_ms = fresh_until
             self.renders.put(render_key, answer, sys.getsizeof(answer.body) + len(bound.key))
         return answer

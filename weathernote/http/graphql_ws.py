@@ -89,7 +89,7 @@ class Operations:
             return [error_dict("subscribe payload needs a `query` (or a known persisted query hash)", BAD_REQUEST)]
         operation, errors = self.planner.operation(query, operation_name, variables)
         if operation is None:
-            return [error.formatted for error in errors]
+            return [dict(error.formatted) for error in errors]
         plan = self.planner.plan(query, operation_name)
         requestlog.note(operation=plan.label if plan else "other")
         if plan is not None and plan.is_subscription:
@@ -145,7 +145,7 @@ def _valid_days(arguments: dict[str, Any]) -> bool:
 
 
 def _formatted(result: ExecutionResult) -> list[dict[str, Any]]:
-    return [error.formatted for error in result.errors or ()]
+    return [dict(error.formatted) for error in result.errors or ()]
 
 
 def _payload(result: ExecutionResult) -> str:
@@ -308,7 +308,7 @@ class Connection:
         except Exception:
             info.outcome = "error"
             log.exception("operation %s failed", operation_id)
-            await self.send_error(operation_id, [internal_error().formatted])
+            await self.send_error(operation_id, [dict(internal_error().formatted)])
         finally:
             metrics.SUBSCRIPTIONS.dec()
             metrics.REQUESTS.labels("ws", info.operation or "other", info.outcome).inc()
@@ -368,7 +368,7 @@ def negotiate(websocket: WebSocket) -> str | None:
     """The first protocol in the client's order that we speak."""
     for offered in websocket.scope.get("subprotocols", []):
         if offered in SUBPROTOCOLS:
-            return offered
+            return str(offered)
     return None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import uvicorn
 
 from weathernote.settings import Settings
@@ -18,7 +20,7 @@ def run(settings: Settings) -> None:
         # many small JSON messages: compression costs more CPU and memory than it saves
         ws_per_message_deflate=False,
         ws_max_size=settings.ws_max_message_bytes,
-        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_seconds),
         # X-Forwarded-For is ours to judge (WEATHERNOTE_TRUSTED_PROXIES); uvicorn's own
         # default would believe it from any loopback peer.
         proxy_headers=False,

@@ -19,7 +19,8 @@ def to_float32(value: float) -> float:
         return value
     if abs(value) > _FLOAT32_MAX:
         return math.copysign(math.inf, value)
-    return _FLOAT32.unpack(_FLOAT32.pack(value))[0]
+    single: float = _FLOAT32.unpack(_FLOAT32.pack(value))[0]
+    return single
 
 
 def float32_text(value: float) -> str:
@@ -31,14 +32,15 @@ def float32_text(value: float) -> str:
         return "inf" if single > 0 else "-inf"
     if single == 0:
         return "-0.0" if math.copysign(1.0, single) < 0 else "0.0"
-    for digits in range(1, 10):
-        shortest = f"{single:.{digits}g}"
+    for precision in range(1, 10):
+        shortest = f"{single:.{precision}g}"
         if to_float32(float(shortest)) == single:
             break
     if _PLAIN_MIN <= abs(single) < _PLAIN_MAX:
         plain = format(Decimal(shortest), "f")
         return plain if "." in plain else plain + ".0"
     negative, digits, exponent = Decimal(shortest).normalize().as_tuple()
+    assert isinstance(exponent, int)  # a finite number: not 'n', 'N' or 'F'
     text = "".join(map(str, digits))
     mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
     power = exponent + len(text) - 1

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeGuard
 
 from astral import Observer, sun
 
@@ -227,7 +227,7 @@ def _parse_current(section: Mapping[str, Any], place: _Place) -> Current:
         is_day = bool(section["is_day"])
     else:
         is_day = _is_day(moment, place)
-    return Current(time=_local(time, place.suffix), is_day=is_day, **values)
+    return Current(time=_local(str(time), place.suffix), is_day=is_day, **values)
 
 
 def _parse_daily(section: Mapping[str, Any], place: _Place, days: int) -> Daily:
@@ -334,7 +334,7 @@ def _is_day(local_time: datetime, place: _Place) -> bool:
     return bool(sun.elevation(observer, moment, with_refraction=False) > _SUNRISE_ALTITUDE)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return (type(value) is int or type(value) is float) and math.isfinite(value)
 
 
