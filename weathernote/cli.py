@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 
 from weathernote.logs import configure_logging
-
 from weathernote.settings import Settings
 
 log = logging.getLogger("weathernote")

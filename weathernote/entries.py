@@ -187,10 +187,7 @@ _CHECKS: dict[type[Any], dict[str, Callable[[Any], bool]]] = {
         "weather_code": _integer,
         "is_day": _flag,
         **dict.fromkeys(
-            (
-                "temperature apparent_temperature humidity precipitation cloud_cover pressure"
-                " wind_speed wind_direction wind_gusts"
-            ).split(),
+            ["temperature", "apparent_temperature", "humidity", "precipitation", "cloud_cover", "pressure", "wind_speed", "wind_direction", "wind_gusts"],
             _number,
         ),
     },
@@ -200,17 +197,14 @@ _CHECKS: dict[type[Any], dict[str, Callable[[Any], bool]]] = {
         "sunrise": _parses(datetime.fromisoformat, optional=True),
         "sunset": _parses(datetime.fromisoformat, optional=True),
         **dict.fromkeys(
-            (
-                "temperature_max temperature_min precipitation_sum precipitation_probability_max"
-                " wind_speed_max uv_index_max"
-            ).split(),
+            ["temperature_max", "temperature_min", "precipitation_sum", "precipitation_probability_max", "wind_speed_max", "uv_index_max"],
             _number,
         ),
     },
     Hourly: {
         "time": _moment,
         "weather_code": _integer,
-        **dict.fromkeys("temperature precipitation_probability wind_speed".split(), _number),
+        **dict.fromkeys(["temperature", "precipitation_probability", "wind_speed"], _number),
     },
 }
 

@@ -62,7 +62,7 @@ class Subscriber:
     wait on many channels at once.
     """
 
-    __slots__ = ("channel", "_pending", "wakeup")
+    __slots__ = ("_pending", "channel", "wakeup")
 
     def __init__(self, channel: str, wakeup: Wakeup | None = None) -> None:
         self.channel = channel
@@ -185,7 +185,7 @@ class Hub:
         except WeatherNoteError as exc:
             log.warning("undecodable message on %s dropped (%s)", channel, exc)
             return
-        except Exception:  # noqa: BLE001 - one bad message must not stop the listener
+        except Exception:
             log.exception("undecodable message on %s dropped", channel)
             return
         for subscriber in subscribers:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from weathernote.cells import Cell
 from weathernote.entries import FORECAST_DAYS, Part
 
-
 _hash_tags = False
 
 

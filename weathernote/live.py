@@ -36,7 +36,7 @@ class Watch:
     lives per subscription, and each generator frame shows at scale.
     """
 
-    __slots__ = ("live", "cell", "parts", "wakeup", "subscribers", "members")
+    __slots__ = ("cell", "live", "members", "parts", "subscribers", "wakeup")
 
     def __init__(self, live: LiveWeather, cell: Cell, parts: Collection[Part]) -> None:
         self.live = live

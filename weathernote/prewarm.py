@@ -27,8 +27,8 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
 from importlib import resources
+from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -39,9 +39,9 @@ from weathernote.entries import Entry, Part
 from weathernote.errors import CacheError, RedisKeyError, UpstreamError, UpstreamSkipped
 from weathernote.keys import (
     POPULAR_CELLS,
+    PREWARM_KEPT,
     PREWARM_LAST_CYCLE,
     PREWARM_LEADER,
-    PREWARM_KEPT,
     WATCHED_CELLS,
     entry_key,
     watched_member,
@@ -164,7 +164,7 @@ class Prewarmer:
             except CacheError as exc:
                 log.warning("pre-warm cycle skipped: Redis unavailable (%s)", exc)
                 metrics.PREWARM_CYCLES.labels("redis").inc()
-            except Exception:  # noqa: BLE001 - a failed cycle must not end the pre-warmer
+            except Exception:
                 log.exception("pre-warm cycle failed")
                 metrics.PREWARM_CYCLES.labels("error").inc()
             next_slot = self._slot(clock.now_ms()) + self.interval_ms

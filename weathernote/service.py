@@ -117,10 +117,9 @@ class WeatherService:
             raws = []
         for part, raw in zip(wanted, raws):
             entry = self.checked(part, cell, raw)
-            if entry is not None:
-                if entry.is_fresh(now):
-                    readings[part] = Reading(entry, cached=True, stale=False)
-                    self._maybe_refresh_early(entry, now)
+            if entry is not None and entry.is_fresh(now):
+                readings[part] = Reading(entry, cached=True, stale=False)
+                self._maybe_refresh_early(entry, now)
         missing = [part for part in wanted if part not in readings]
         if self.usage:
             for part in wanted:

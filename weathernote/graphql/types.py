@@ -7,12 +7,12 @@ resolver per field costs several times more at volume.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-
 from typing import TypeAlias
 
 import strawberry
 
-from weathernote import conditions, units as convert
+from weathernote import conditions
+from weathernote import units as convert
 from weathernote.cells import Cell as GridCell
 from weathernote.entries import Current, Daily, Hourly
 from weathernote.graphql.errors import bad_user_input

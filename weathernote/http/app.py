@@ -18,13 +18,14 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
+from weathernote import clock
 from weathernote.breaker import CircuitBreaker, State
 from weathernote.budget import Limits as BudgetLimits
 from weathernote.budget import UpstreamBudget
 from weathernote.cache import EntryStore
-from weathernote import clock
 from weathernote.cells import Grid
 from weathernote.entries import Part
+from weathernote.errors import CacheError
 from weathernote.graphql.context import Context
 from weathernote.graphql.fastpath import PayloadRenderer, Planner
 from weathernote.graphql.limits import DocumentLimits
@@ -33,8 +34,8 @@ from weathernote.graphql.schema import build_root, schema
 from weathernote.http import lifecycle
 from weathernote.http.admission import Admission
 from weathernote.http.graphql_http import GraphQLEndpoint
-from weathernote.http.observability import RequestObservability, metrics_endpoint
 from weathernote.http.graphql_ws import GraphQLWebSocket, Limits, Operations
+from weathernote.http.observability import RequestObservability, metrics_endpoint
 from weathernote.http.rest import RestRoutes
 from weathernote.identity import Identifier
 from weathernote.live import LiveWeather
@@ -42,14 +43,13 @@ from weathernote.logs import configure_logging
 from weathernote.metrics import breaker_changed
 from weathernote.prewarm import Prewarmer
 from weathernote.ratelimit import RateLimiter
-from weathernote.refresh import Freshness, Refresher
-from weathernote.usage import Usage
-from weathernote.errors import CacheError
 from weathernote.redis_gateway import RedisGateway, redacted
+from weathernote.refresh import Freshness, Refresher
 from weathernote.service import WeatherService
 from weathernote.settings import Settings
 from weathernote.upstream import OpenMeteoClient
 from weathernote.upstream.pace import STEP_SECONDS
+from weathernote.usage import Usage
 
 log = logging.getLogger(__name__)
 

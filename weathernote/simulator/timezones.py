@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -68,7 +68,7 @@ class Zone:
 
     def offset_seconds(self, unix_seconds: float) -> int:
         """The UTC offset in force at that instant (applied to the whole answer, like the server)."""
-        moment = datetime.fromtimestamp(unix_seconds, tz=timezone.utc)
+        moment = datetime.fromtimestamp(unix_seconds, tz=UTC)
         offset = self.info.utcoffset(moment)
         return int(offset.total_seconds()) if offset is not None else 0
 

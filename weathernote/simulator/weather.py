@@ -12,6 +12,7 @@ then); `current` interpolates the instant fields between the enclosing hours.
 from __future__ import annotations
 
 import calendar
+import itertools
 import math
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -431,7 +432,7 @@ def saturation_vapour_pressure(celsius: float) -> float:
 
 
 def _interpolate(table: tuple[tuple[float, float], ...], x: float) -> float:
-    for (x0, y0), (x1, y1) in zip(table, table[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(table):
         if x <= x1:
             return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
     return table[-1][1]
