@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -468,3 +469,33 @@ async def test_sigterm_under_load_drains_without_a_failed_request_and_nginx_stop
     print(
         f"restarted, instance {victim + 1} answered through nginx again {time.monotonic() - restarted_at:.1f} s after it was ready"
     )
+
+
+def test_the_command_line_status_up_again_and_down_twice(topo: Any) -> None:
+    """Last: `down` stops this module's topology (the fixture's own stop then finds nothing)."""
+    script = [sys.executable, str(ROOT / "deploy" / "local" / "topology.py")]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*script, *args, "--dir", str(topo.dir)], capture_output=True, text=True, timeout=60)
+
+    status = run("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert topo.url in status.stdout and all(url in status.stdout for url in topo.instance_urls), status.stdout
+
+    again = run("up")  # already running: nothing started, the same topology printed
+    assert again.returncode == 0 and "already running" in again.stdout, again.stdout + again.stderr
+    assert topo.url in again.stdout
+
+    pids = [topo.instance_pid(i) for i in range(len(topo.instance_urls))]
+    down = run("down")
+    assert down.returncode == 0 and "stopped 11 running processes" in down.stdout, down.stdout + down.stderr
+    assert not any(topo.instance_alive(i) for i in range(len(pids)))
+    assert not (topo.dir / "state.json").exists()
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{topo.url}/nginx-health", timeout=2)
+
+    twice = run("down")
+    assert twice.returncode == 0 and "nothing was running" in twice.stdout, twice.stdout
+    gone = run("status")
+    assert gone.returncode == 3 and "no local topology runs" in gone.stdout, gone.stdout
+    print(f"\n$ topology.py down\n{down.stdout.strip()}\n$ topology.py down\n{twice.stdout.strip()}")

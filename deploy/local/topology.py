@@ -353,12 +353,30 @@ class Topology:
         def left() -> float:
             return max(5.0, deadline - time.monotonic())
 
+        # the upstream simulator starts (a Python process takes a moment) while the cluster forms
+        sim: Proc | None = None
+        if options["upstream_url"]:
+            self.state["upstream"] = {"url": options["upstream_url"], "simulated": False}
+        else:
+            [sim_port] = _free_ports(1)
+            sim = self._spawn(
+                "simulator",
+                [self.python, "-m", "weathernote", "simulate-upstream", "--host", HOST, "--port", str(sim_port)],
+                os.environ.copy(),
+                sim_port,
+            )
+            self.state["upstream"] = {"url": f"http://{HOST}:{sim_port}", "simulated": True}
+            self._save()
+        taken = {lb_port, *([sim.port] if sim else [])}
+
         # the cluster: 3 primaries, 3 replicas; ports (and bus ports +10000) from a random
         # base, so two topologies or test sessions starting together rarely pick the same ones
         cluster_dir = self.dir / "cluster"
         shutil.rmtree(cluster_dir, ignore_errors=True)
         for attempt in range(3):
             ports = free_cluster_ports(HOST, 6, start=random.randrange(31000, 50000))
+            if taken & {*ports, *(p + 10000 for p in ports)}:
+                continue
             cluster = EmbeddedCluster(cluster_dir / f"try-{attempt}", ports=ports, persistent=False)
             self._cluster = cluster
             try:
@@ -368,6 +386,8 @@ class Topology:
                 cluster.stop()
                 if attempt == 2:
                     raise
+        else:
+            raise TopologyError("no free ports for the cluster")
         for node in cluster.nodes:
             pid = int(node.server.port_file.read_text().split()[1])
             self._add(
@@ -375,22 +395,9 @@ class Topology:
             )
         self.state["redis"] = {"url": cluster.url, "nodes": cluster.urls}
         self._save()
-
-        # the upstream
-        if options["upstream_url"]:
-            self.state["upstream"] = {"url": options["upstream_url"], "simulated": False}
-        else:
-            [port] = _free_ports(1)
-            sim = self._spawn(
-                "simulator",
-                [self.python, "-m", "weathernote", "simulate-upstream", "--host", HOST, "--port", str(port)],
-                os.environ.copy(),
-                port,
-            )
-            url = f"http://{HOST}:{port}"
-            self.state["upstream"] = {"url": url, "simulated": True}
-            self._save()
-            _wait(lambda: self._ready(sim, f"{url}/__simulator/stats"), left(), "the upstream simulator did not start")
+        if sim is not None:
+            stats = f"{self.upstream_url}/__simulator/stats"
+            _wait(partial(self._ready, sim, stats), left(), "the upstream simulator did not start")
 
         # the instances, started together, then each ready
         ports = [p for p in _free_ports(options["instances"] + 1) if p != lb_port][: options["instances"]]
