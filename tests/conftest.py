@@ -127,7 +127,8 @@ class Server:
         """Starts and waits until /ready answers 200 (or, with ready=False, until /health answers)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_file = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", dir=LOG_DIR, delete=False)
+        # the server process writes it for its whole life, and logs() reads it by name
+        self.log_file = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", dir=LOG_DIR, delete=False)  # noqa: SIM115
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("WEATHERNOTE_")}
         full_env.update(env)
         full_env["WEATHERNOTE_PORT"] = str(self.port)

@@ -197,7 +197,7 @@ def test_alert_unit_tests_cover_the_key_alerts() -> None:
 def test_every_alert_has_duration_severity_and_annotations() -> None:
     rules = load_rules()
     alerts = {rule["alert"]: rule for rule in rules if "alert" in rule}
-    assert REQUIRED_ALERTS <= alerts.keys(), f"missing alerts: {REQUIRED_ALERTS - alerts.keys()}"
+    assert alerts.keys() >= REQUIRED_ALERTS, f"missing alerts: {REQUIRED_ALERTS - alerts.keys()}"
     for name, rule in alerts.items():
         assert rule.get("for"), f"{name}: no `for`"
         assert rule.get("labels", {}).get("severity") in {"warning", "critical"}, f"{name}: severity"

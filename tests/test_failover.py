@@ -11,11 +11,11 @@ its cell through the new primary. Figures are printed, never asserted as timings
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -69,8 +69,8 @@ async def _load(urls: list[str], until: float, results: list[tuple[float, str, i
 
 def _longest_gap(results: list[tuple[float, str, int, str]], cells: set[str], start: float) -> float:
     """The longest time without a successful answer for any of `cells`, from `start`."""
-    times = [start] + sorted(t for t, cell, status, outcome in results if cell in cells and status == 200 and outcome in ("ok", "stale") and t >= start)
-    return max((later - earlier for earlier, later in zip(times, times[1:])), default=0.0)
+    times = [start, *sorted(t for t, cell, status, outcome in results if cell in cells and status == 200 and outcome in ("ok", "stale") and t >= start)]
+    return max((later - earlier for earlier, later in itertools.pairwise(times)), default=0.0)
 
 
 async def test_a_primary_killed_under_load_costs_no_5xx_and_everything_resumes(

@@ -78,7 +78,7 @@ def test_rest_and_websocket_count_against_the_same_limit(pair: tuple[Server, Ser
         by_id.setdefault(message["id"], []).append(message["type"])
     assert by_id["a"] == ["next", "complete"]
     assert by_id["b"] == ["error"]
-    error = [m for m in messages if m["type"] == "error"][0]
+    error = next(m for m in messages if m["type"] == "error")
     assert error["payload"][0]["extensions"]["code"] == "RATE_LIMITED"
     rest = httpx.get(f"{first.url}/api/v1/weather", params={"lat": 1, "lon": 1}, headers=headers)
     assert rest.status_code == 429 and rest.json()["error"]["code"] == "RATE_LIMITED"

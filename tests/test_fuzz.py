@@ -702,7 +702,7 @@ class Exchange:
             payload = message.get("payload")
             if self.legacy:
                 assert isinstance(payload, dict), context
-                check_errors(payload["errors"] if "errors" in payload else [payload], context)
+                check_errors(payload.get("errors", [payload]), context)
             else:
                 check_errors(payload, context)
         return message

@@ -6,7 +6,6 @@ import asyncio
 import json
 import signal
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -139,12 +138,12 @@ def test_sigterm_lets_a_slow_request_finish_and_closes_sockets_with_1001(redis_u
             await socket.init()
             thread = threading.Thread(target=slow_request)
             thread.start()
-            time.sleep(0.4)  # the request is now waiting on the upstream
+            await asyncio.sleep(0.4)  # the request is now waiting on the upstream
             srv.process.send_signal(signal.SIGTERM)
             try:
                 while True:
                     await socket.receive(timeout=10, skip_keepalive=False)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 code = exc.rcvd.code if getattr(exc, "rcvd", None) else -1  # type: ignore[attr-defined]
             thread.join(15)
             return code

@@ -362,10 +362,7 @@ def test_invalid_requests_get_the_servers_400_reason(
     assert response.json() == {"error": True, "reason": reason}
 
 
-PARAMETER_NAMES = (
-    "latitude longitude elevation timezone current hourly daily forecast_days past_days forecast_hours "
-    "temperature_unit wind_speed_unit timeformat models"
-).split()
+PARAMETER_NAMES = ["latitude", "longitude", "elevation", "timezone", "current", "hourly", "daily", "forecast_days", "past_days", "forecast_hours", "temperature_unit", "wind_speed_unit", "timeformat", "models"]
 PARAMETER_VALUES = st.one_of(
     st.text(st.characters(blacklist_categories=("Cs",)), max_size=12),
     st.sampled_from(["52.5", "-90", "1e3", "nan", "1,2", "auto", "Europe/Berlin", "weathercode,sunrise"]),

@@ -11,7 +11,6 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 import websockets
@@ -144,7 +143,7 @@ async def test_a_stalled_subscriber_neither_delays_others_nor_queues_without_bou
         while True:
             try:
                 received.append((await stalled.data(timeout=2))["data"]["forecastUpdates"]["fetchedAt"])
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         assert len(set(received)) == len(received), "no refresh is delivered twice"
         assert received[-1] == last, "the stalled subscriber ends on the latest refresh"
