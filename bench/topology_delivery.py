@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import importlib.util
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -341,6 +342,7 @@ async def _main(args: argparse.Namespace) -> int:
         print(f"starting the local topology in {state} …", flush=True)
         await asyncio.to_thread(topology.start, 120)
     lb_url = topology.url
+    report = None
     try:
         async with asyncio.timeout(args.timeout):
             report = await run(
@@ -353,6 +355,10 @@ async def _main(args: argparse.Namespace) -> int:
     finally:
         if own is not None:
             await asyncio.to_thread(own.stop)
+            if report is not None and not report.lost and not report.setup_failures:
+                shutil.rmtree(own.dir, ignore_errors=True)
+            else:
+                print(f"the topology's logs are kept in {own.dir / 'logs'}", file=sys.stderr)
     print(report.summary(lb_url))
     return 1 if report.lost else 0
 
