@@ -118,8 +118,9 @@ class EmbeddedCluster:
 
     @property
     def url(self) -> str:
-        """A URL of one node: enough for a cluster client to discover the rest."""
-        return self.nodes[0].url
+        """A URL of one running node: enough for a cluster client to discover the rest."""
+        running = self.running()
+        return (running or self.nodes)[0].url
 
     @property
     def urls(self) -> list[str]:
