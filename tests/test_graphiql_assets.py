@@ -4,9 +4,10 @@ weathernote/static/graphiql/ is served with a real Starlette StaticFiles mount
 at /graphiql under uvicorn on a free loopback port, and the page is read the
 way a browser would: every src/href of index.html must be a same-server path
 that answers 200 with a plausible content type and body, the vendored files
-must match their SRI hashes and VERSIONS.txt, and the page must point GraphiQL
-at /graphql over HTTP and at a ws:/wss: URL of the same host for
-subscriptions. A missing asset or a CDN URL creeping back fails here.
+must match their SRI hashes and VERSIONS.txt and be production builds, and
+the page must point GraphiQL at /graphql over HTTP and at a ws:/wss: URL of
+the same host for subscriptions. A missing asset, a development build or a CDN
+URL creeping back fails here.
 """
 
 from __future__ import annotations
@@ -261,7 +262,7 @@ def test_page_wires_graphql_over_http_and_websocket(
 
 def test_versions_file_matches_vendored_files() -> None:
     text = (GRAPHIQL_DIR / "VERSIONS.txt").read_text()
-    for pkg in ("react@18.3.1", "react-dom@18.3.1", "graphiql@3.8.3"):
+    for pkg in ("react@18.3.1", "react-dom@18.3.1", "graphiql@3.9.0"):
         assert pkg in text
     for lic in ("react.LICENSE", "react-dom.LICENSE", "graphiql.LICENSE"):
         path = GRAPHIQL_DIR / "licenses" / lic
@@ -271,3 +272,20 @@ def test_versions_file_matches_vendored_files() -> None:
     for name, digest in listed.items():
         actual = hashlib.sha256((GRAPHIQL_DIR / name).read_bytes()).hexdigest()
         assert actual == digest, f"{name} differs from the sha256 in VERSIONS.txt"
+
+
+def test_vendored_scripts_are_production_builds() -> None:
+    # graphiql <= 3.8.3 shipped a 3.5 MB webpack development build as graphiql.min.js
+    # (96,000 lines); 3.9.0's is Vite's minified UMD build (under 1 MB, a few dozen lines).
+    bundle = (GRAPHIQL_DIR / "graphiql.min.js").read_bytes()
+    assert b"webpackBootstrap" not in bundle
+    assert len(bundle) < 1_500_000, f"graphiql.min.js is {len(bundle)} bytes: a development build?"
+    assert bundle.count(b"\n") < 1_000, "graphiql.min.js is not minified"
+    for name in ("react.production.min.js", "react-dom.production.min.js"):
+        body = (GRAPHIQL_DIR / name).read_bytes()
+        assert body.startswith(b"/**\n * @license React") and b".production.min.js" in body[:200], name
+        assert body.count(b"\n") < 1_000, f"{name} is not minified"
+    # The UMD bundle uses neither eval nor new Function (script-src 'self' forbids both) and
+    # starts no workers (default-src 'none' would refuse them).
+    for forbidden in (b"eval(", b"new Function(", b"new Worker(", b"importScripts("):
+        assert forbidden not in bundle, forbidden
