@@ -1,13 +1,15 @@
 """The offline GraphiQL page loads nothing from outside the server.
 
 weathernote/static/graphiql/ is served with a real Starlette StaticFiles mount
-at /graphiql under uvicorn on a free loopback port, and the page is read the
-way a browser would: every src/href of index.html must be a same-server path
-that answers 200 with a plausible content type and body, the vendored files
-must match their SRI hashes and VERSIONS.txt and be production builds, and
-the page must point GraphiQL at /graphql over HTTP and at a ws:/wss: URL of
-the same host for subscriptions. A missing asset, a development build or a CDN
-URL creeping back fails here.
+at /graphiql (wrapped, as the app wraps it, in the Content-Security-Policy of
+weathernote/http/csp.py) under uvicorn on a free loopback port, and the page
+is read the way a browser would: every src/href of index.html must be a
+same-server path that answers 200 with a plausible content type and body, the
+vendored files must match their SRI hashes and VERSIONS.txt and be production
+builds, every response must carry the strict policy, and the page must point
+GraphiQL at /graphql over HTTP and at a ws:/wss: URL of the same host for
+subscriptions. A missing asset, a development build or a CDN URL creeping back
+fails here. (tests/test_graphiql_browser.py runs the page in Chromium.)
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
+
+from weathernote.http import csp
 
 GRAPHIQL_DIR = Path(__file__).resolve().parents[1] / "weathernote" / "static" / "graphiql"
 
@@ -101,13 +105,11 @@ def _free_loopback_socket() -> socket.socket:
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
     app = Starlette(
-        routes=[Mount("/graphiql", StaticFiles(directory=GRAPHIQL_DIR, html=True), name="graphiql")]
+        routes=[Mount("/graphiql", csp.WithPolicy(StaticFiles(directory=GRAPHIQL_DIR, html=True)), name="graphiql")]
     )
     sock = _free_loopback_socket()
     port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-    )
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -216,25 +218,64 @@ def test_every_asset_is_served(client: httpx.Client, page: tuple[str, _PageParse
             assert not found, f"absolute URL in {url}: {found}"
 
 
-def test_csp_allows_only_this_server(page: tuple[str, _PageParser]) -> None:
-    _, parser = page
-    assert parser.csp, "index.html has no Content-Security-Policy meta"
-    directives = {
-        d.split()[0]: d.split()[1:] for d in (p.strip() for p in parser.csp.split(";")) if d
-    }
-    assert directives.get("default-src") == ["'none'"]
-    assert directives.get("script-src") == ["'self'"]
-    assert directives.get("connect-src") == ["'self'"]
+def _directives(policy: str) -> dict[str, list[str]]:
+    return {d.split()[0]: d.split()[1:] for d in (p.strip() for p in policy.split(";")) if d}
+
+
+# The policy, directive by directive: this server only, no inline script, no eval.
+STRICT = {
+    "default-src": ["'none'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "connect-src": ["'self'"],
+    "img-src": ["'self'", "data:"],
+    "font-src": ["'self'", "data:"],
+    "frame-ancestors": ["'none'"],
+    "base-uri": ["'none'"],
+    "form-action": ["'none'"],
+}
+
+
+def _check_policy(policy: str, nonce: str | None = None) -> None:
+    directives = _directives(policy)
+    expected = {**STRICT, "style-src": ["'self'", f"'nonce-{nonce}'"]} if nonce else STRICT
+    assert directives == expected, policy
     for name, sources in directives.items():
         for source in sources:
             assert source.startswith("'") or source == "data:", (
-                f"CSP {name} allows {source!r}: only keywords and data: are allowed"
+                f"CSP {name} allows {source!r}: only keywords, nonces and data: are allowed"
             )
+            assert source not in ("'unsafe-inline'", "'unsafe-eval'", "'unsafe-hashes'"), (name, source)
 
 
-def test_page_wires_graphql_over_http_and_websocket(
-    client: httpx.Client, page: tuple[str, _PageParser]
-) -> None:
+def test_csp_allows_only_this_server(client: httpx.Client, page: tuple[str, _PageParser]) -> None:
+    _, parser = page
+    # The policy is a header (only a header can say frame-ancestors); a <meta> policy would be
+    # a second policy, enforced too, that could not carry the page's per-response nonce.
+    assert parser.csp is None, "index.html has a Content-Security-Policy meta: the server sends the policy"
+    _check_policy(csp.policy())
+    nonce = csp.new_nonce()
+    _check_policy(csp.policy(nonce), nonce)
+    assert csp.new_nonce() != nonce and len(nonce) >= 22  # 128 random bits, base64url
+    # Every response of the mount carries it: the page, the directory URL and each asset.
+    urls = ["/graphiql/", "/graphiql/index.html", "/graphiql/missing.js"]
+    urls += [url for _, url, _ in parser.refs if not url.startswith("data:")]
+    for url in urls:
+        assert client.get(url).headers.get("content-security-policy") == csp.policy(), url
+
+
+def test_ide_page_gets_a_fresh_nonce() -> None:
+    html = (GRAPHIQL_DIR / "index.html").read_bytes()
+    assert html.count(csp.NONCE_PLACEHOLDER) == 1
+    first, headers = csp.ide_page(html)
+    second, _ = csp.ide_page(html)
+    nonce = re.search(r"'nonce-([^']+)'", headers[csp.HEADER])
+    assert nonce and headers[csp.HEADER] == csp.policy(nonce.group(1))
+    assert f'data-style-nonce="{nonce.group(1)}"'.encode() in first
+    assert csp.NONCE_PLACEHOLDER not in first and first != second
+
+
+def test_page_wires_graphql_over_http_and_websocket(client: httpx.Client, page: tuple[str, _PageParser]) -> None:
     _, parser = page
     attrs = parser.graphiql_attrs
     assert attrs is not None, 'no element with id="graphiql"'
@@ -253,6 +294,12 @@ def test_page_wires_graphql_over_http_and_websocket(
     )
     assert "window.location" in js
     assert "isHeadersEditorEnabled: true" in js
+    # The style nonce of the page goes to GraphiQL's <style> elements (react-style-singleton
+    # reads the global __webpack_nonce__), the placeholder of a page served as a file never.
+    assert attrs.get("data-style-nonce") == csp.NONCE_PLACEHOLDER.decode()
+    assert 'getAttribute("data-style-nonce")' in js
+    assert re.search(r"window\.__webpack_nonce__\s*=\s*styleNonce", js)
+    assert f'styleNonce !== "{csp.NONCE_PLACEHOLDER.decode()}"' in js
     assert "shouldPersistHeaders: true" in js
     # The bundle carries its own graphql-ws client, which createFetcher uses
     # for subscriptionUrl (no extra script needed).

@@ -35,6 +35,7 @@ from weathernote.graphql.errors import (
 )
 from weathernote.graphql.fastpath import DEFAULT_CACHE_BYTES, Bound, BoundedCache, Plan, Planner
 from weathernote.graphql.persisted import PersistedQueries, PersistedQueryError
+from weathernote.http import csp
 from weathernote.http.admission import Admission, rate_limited_body
 from weathernote.keys import entry_key
 from weathernote.service import UpstreamUnavailable, now_ms
@@ -236,7 +237,7 @@ class GraphQLEndpoint:
 
     async def handle(self, request: Request) -> Response:
         if request.method == "GET" and self._wants_ide(request):
-            return HTMLResponse(self.ide_html)
+            return self._ide_page()
         media = response_type(request.headers.get("accept"))
         headers: dict[str, str] = {}
         try:
@@ -262,6 +263,12 @@ class GraphQLEndpoint:
             max_age = max(0, (answer.fresh_until_ms - now_ms()) // 1000)
             headers["Cache-Control"] = f"public, max-age={max_age}"
         return _response(answer.status, answer.body, media, headers)
+
+    def _ide_page(self) -> Response:
+        """GraphiQL, under its Content-Security-Policy (a new style nonce in every response)."""
+        assert self.ide_html is not None
+        html, headers = csp.ide_page(self.ide_html)
+        return HTMLResponse(html, headers={**headers, "Cache-Control": "no-store"})
 
     def _wants_ide(self, request: Request) -> bool:
         if self.ide_html is None or "query" in request.query_params or "extensions" in request.query_params:

@@ -34,6 +34,19 @@
   var subscriptionPath =
     container.getAttribute("data-subscription-path") || graphqlPath;
 
+  // The page's Content-Security-Policy allows styles from this server and
+  // <style> elements that carry this response's nonce. GraphiQL's dialogs and
+  // menus insert one (react-remove-scroll-bar, via react-style-singleton),
+  // which takes its nonce from the global __webpack_nonce__ (a name left from
+  // webpack's convention). Served as a plain file (/graphiql/index.html) the
+  // placeholder is still there: no nonce, and those <style> elements are
+  // refused (the dialogs still work, without their scroll lock).
+  var styleNonce = container.getAttribute("data-style-nonce");
+  if (styleNonce && styleNonce !== "__CSP_NONCE__") {
+    window.__webpack_nonce__ = styleNonce;
+  }
+  container.removeAttribute("data-style-nonce");
+
   // Same origin as the page: the page's scheme, host and port with the
   // GraphQL path for queries and mutations; the same host and port with the
   // ws: scheme (wss: when the page is served over https:) for subscriptions.
