@@ -15,13 +15,17 @@ client stands for many users; the limits have tests of their own).
 - SIGKILL the pre-warm leader: another instance leads once the lease lapses;
 - SIGTERM an instance under load: it stops being ready at once, keeps serving while it
   drains, then stops listening; nginx retries elsewhere, so no request fails, and after it
-  is gone nginx routes nothing to it.
+  is gone nginx routes nothing to it. Its subscribers, told to go away (1001), subscribe
+  again through nginx at once (the draining instance refuses the handshake, nginx tries the
+  next). Restarted, it gets traffic again;
+- the command line: `status`, `up` on a running topology, `down` twice (last: it stops the
+  module's topology).
 
 Each test starts with every instance running (killed ones are restarted first). Figures
 are printed (visible with -s), never asserted as timings. nginx is Debian's package
 (`make nginx`); the tests fail without it.
 
-The module takes about 45 s on a 2-core machine. `TOPOLOGY_SOAK=1` makes it a soak (a few
+The module takes about 40-55 s on a 2-core machine. `TOPOLOGY_SOAK=1` makes it a soak (a few
 minutes): the loads run 30 s with twice the clients, and the delivery check is the
 benchmark's full 300 subscribers.
 """
@@ -417,26 +421,60 @@ async def test_sigterm_under_load_drains_without_a_failed_request_and_nginx_stop
     await asyncio.to_thread(warm, topo)
     victim = 1
     victim_addr = f"127.0.0.1:{topo.instance_ports[victim]}"
-    started = time.time()
-    load = asyncio.create_task(steady_load(topo, TERM_LOAD_SECONDS, LOAD_CLIENTS))
-    await asyncio.sleep(1.5)
+    # a subscriber on the victim (nginx balances by connections: a few sockets reach it)
+    sockets: list[GraphQLSocket] = []
+    on_victim = None
+    for _ in range(2 * len(topo.instance_urls)):
+        socket = GraphQLSocket(topo.url)
+        await socket.__aenter__()
+        sockets.append(socket)
+        await socket.init()
+        await socket.subscribe("w", WEATHER, PARIS)
+        await socket.data()
+        if holder(socket, topo) == victim:
+            on_victim = socket
+            break
+    try:
+        assert on_victim is not None, "no socket reached the victim"
+        started = time.time()
+        load = asyncio.create_task(steady_load(topo, TERM_LOAD_SECONDS, LOAD_CLIENTS))
+        await asyncio.sleep(1.5)
 
-    term_at = time.time()
-    topo.signal_instance(victim, signal.SIGTERM)
-    # not ready at once, directly and through nginx's route to it, yet still serving
-    async with httpx.AsyncClient(timeout=2) as client:
-        ready = None
-        for _ in range(20):
-            ready = (await client.get(f"{topo.instance_urls[victim]}/ready")).status_code
-            if ready == 503:
-                break
-            await asyncio.sleep(0.05)
-        through_nginx = (await client.get(f"{topo.url}/_instances/{victim + 1}/ready")).status_code
-        served = await client.post(
-            f"{topo.instance_urls[victim]}/graphql", json={"query": LOAD_QUERY, "variables": LOAD_CELLS[0]}
-        )
-    assert ready == 503 and through_nginx == 503, (ready, through_nginx)
-    assert served.status_code == 200 and "errors" not in served.json(), "a draining instance still serves"
+        term_at = time.time()
+        topo.signal_instance(victim, signal.SIGTERM)
+        # not ready at once, directly and through nginx's route to it, yet still serving
+        async with httpx.AsyncClient(timeout=2) as client:
+            ready = None
+            for _ in range(20):
+                ready = (await client.get(f"{topo.instance_urls[victim]}/ready")).status_code
+                if ready == 503:
+                    break
+                await asyncio.sleep(0.05)
+            through_nginx = (await client.get(f"{topo.url}/_instances/{victim + 1}/ready")).status_code
+            served = await client.post(
+                f"{topo.instance_urls[victim]}/graphql", json={"query": LOAD_QUERY, "variables": LOAD_CELLS[0]}
+            )
+        assert ready == 503 and through_nginx == 503, (ready, through_nginx)
+        assert served.status_code == 200 and "errors" not in served.json(), "a draining instance still serves"
+
+        # its subscriber is told to go away (1001) and reconnects through nginx at once, elsewhere,
+        # while the victim still drains (nginx retries the handshake the victim refuses)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await on_victim.receive(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001, closed.value
+        again = GraphQLSocket(topo.url)
+        await again.__aenter__()
+        sockets.append(again)
+        await again.init()
+        await again.subscribe("w", WEATHER, PARIS)
+        await again.data()
+        reconnected_after = time.time() - term_at
+        tried = again.ws.response.headers["X-Upstream"]
+        assert holder(again, topo) != victim and topo.instance_alive(victim), (tried, reconnected_after)
+    finally:
+        for socket in sockets:
+            await socket.__aexit__(None, None, None)
 
     exit_code = await asyncio.to_thread(topo.wait_instance_exit, victim, 30)
     exited_at = time.time()
@@ -454,7 +492,9 @@ async def test_sigterm_under_load_drains_without_a_failed_request_and_nginx_stop
         f" (retried successfully {sum(1 for a in failed if a.retried_ok)});"
         f" it answered {len(during_drain)} requests while draining, exited {exited_at - term_at:.1f} s after"
         f" SIGTERM (code {exit_code}); afterwards nginx answered {len(after)} requests, none from it"
-        f" ({len(tried_after)} tried it first: refused, retried on the next instance)"
+        f" ({len(tried_after)} tried it first: refused, retried on the next instance);"
+        f" its subscriber got 1001 and was subscribed again through nginx {reconnected_after:.2f} s after SIGTERM,"
+        f" on instance {holder(again, topo) + 1} (nginx tried {tried})"
     )
     assert answers, "the load ran"
     assert not failed, [(a.status, a.error, a.upstream) for a in failed]
