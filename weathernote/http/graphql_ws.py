@@ -24,6 +24,7 @@ from strawberry import Schema
 from strawberry.types import ExecutionResult
 
 from weathernote import metrics, requestlog
+from weathernote.errors import BadRequest
 from weathernote.graphql.context import Context
 from weathernote.graphql.errors import BAD_REQUEST, error_dict, internal_error, upstream_unavailable
 from weathernote.graphql.fastpath import PayloadRenderer, Planner
@@ -47,7 +48,9 @@ class Limits:
     max_operations: int = 100
 
 
-class ProtocolError(Exception):
+class ProtocolError(BadRequest):
+    """A message that breaks the WebSocket sub-protocol: the socket closes with `code`."""
+
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code = code

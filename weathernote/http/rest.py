@@ -13,12 +13,9 @@ from starlette.responses import Response
 from weathernote import conditions, requestlog
 from weathernote.cells import Cell, Grid, InvalidCoordinates
 from weathernote.entries import FORECAST_DAYS, Current, Daily, Part
+from weathernote.errors import BadRequest
 from weathernote.http.admission import Admission
 from weathernote.service import Reading, UpstreamUnavailable, WeatherService
-
-
-class BadRequest(Exception):
-    pass
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:

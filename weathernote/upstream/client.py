@@ -11,8 +11,8 @@ import orjson
 from weathernote import metrics
 from weathernote.cells import Cell
 from weathernote.entries import Model, Part
-from weathernote.errors import UpstreamError
-from weathernote.upstream.contract import ContractError, forecast_days, parse_locations, query_params, request_weight
+from weathernote.errors import ContractError, UpstreamError
+from weathernote.upstream.contract import forecast_days, parse_locations, query_params, request_weight
 from weathernote.upstream.health import UpstreamHealth, connection_symptom
 
 # Beyond this many locations the coordinate lists go in a POST body, as

@@ -24,6 +24,7 @@ from typing import Any, TypeGuard
 from astral import Observer, sun
 
 from weathernote.entries import FORECAST_DAYS, Current, Daily, Hourly, Model, Part
+from weathernote.errors import ContractError
 
 # Our field name -> Open-Meteo variable, in request order.
 CURRENT_VARIABLES: dict[str, str] = {
@@ -105,10 +106,6 @@ _MAX_OFFSET_SECONDS = 18 * 3600  # ISO 8601's widest offset; real zones span -12
 _TIMEZONE = re.compile(r"[A-Za-z][A-Za-z0-9_+\-/]{0,63}")  # IANA names, "GMT", "Etc/GMT+5"
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _MINUTE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}")
-
-
-class ContractError(ValueError):
-    """An upstream answer that does not have the shape we rely on."""
 
 
 @dataclass(frozen=True, slots=True)
