@@ -53,7 +53,12 @@ def first_error_code(body: dict[str, Any]) -> str:
 
 
 def test_the_app_has_its_four_operations() -> None:
-    assert [path.stem for path in OPERATION_FILES] == ["CurrentWeather", "Forecast", "ForecastUpdates", "WeatherUpdates"]
+    assert [path.stem for path in OPERATION_FILES] == [
+        "CurrentWeather",
+        "Forecast",
+        "ForecastUpdates",
+        "WeatherUpdates",
+    ]
     assert {(op["name"], op["type"]) for op in manifest_operations()} == {
         ("CurrentWeather", "query"),
         ("Forecast", "query"),
@@ -104,7 +109,9 @@ def check_query_data(name: str, data: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("operation", by_type("query"), ids=lambda operation: operation["name"])
 @pytest.mark.parametrize("how", ["GET by hash", "POST by hash", "POST by text", "POST by text and hash"])
-def test_every_query_runs_in_safelist_mode(safelisted: Server, clean: Simulator, operation: dict[str, str], how: str) -> None:
+def test_every_query_runs_in_safelist_mode(
+    safelisted: Server, clean: Simulator, operation: dict[str, str], how: str
+) -> None:
     variables = VARIABLES[operation["name"]]
     extensions = persisted(operation["id"])
     if how == "GET by hash":
@@ -170,4 +177,3 @@ async def test_an_unlisted_subscription_is_refused_over_websocket(safelisted: Se
     reformatted = " ".join(listed["body"].split())  # the same operation, another spelling: not the listed text
     message = await first_payload(safelisted.url, {"query": reformatted, "variables": PARIS})
     assert message["type"] == "error" and message["payload"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_IN_LIST"
-
