@@ -73,7 +73,7 @@ async def main() -> None:
         async with handshakes:
             try:
                 return await opener(args.url, (args.offset + i) % args.cells)
-            except Exception as exc:
+            except Exception as exc:  # reported, counted as lost
                 print(f"connection {i}: {type(exc).__name__}: {exc}", file=sys.stderr)
                 return None
 

@@ -185,7 +185,7 @@ class Hub:
         except WeatherNoteError as exc:
             log.warning("undecodable message on %s dropped (%s)", channel, exc)
             return
-        except Exception:
+        except Exception:  # one bad message must not stop the listener
             log.exception("undecodable message on %s dropped", channel)
             return
         for subscriber in subscribers:

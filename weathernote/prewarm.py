@@ -164,7 +164,7 @@ class Prewarmer:
             except CacheError as exc:
                 log.warning("pre-warm cycle skipped: Redis unavailable (%s)", exc)
                 metrics.PREWARM_CYCLES.labels("redis").inc()
-            except Exception:
+            except Exception:  # a failed cycle must not end the pre-warmer
                 log.exception("pre-warm cycle failed")
                 metrics.PREWARM_CYCLES.labels("error").inc()
             next_slot = self._slot(clock.now_ms()) + self.interval_ms

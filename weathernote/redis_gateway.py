@@ -98,6 +98,7 @@ class RedisGateway:
         self.deadline = timeout * 3
         self._publish = "SPUBLISH" if self.cluster else "PUBLISH"
         self._scripts: list[Script] = []
+        self._client_errors_logged: set[str] = set()  # once per kind
         # A Cluster client's pools refuse (rather than wait) past their size: calls wait here
         # instead, within their deadline, as they do for a single server's blocking pool.
         self._slots = asyncio.Semaphore(_CLUSTER_CONNECTIONS) if self.cluster else None
@@ -124,6 +125,12 @@ class RedisGateway:
                 max_connections=_CLUSTER_CONNECTIONS,
                 **_options(timeout),
             )
+            try:
+                # the slot map before the first requests: many first commands at once each
+                # initialising the client is where redis-py's races live
+                await asyncio.wait_for(cluster.initialize(), timeout * 3)
+            except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+                log.warning("Redis Cluster not ready at start-up (%s); the breaker handles it", type(exc).__name__)
             return cls(cluster, breaker, url=url, timeout=timeout)
         return cls(client, breaker, url=url, timeout=timeout)
 
@@ -140,6 +147,11 @@ class RedisGateway:
                         result = await operation(self.client)
         except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             raise self._failed(exc) from exc
+        except Exception as exc:
+            # redis-py's Cluster client can fail with its own bugs under concurrency (AttributeError,
+            # RuntimeError on a closed transport: redis-py #4287); a caller must still degrade
+            self._note_client_error(exc)
+            raise self._failed(exc) from exc
         except BaseException:
             self.breaker.abandon()  # cancelled: nothing learned about Redis
             raise
@@ -153,6 +165,12 @@ class RedisGateway:
         else:
             self.breaker.success()  # the server answered
         return error
+
+    def _note_client_error(self, exc: Exception) -> None:
+        kind = type(exc).__name__
+        if kind not in self._client_errors_logged:
+            self._client_errors_logged.add(kind)
+            log.warning("Redis client error %s (%s): treated as Redis unavailable", kind, str(exc)[:200])
 
     def _count_failure(self, exc: BaseException) -> None:
         opened = self.breaker.state is not State.OPEN

@@ -90,7 +90,7 @@ class PlainPubSub:
     async def next_message(self, timeout: float) -> Message | None:
         try:
             message = await self._pubsub.get_message(timeout=timeout)
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # whatever breaks the connection, the hub reconnects
             raise RedisUnavailable(type(exc).__name__) from exc
         if message is None or message.get("type") != "message":
             return None
@@ -132,10 +132,10 @@ class _Shard:
                     raise RedisUnavailable(f"slot of {channel} moved")
                 elif kind == "sunsubscribe":
                     self.leaving.discard(channel)
-        except (RedisError, OSError) as exc:
-            self.queue.put_nowait(RedisUnavailable(type(exc).__name__))
         except RedisUnavailable as exc:
             self.queue.put_nowait(exc)
+        except Exception as exc:  # whatever ends the reader, the hub must hear of it
+            self.queue.put_nowait(RedisUnavailable(type(exc).__name__))
 
     async def close(self) -> None:
         if self.reader:
