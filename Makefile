@@ -1,24 +1,32 @@
-# The two commands: `make serve` runs the server, `make test` runs the whole suite.
-# Both create .venv and install what they need on first use.
+# The two commands: `make serve` runs the server, `make test` runs the whole suite (lint and types
+# included). Both create .venv and install what they need on first use.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-NODE_CLIENTS := clients/node_modules/.installed
-# promtool (Debian's prometheus package) checks deploy/prometheus in the tests
+NODE_TESTS := tests/node/node_modules/.installed
+TS_CLIENT := clients/typescript/node_modules/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages the tests use (command:package): promtool checks deploy/prometheus, nginx checks
+# deploy/nginx and fronts the local topology, chromium runs GraphiQL in a real browser
+DEBIAN_TOOLS := promtool:prometheus nginx:nginx chromium:chromium
 
-.PHONY: serve offline test promtool nginx bench schema clean
+.PHONY: serve offline test lint debian-tools topology-up topology-down bench schema manifest clean
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test]' -e clients/python
 	touch $@
 
-$(NODE_CLIENTS): clients/package.json clients/package-lock.json
-	cd clients && npm ci --no-audit --no-fund --loglevel=error
+$(NODE_TESTS): tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# npm ci also builds the client (its `prepare` script)
+$(TS_CLIENT): clients/typescript/package.json clients/typescript/package-lock.json
+	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 serve: $(INSTALLED)
@@ -27,15 +35,29 @@ serve: $(INSTALLED)
 offline: $(INSTALLED)
 	$(BIN)/weathernote serve --simulator $(ARGS)
 
-promtool:
-	@command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq prometheus >/dev/null; }
+debian-tools:
+	@missing=""; for pair in $(DEBIAN_TOOLS); do \
+		tool=$${pair%%:*}; package=$${pair##*:}; \
+		command -v $$tool >/dev/null || [ -x /usr/sbin/$$tool ] || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
-# nginx: the tests check deploy/nginx/nginx.conf (`nginx -t`) and run the local topology behind it
-nginx:
-	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nginx >/dev/null; }
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
-test: $(INSTALLED) $(NODE_CLIENTS) promtool nginx
+test: $(INSTALLED) $(NODE_TESTS) $(TS_CLIENT) debian-tools lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the scale-out topology on loopback: a 3+3 Redis Cluster, three instances, nginx on :8080
+topology-up: $(INSTALLED) debian-tools
+	$(BIN)/python deploy/local/topology.py up $(ARGS)
+
+topology-down: $(INSTALLED)
+	$(BIN)/python deploy/local/topology.py down $(ARGS)
 
 bench: $(INSTALLED)
 	$(BIN)/python bench/cached_current.py $(ARGS)
@@ -43,5 +65,9 @@ bench: $(INSTALLED)
 schema: $(INSTALLED)
 	$(BIN)/weathernote export-schema -o schema.graphql
 
+# the persisted-query manifest of clients/operations (and its copy in the Python client)
+manifest: $(INSTALLED)
+	$(BIN)/python clients/operations/build_manifest.py
+
 clean:
-	rm -rf $(VENV) clients/node_modules
+	rm -rf $(VENV) tests/node/node_modules clients/typescript/node_modules clients/typescript/dist clients/typescript/build clients/node_modules

@@ -25,14 +25,41 @@ BODY = json.dumps({"query": QUERY})
 
 
 def uvicorn_cmd(app: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning", "--no-access-log", "--app-dir", str(ROOT / "bench" / "peers")]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "--app-dir",
+        str(ROOT / "bench" / "peers"),
+    ]
 
 
 def load(url: str, args: argparse.Namespace) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "loadgen.py"), url, "--body", BODY, "--header", "Content-Type: application/json",
-         "--connections", str(args.connections), "--duration", str(args.duration), "--warmup", str(args.warmup)],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "loadgen.py"),
+            url,
+            "--body",
+            BODY,
+            "--header",
+            "Content-Type: application/json",
+            "--connections",
+            str(args.connections),
+            "--duration",
+            str(args.duration),
+            "--warmup",
+            str(args.warmup),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout)
 
@@ -89,12 +116,18 @@ def main() -> None:
                 result = load(url, args)
                 if name not in best or result["rps"] > best[name]["rps"]:
                     best[name] = result
-        print(f"cached `current` over HTTP, {args.connections} connections, {args.duration:g} s x {args.rounds} rounds (best round)")
+        print(
+            f"cached `current` over HTTP, {args.connections} connections, {args.duration:g} s x {args.rounds} rounds (best round)"
+        )
         print(f"{'peer':<18}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
         for name, r in best.items():
             print(f"{name:<18}{r['rps']:>10.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['errors']:>8}")
-        print(f"weathernote / plain-strawberry: {best['weathernote']['rps'] / best['plain-strawberry']['rps']:.2f}x throughput")
-        print(f"weathernote / bare-asgi:        {best['weathernote']['rps'] / best['bare-asgi']['rps']:.2f}x throughput")
+        print(
+            f"weathernote / plain-strawberry: {best['weathernote']['rps'] / best['plain-strawberry']['rps']:.2f}x throughput"
+        )
+        print(
+            f"weathernote / bare-asgi:        {best['weathernote']['rps'] / best['bare-asgi']['rps']:.2f}x throughput"
+        )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def client(host: str, port: int, request: bytes, stop_at: float, record_from: float, latencies: list[float], errors: list[int]) -> None:
+async def client(
+    host: str, port: int, request: bytes, stop_at: float, record_from: float, latencies: list[float], errors: list[int]
+) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while True:
@@ -57,14 +59,21 @@ async def client(host: str, port: int, request: bytes, stop_at: float, record_fr
         writer.close()
 
 
-async def run(url: str, body: bytes | None, headers: dict[str, str], connections: int, duration: float, warmup: float) -> dict[str, float]:
+async def run(
+    url: str, body: bytes | None, headers: dict[str, str], connections: int, duration: float, warmup: float
+) -> dict[str, float]:
     parts = urlsplit(url)
     request = build_request(url, body, headers)
     now = time.perf_counter()
     record_from, stop_at = now + warmup, now + warmup + duration
     latencies: list[float] = []
     errors: list[int] = []
-    await asyncio.gather(*(client(parts.hostname or "127.0.0.1", parts.port or 80, request, stop_at, record_from, latencies, errors) for _ in range(connections)))
+    await asyncio.gather(
+        *(
+            client(parts.hostname or "127.0.0.1", parts.port or 80, request, stop_at, record_from, latencies, errors)
+            for _ in range(connections)
+        )
+    )
     latencies.sort()
 
     def pct(q: float) -> float:

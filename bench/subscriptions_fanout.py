@@ -65,9 +65,22 @@ def run_peer(name: str, server_pid: int, url: str, args: argparse.Namespace, ref
     per_process = args.subscribers // args.client_processes
     clients = [
         subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "ws_clients.py"), name, url, "--count", str(per_process),
-             "--offset", str(i * per_process), "--cells", str(args.cells), "--timeout", "60"],
-            stdout=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                str(ROOT / "bench" / "ws_clients.py"),
+                name,
+                url,
+                "--count",
+                str(per_process),
+                "--offset",
+                str(i * per_process),
+                "--cells",
+                str(args.cells),
+                "--timeout",
+                "60",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for i in range(args.client_processes)
     ]
@@ -107,28 +120,72 @@ def main() -> None:
     with components() as running:
         args.redis_url = running.redis_url
         sim_port, wn_port, bare_port = (free_port("127.0.0.1") for _ in range(3))
-        running.start([sys.executable, "-m", "weathernote", "simulate-upstream", "--port", str(sim_port), "--max-concurrent", "0", "--rate-limit-per-minute", "1000000"])
-        env = {**os.environ, "WEATHERNOTE_REDIS_URL": running.redis_url, "WEATHERNOTE_UPSTREAM_URL": f"http://127.0.0.1:{sim_port}",
-               "WEATHERNOTE_PORT": str(wn_port), "WEATHERNOTE_LOG_LEVEL": "warning", "WEATHERNOTE_WEATHER_TTL_SECONDS": "3600",
-               "WEATHERNOTE_RATE_LIMIT_PER_MINUTE": "100000000", "WEATHERNOTE_PREWARM_INTERVAL_SECONDS": "0",
-               "WEATHERNOTE_CLIENT_ID_SECRET": "bench", "BENCH_REDIS_URL": running.redis_url}
+        running.start(
+            [
+                sys.executable,
+                "-m",
+                "weathernote",
+                "simulate-upstream",
+                "--port",
+                str(sim_port),
+                "--max-concurrent",
+                "0",
+                "--rate-limit-per-minute",
+                "1000000",
+            ]
+        )
+        env = {
+            **os.environ,
+            "WEATHERNOTE_REDIS_URL": running.redis_url,
+            "WEATHERNOTE_UPSTREAM_URL": f"http://127.0.0.1:{sim_port}",
+            "WEATHERNOTE_PORT": str(wn_port),
+            "WEATHERNOTE_LOG_LEVEL": "warning",
+            "WEATHERNOTE_WEATHER_TTL_SECONDS": "3600",
+            "WEATHERNOTE_RATE_LIMIT_PER_MINUTE": "100000000",
+            "WEATHERNOTE_PREWARM_INTERVAL_SECONDS": "0",
+            "WEATHERNOTE_CLIENT_ID_SECRET": "bench",
+            "BENCH_REDIS_URL": running.redis_url,
+        }
         weathernote = running.start([sys.executable, "-m", "weathernote", "serve"], env)
-        bare = running.start([sys.executable, "-m", "uvicorn", "bare_broadcast:app", "--port", str(bare_port), "--log-level", "warning",
-                              "--app-dir", str(ROOT / "bench" / "peers"), "--ws-per-message-deflate", "false"], env)
+        bare = running.start(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bare_broadcast:app",
+                "--port",
+                str(bare_port),
+                "--log-level",
+                "warning",
+                "--app-dir",
+                str(ROOT / "bench" / "peers"),
+                "--ws-per-message-deflate",
+                "false",
+            ],
+            env,
+        )
         wait_http(f"http://127.0.0.1:{sim_port}/__simulator/stats")
         wait_http(f"http://127.0.0.1:{wn_port}/ready")
         for index in range(args.cells):  # warm every cell, so subscribing costs no upstream call
             lat, lon = cell_point(index)
-            httpx.post(f"http://127.0.0.1:{wn_port}/graphql", json={"query": f"{{ current(lat: {lat}, lon: {lon}) {{ cached }} }}"}, timeout=30)
+            httpx.post(
+                f"http://127.0.0.1:{wn_port}/graphql",
+                json={"query": f"{{ current(lat: {lat}, lon: {lon}) {{ cached }} }}"},
+                timeout=30,
+            )
         time.sleep(1)
         results = {
-            "weathernote": run_peer("weathernote", weathernote.pid, f"ws://127.0.0.1:{wn_port}/graphql", args, refresh_weathernote),
+            "weathernote": run_peer(
+                "weathernote", weathernote.pid, f"ws://127.0.0.1:{wn_port}/graphql", args, refresh_weathernote
+            ),
             "bare-broadcast": run_peer("bare", bare.pid, f"ws://127.0.0.1:{bare_port}/ws", args, refresh_bare),
         }
         print(f"{args.subscribers} WebSocket subscribers over {args.cells} cells, one refresh per cell")
         print(f"{'peer':<16}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'KB/conn':>9}{'delivered':>11}{'lost':>6}")
         for name, r in results.items():
-            print(f"{name:<16}{r['p50']:>9.1f}{r['p99']:>9.1f}{r['max']:>9.1f}{r['kb_per_connection']:>9.1f}{r['delivered']:>11}{r['lost']:>6}")
+            print(
+                f"{name:<16}{r['p50']:>9.1f}{r['p99']:>9.1f}{r['max']:>9.1f}{r['kb_per_connection']:>9.1f}{r['delivered']:>11}{r['lost']:>6}"
+            )
         wn, bare_result = results["weathernote"], results["bare-broadcast"]
         print(f"p99 weathernote / bare: {wn['p99'] / bare_result['p99']:.2f}x (target <= 2x)")
         print(f"server memory per subscribed connection: {wn['kb_per_connection']:.1f} KB (target <= 40 KB)")

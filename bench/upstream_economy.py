@@ -112,7 +112,9 @@ async def replay(
     await asyncio.gather(*(worker() for _ in range(64)))
     late = counts.pop("late")
     if late:
-        print(f"   warning: {late:,} requests left over a second behind schedule (the machine is too slow for this speed)")
+        print(
+            f"   warning: {late:,} requests left over a second behind schedule (the machine is too slow for this speed)"
+        )
     return counts
 
 
@@ -125,12 +127,28 @@ def run_budget(budget: int, args: argparse.Namespace) -> dict[str, float]:
         per_hour = budget / 2 if free_tier else budget
         per_minute = budget * 0.06 if free_tier else budget
         running.start(
-            [sys.executable, "-m", "weathernote", "simulate-upstream", "--port", str(sim_port), "--clock-speed", str(speed),
-             "--rate-limit-per-day", str(budget), "--rate-limit-per-hour", str(per_hour), "--rate-limit-per-minute", str(per_minute),
-             "--max-concurrent", "0",
-             # 20 real seconds before a simulated UTC midnight: time for the server to start,
-             # and the measured day starts soon after
-             "--clock-start", str((time.time() // DAY + 1) * DAY - 20 * speed)],
+            [
+                sys.executable,
+                "-m",
+                "weathernote",
+                "simulate-upstream",
+                "--port",
+                str(sim_port),
+                "--clock-speed",
+                str(speed),
+                "--rate-limit-per-day",
+                str(budget),
+                "--rate-limit-per-hour",
+                str(per_hour),
+                "--rate-limit-per-minute",
+                str(per_minute),
+                "--max-concurrent",
+                "0",
+                # 20 real seconds before a simulated UTC midnight: time for the server to start,
+                # and the measured day starts soon after
+                "--clock-start",
+                str((time.time() // DAY + 1) * DAY - 20 * speed),
+            ],
         )
         deadline = time.monotonic() + 30
         while True:
@@ -176,18 +194,33 @@ def run_budget(budget: int, args: argparse.Namespace) -> dict[str, float]:
         # still sends its last requests after midnight, into the next day's budget
         at_day_end: dict = {}
         snapshot = threading.Timer(
-            args.duration * fraction, lambda: at_day_end.update(httpx.get(f"http://127.0.0.1:{sim_port}/__simulator/stats").json())
+            args.duration * fraction,
+            lambda: at_day_end.update(httpx.get(f"http://127.0.0.1:{sim_port}/__simulator/stats").json()),
         )
         snapshot.start()
-        counts = uvloop.run(replay(
-            f"http://127.0.0.1:{port}/graphql", cells(args.cells), int(args.requests * fraction),
-            args.duration * fraction, speed, (real, simulated),
-        ))
+        counts = uvloop.run(
+            replay(
+                f"http://127.0.0.1:{port}/graphql",
+                cells(args.cells),
+                int(args.requests * fraction),
+                args.duration * fraction,
+                speed,
+                (real, simulated),
+            )
+        )
         snapshot.join()
         stats = at_day_end
         diagnostics = [
-            line for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines()
-            if line.startswith(("weathernote_breaker_transitions_total", "weathernote_stale_served_total", "weathernote_upstream_calls_total", "weathernote_prewarm_cycles_total"))
+            line
+            for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines()
+            if line.startswith(
+                (
+                    "weathernote_breaker_transitions_total",
+                    "weathernote_stale_served_total",
+                    "weathernote_upstream_calls_total",
+                    "weathernote_prewarm_cycles_total",
+                )
+            )
         ]
         print("   server:", "; ".join(diagnostics), flush=True)
     total = sum(counts.values())
@@ -212,16 +245,24 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=24, help="replay only the first HOURS of the day")
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
     parser.add_argument(
-        "--freshness-target", type=int, default=900,
+        "--freshness-target",
+        type=int,
+        default=900,
         help="the server's WEATHERNOTE_FRESHNESS_TARGET_SECONDS: 900 keeps the most requested cells at the latest step, 3600 keeps more cells within the hour",
     )
     args = parser.parse_args()
-    print(f"one simulated day in {args.duration:g} s ({DAY / args.duration:g}x): {args.requests:,} requests over {args.cells:,} cells, Zipf s=1")
-    print(f"freshness target {args.freshness_target} s; '<=15min' is data of the latest 15-minute step, '<=60min' data at most 60 minutes old")
+    print(
+        f"one simulated day in {args.duration:g} s ({DAY / args.duration:g}x): {args.requests:,} requests over {args.cells:,} cells, Zipf s=1"
+    )
+    print(
+        f"freshness target {args.freshness_target} s; '<=15min' is data of the latest 15-minute step, '<=60min' data at most 60 minutes old"
+    )
     if args.hours < 24:
         print(f"replaying the first {args.hours:g} h of the day; counts scaled to a day")
     print("seed design: 288,000 calls/day without pre-warming, 'about 5,000' with it")
-    print(f"{'budget/day':>10} {'weighted':>9} {'upstream':>9} {'429s':>5} {'requests':>10} {'<=15min':>8} {'best':>6} {'ratio':>6} {'<=60min':>8} {'best':>6} {'ratio':>6} {'stale':>6} {'none':>6}")
+    print(
+        f"{'budget/day':>10} {'weighted':>9} {'upstream':>9} {'429s':>5} {'requests':>10} {'<=15min':>8} {'best':>6} {'ratio':>6} {'<=60min':>8} {'best':>6} {'ratio':>6} {'stale':>6} {'none':>6}"
+    )
     for budget in (int(b) for b in args.budgets.split(",")):
         r = run_budget(budget, args)
         best15, best60 = BEST.get(budget, (float("nan"), float("nan")))

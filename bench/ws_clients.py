@@ -32,7 +32,9 @@ async def open_weathernote(url: str, cell: int) -> Any:
     await ws.send('{"type":"connection_init"}')
     await ws.recv()
     lat, lon = cell_point(cell)
-    await ws.send(json.dumps({"type": "subscribe", "id": "1", "payload": {"query": QUERY, "variables": {"lat": lat, "lon": lon}}}))
+    await ws.send(
+        json.dumps({"type": "subscribe", "id": "1", "payload": {"query": QUERY, "variables": {"lat": lat, "lon": lon}}})
+    )
     await ws.recv()
     return ws
 
@@ -65,7 +67,9 @@ async def main() -> None:
     parser.add_argument("--expect", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=60)
     args = parser.parse_args()
-    opener, timestamp = (open_weathernote, weathernote_timestamp) if args.kind == "weathernote" else (open_bare, bare_timestamp)
+    opener, timestamp = (
+        (open_weathernote, weathernote_timestamp) if args.kind == "weathernote" else (open_bare, bare_timestamp)
+    )
     handshakes = asyncio.Semaphore(50)
     latencies: list[float] = []
 

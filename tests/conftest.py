@@ -190,7 +190,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def topology(request: pytest.FixtureRequest) -> str:
-    """"standalone" unless the test is marked `topologies`."""
+    """ "standalone" unless the test is marked `topologies`."""
     return str(getattr(request, "param", "standalone"))
 
 

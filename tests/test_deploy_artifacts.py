@@ -146,8 +146,7 @@ def dashboard_expressions(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
     """(where, PromQL) for every query target of every panel."""
     titles = {panel["id"]: panel["title"] for panel in dashboard_panels(dashboard)}
     return [
-        (f"panel {panel_id} {titles[panel_id]!r} {ref}", expr)
-        for panel_id, ref, expr in dashboard_targets(dashboard)
+        (f"panel {panel_id} {titles[panel_id]!r} {ref}", expr) for panel_id, ref, expr in dashboard_targets(dashboard)
     ]
 
 
@@ -160,11 +159,7 @@ def substitute_grafana_variables(expr: str) -> str:
 
 def alerts_test_series_names() -> list[str]:
     document = yaml.safe_load(ALERTS_TEST.read_text())
-    return [
-        series["series"].split("{", 1)[0]
-        for test in document["tests"]
-        for series in test.get("input_series", [])
-    ]
+    return [series["series"].split("{", 1)[0] for test in document["tests"] for series in test.get("input_series", [])]
 
 
 # ---------------------------------------------------------------------------- alert rules

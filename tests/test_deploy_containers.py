@@ -91,9 +91,17 @@ def memory_bytes(quantity: str) -> float:
     assert match, f"not a size: {quantity!r}"
     number, unit = float(match[1]), match[2]
     factors = {
-        "": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9,
-        "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
-        "kb": 2**10, "mb": 2**20, "gb": 2**30,  # Redis: kb/mb/gb are powers of two
+        "": 1,
+        "k": 1e3,
+        "K": 1e3,
+        "M": 1e6,
+        "G": 1e9,
+        "Ki": 2**10,
+        "Mi": 2**20,
+        "Gi": 2**30,
+        "kb": 2**10,
+        "mb": 2**20,
+        "gb": 2**30,  # Redis: kb/mb/gb are powers of two
     }
     assert unit in factors, f"unknown unit in {quantity!r}"
     return number * factors[unit]
@@ -139,8 +147,7 @@ print(json.dumps(found))
 
 def assert_get_route(routes: dict[str, set[str]], path: str, where: str) -> None:
     assert path in routes and "GET" in routes[path], (
-        f"{where} checks {path!r}, which is not a GET route of the app "
-        f"(routes: {sorted(routes)})"
+        f"{where} checks {path!r}, which is not a GET route of the app (routes: {sorted(routes)})"
     )
 
 
@@ -355,8 +362,14 @@ def test_dockerignore_lets_in_only_what_the_build_copies() -> None:
     ]
     for path in needed + package_files:
         assert not dockerignore_excludes(path, patterns), f".dockerignore keeps out {path}, which the build needs"
-    for path in [".venv/bin/python", ".git/HEAD", "tests/conftest.py", "clients/node_modules/x",
-                 "weathernote/__pycache__/cli.cpython-311.pyc", "build/lib/weathernote/cli.py"]:
+    for path in [
+        ".venv/bin/python",
+        ".git/HEAD",
+        "tests/conftest.py",
+        "clients/node_modules/x",
+        "weathernote/__pycache__/cli.cpython-311.pyc",
+        "build/lib/weathernote/cli.py",
+    ]:
         assert dockerignore_excludes(path, patterns), f".dockerignore lets {path} into the build context"
 
 
@@ -454,7 +467,9 @@ def test_compose_instances_share_redis_and_client_id_secret(monkeypatch: pytest.
         assert settings.host == "0.0.0.0"
 
     valkey = compose["services"][urlsplit(next(iter(environments.values()))["WEATHERNOTE_REDIS_URL"]).hostname]
-    mounts = {m.split(":")[1]: (COMPOSE.parent / m.split(":")[0]).resolve() for m in valkey["volumes"] if m.startswith(".")}
+    mounts = {
+        m.split(":")[1]: (COMPOSE.parent / m.split(":")[0]).resolve() for m in valkey["volumes"] if m.startswith(".")
+    }
     config_path = next((inside for inside, outside in mounts.items() if outside == REDIS_CONF), None)
     assert config_path, "Valkey must be configured with the repository's redis.conf"
     assert config_path in valkey["command"], "Valkey's command must load the mounted redis.conf"
@@ -600,9 +615,7 @@ def test_nginx_balances_over_the_compose_instances(monkeypatch: pytest.MonkeyPat
             name = urlsplit(proxy_pass.args[0]).hostname
             assert name in upstreams, f"proxy_pass to {name}, which is no upstream"
             targets |= {server.args[0] for server in upstreams[name].find("server")}
-    expected = {
-        f"{name}:{settings_from(env, monkeypatch).port}" for name, env in compose_app_environments().items()
-    }
+    expected = {f"{name}:{settings_from(env, monkeypatch).port}" for name, env in compose_app_environments().items()}
     assert targets == expected, f"nginx balances over {targets}, compose runs {expected}"
     assert nginx_locations()["/metrics"].find("return"), "keep /metrics off the balancer (scrape instances)"
 
@@ -726,8 +739,13 @@ def test_k8s_manifests_validate_against_the_schemas_offline(no_network: None) ->
 
     documents = k8s_documents()
     assert {d["kind"] for _, d in documents} >= {
-        "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-        "ConfigMap", "Secret", "StatefulSet",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ConfigMap",
+        "Secret",
+        "StatefulSet",
     }
     failures = []
     for version in kubernetes_versions():
@@ -815,7 +833,9 @@ def test_k8s_secret_holds_what_the_pods_reference() -> None:
     by_variable = {variable: reference for owner, variable, reference in references if owner == "weathernote"}
     for variable in ("WEATHERNOTE_CLIENT_ID_SECRET", "WEATHERNOTE_REDIS_URL"):
         assert variable in by_variable, f"the Deployment must take {variable} from the Secret"
-    redis_url = urlsplit(secret_value(by_variable["WEATHERNOTE_REDIS_URL"]["name"], by_variable["WEATHERNOTE_REDIS_URL"]["key"]))
+    redis_url = urlsplit(
+        secret_value(by_variable["WEATHERNOTE_REDIS_URL"]["name"], by_variable["WEATHERNOTE_REDIS_URL"]["key"])
+    )
 
     # the URL reaches the Valkey of valkey.yaml with its password
     valkey_service = k8s("Service", redis_url.hostname)
@@ -891,7 +911,9 @@ def test_k8s_valkey_runs_the_repositorys_redis_conf() -> None:
     # room for maxmemory plus the AOF rewrite's fork and buffers
     maxmemory = re.search(r"^maxmemory\s+(\S+)", REDIS_CONF.read_text(), re.MULTILINE)[1]  # type: ignore[index]
     limit = valkey["resources"]["limits"]["memory"]
-    assert memory_bytes(limit) >= 1.5 * memory_bytes(maxmemory), f"Valkey's limit {limit} leaves no room over {maxmemory}"
+    assert memory_bytes(limit) >= 1.5 * memory_bytes(maxmemory), (
+        f"Valkey's limit {limit} leaves no room over {maxmemory}"
+    )
 
     service = k8s("Service", statefulset["spec"]["serviceName"])
     assert service["spec"]["selector"].items() <= statefulset["spec"]["template"]["metadata"]["labels"].items()
@@ -899,7 +921,10 @@ def test_k8s_valkey_runs_the_repositorys_redis_conf() -> None:
         assert container_port(valkey, port["targetPort"]) == port["port"] == 6379
 
     policy = k8s("NetworkPolicy", "valkey")
-    assert policy["spec"]["podSelector"]["matchLabels"].items() <= statefulset["spec"]["template"]["metadata"]["labels"].items()
+    assert (
+        policy["spec"]["podSelector"]["matchLabels"].items()
+        <= statefulset["spec"]["template"]["metadata"]["labels"].items()
+    )
     app_labels = deployment()["spec"]["template"]["metadata"]["labels"]
     allowed = [peer["podSelector"]["matchLabels"] for rule in policy["spec"]["ingress"] for peer in rule["from"]]
     assert any(selector.items() <= app_labels.items() for selector in allowed), "WeatherNote's pods cannot reach Valkey"

@@ -33,7 +33,9 @@ def nested_fragments(depth: int) -> str:
         ("{ forecast(lat: 1, lon: 1) { daily { condition { code } } } }", None),  # depth 4: fine
         ("{ " + " ".join(f"a{i}: current(lat: 1, lon: 1) {{ temperature }}" for i in range(16)) + " }", "aliases"),
         (
-            "query { ...A } fragment A on Query { " + " ".join(f"x{i}: current(lat: 1, lon: 1) { '{' } b{i}: temperature {'}'}" for i in range(8)) + " }",
+            "query { ...A } fragment A on Query { "
+            + " ".join(f"x{i}: current(lat: 1, lon: 1) {'{'} b{i}: temperature {'}'}" for i in range(8))
+            + " }",
             "aliases",
         ),
         ("{ current(lat: 1, lon: 1) { " + "temperature " * 1200 + "} }", "tokens"),
@@ -51,11 +53,19 @@ def test_document_limits(server: Server, clean: Simulator, query: str, reason: s
     assert strict.status_code == 400 and "data" not in strict.json()
 
 
-def test_depth_limit_follows_fragments_and_ignores_introspection(redis_url: str, simulator: Simulator, clean: Simulator) -> None:
+def test_depth_limit_follows_fragments_and_ignores_introspection(
+    redis_url: str, simulator: Simulator, clean: Simulator
+) -> None:
     srv = Server(server_env(redis_url, simulator, graphql_max_depth=3))
     try:
-        assert code(graphql(srv.url, "{ forecast(lat: 1, lon: 1) { daily { condition { code } } } }")) == "QUERY_TOO_COMPLEX"
-        assert code(graphql(srv.url, nested_fragments(1).replace("daily { date }", "daily { condition { code } }"))) == "QUERY_TOO_COMPLEX"
+        assert (
+            code(graphql(srv.url, "{ forecast(lat: 1, lon: 1) { daily { condition { code } } } }"))
+            == "QUERY_TOO_COMPLEX"
+        )
+        assert (
+            code(graphql(srv.url, nested_fragments(1).replace("daily { date }", "daily { condition { code } }")))
+            == "QUERY_TOO_COMPLEX"
+        )
         introspection = "{ __schema { types { fields { type { ofType { ofType { name } } } } } } }"
         assert "errors" not in graphql(srv.url, introspection).json()
     finally:
@@ -99,7 +109,10 @@ def test_automatic_persisted_queries_over_http(server: Server, clean: Simulator)
     extensions = {"persistedQuery": {"version": 1, "sha256Hash": sha(query)}}
     params = {"extensions": json.dumps(extensions)}
     unknown = httpx.get(f"{server.url}/graphql", params=params)
-    assert code(unknown) == "PERSISTED_QUERY_NOT_FOUND" and unknown.json()["errors"][0]["message"] == "PersistedQueryNotFound"
+    assert (
+        code(unknown) == "PERSISTED_QUERY_NOT_FOUND"
+        and unknown.json()["errors"][0]["message"] == "PersistedQueryNotFound"
+    )
     registered = httpx.post(f"{server.url}/graphql", json={"query": query, "extensions": extensions})
     assert registered.json()["data"]["current"]["cached"] is False
     by_hash = httpx.get(f"{server.url}/graphql", params=params)
@@ -120,7 +133,9 @@ def test_persisted_queries_over_websocket(server: Server, clean: Simulator) -> N
             await socket.init()
             await socket.send({"type": "subscribe", "id": "1", "payload": {"extensions": extensions}})
             unknown = await socket.receive()
-            await socket.send({"type": "subscribe", "id": "2", "payload": {"query": subscription, "extensions": extensions}})
+            await socket.send(
+                {"type": "subscribe", "id": "2", "payload": {"query": subscription, "extensions": extensions}}
+            )
             await socket.data()
             await socket.send({"type": "subscribe", "id": "3", "payload": {"extensions": extensions}})
             return unknown, await socket.data()
@@ -130,21 +145,34 @@ def test_persisted_queries_over_websocket(server: Server, clean: Simulator) -> N
     assert known["data"]["weatherUpdates"]["temperature"] is not None
 
 
-def test_safelist_mode_runs_only_listed_operations(tmp_path: Path, redis_url: str, simulator: Simulator, clean: Simulator) -> None:
+def test_safelist_mode_runs_only_listed_operations(
+    tmp_path: Path, redis_url: str, simulator: Simulator, clean: Simulator
+) -> None:
     listed = "query Listed { current(lat: 52.52, lon: 13.41) { temperature } }"
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps({
-        "format": "apollo-persisted-query-manifest", "version": 1,
-        "operations": [{"id": sha(listed), "name": "Listed", "type": "query", "body": listed}],
-    }))
+    manifest.write_text(
+        json.dumps(
+            {
+                "format": "apollo-persisted-query-manifest",
+                "version": 1,
+                "operations": [{"id": sha(listed), "name": "Listed", "type": "query", "body": listed}],
+            }
+        )
+    )
     srv = Server(server_env(redis_url, simulator, graphql_safelist=manifest))
     try:
-        by_hash = httpx.get(f"{srv.url}/graphql", params={"extensions": json.dumps({"persistedQuery": {"version": 1, "sha256Hash": sha(listed)}})})
+        by_hash = httpx.get(
+            f"{srv.url}/graphql",
+            params={"extensions": json.dumps({"persistedQuery": {"version": 1, "sha256Hash": sha(listed)}})},
+        )
         assert by_hash.json()["data"]["current"]["temperature"] is not None
         assert "errors" not in graphql(srv.url, listed).json(), "the listed text itself is accepted"
         refused = graphql(srv.url, CURRENT)
         assert code(refused) == "PERSISTED_QUERY_NOT_IN_LIST"
-        not_registered = httpx.post(f"{srv.url}/graphql", json={"query": CURRENT, "extensions": {"persistedQuery": {"version": 1, "sha256Hash": sha(CURRENT)}}})
+        not_registered = httpx.post(
+            f"{srv.url}/graphql",
+            json={"query": CURRENT, "extensions": {"persistedQuery": {"version": 1, "sha256Hash": sha(CURRENT)}}},
+        )
         assert code(not_registered) == "PERSISTED_QUERY_NOT_IN_LIST"
 
         async def over_websocket() -> dict:

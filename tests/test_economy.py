@@ -89,7 +89,9 @@ def test_prewarm_once_warms_the_hundred_cities_in_at_most_four_requests(
     assert redis_client.exists("weather:lat:35.7:lon:139.7") == 1  # Tokyo
     assert redis_client.exists("weather:lat:-23.6:lon:-46.6") == 1  # São Paulo
     # nothing is refetched that cannot have changed
-    rerun = subprocess.run([sys.executable, "-m", "weathernote", "prewarm", "--once"], env=env, capture_output=True, text=True, timeout=120)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "weathernote", "prewarm", "--once"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert json.loads(rerun.stdout.strip().splitlines()[-1])["requests"] == 0
     assert clean.stats()["served"] == stats["served"]
 
@@ -138,10 +140,17 @@ def test_a_small_budget_is_never_exceeded_and_misses_come_first(
     redis_url: str, simulator: Simulator, clean: Simulator
 ) -> None:
     # two cycles a day and a small hour: the pre-warmer may spend half of that hour
-    srv = Server(server_env(
-        redis_url, simulator, upstream_budget_per_day=60, upstream_budget_per_hour=60, prewarm_budget_share=0.5,
-        prewarm_interval_seconds=43200, upstream_budget_wait_seconds=0,
-    ))
+    srv = Server(
+        server_env(
+            redis_url,
+            simulator,
+            upstream_budget_per_day=60,
+            upstream_budget_per_hour=60,
+            prewarm_budget_share=0.5,
+            prewarm_interval_seconds=43200,
+            upstream_budget_wait_seconds=0,
+        )
+    )
     try:
         wait_until(lambda: clean.stats()["requests"] >= 1, timeout=10)
         time.sleep(1)
@@ -149,10 +158,14 @@ def test_a_small_budget_is_never_exceeded_and_misses_come_first(
 
         async def load() -> list[dict]:
             async with httpx.AsyncClient(timeout=30) as client:
-                responses = await asyncio.gather(*(
-                    client.post(f"{srv.url}/graphql", json={"query": CURRENT, "variables": {"lat": 60 + i / 10, "lon": 60}})
-                    for i in range(80)
-                ))
+                responses = await asyncio.gather(
+                    *(
+                        client.post(
+                            f"{srv.url}/graphql", json={"query": CURRENT, "variables": {"lat": 60 + i / 10, "lon": 60}}
+                        )
+                        for i in range(80)
+                    )
+                )
             return [r.json() for r in responses]
 
         served = asyncio.run(load())
@@ -196,9 +209,11 @@ def test_misses_keep_to_the_days_pace_when_recent_data_can_stand_in(
     # the server's day starts two simulated hours ago: an even pace allows (2/24 + 10%) of it by now
     real = time.time()
     day = (real // 86400 + 1) * 86400
-    srv = Server(server_env(
-        redis_url, simulator, upstream_budget_per_day=100, clock_anchor=f"{real}:{day + 7200}", clock_speed=100
-    ))
+    srv = Server(
+        server_env(
+            redis_url, simulator, upstream_budget_per_day=100, clock_anchor=f"{real}:{day + 7200}", clock_speed=100
+        )
+    )
     budget_key = f"{{upstream_budget}}:day:{int(day)}"
     try:
         assert graphql(srv.url, CURRENT, {"lat": 44, "lon": 44}).json()["data"]["current"]["cached"] is False
@@ -236,13 +251,17 @@ def test_a_miss_spends_only_on_cells_popular_enough_when_older_data_can_stand_in
         assert popular["cached"] is False and clean.stats()["served"] == 3
         tail = graphql(srv.url, CURRENT, {"lat": 47, "lon": 46}).json()["data"]["current"]
         assert tail["stale"] is True and clean.stats()["served"] == 3, "older data stands in for the tail"
-        assert 'weathernote_stale_served_total{cause="value",part="current"} 1.0' in httpx.get(f"{srv.url}/metrics").text
+        assert (
+            'weathernote_stale_served_total{cause="value",part="current"} 1.0' in httpx.get(f"{srv.url}/metrics").text
+        )
         # the decision stands for a while: the next reads do not ask Redis about the cell again
         judged = redis_client.info("commandstats").get("cmdstat_sismember", {}).get("calls", 0)
         for _ in range(5):
             assert graphql(srv.url, CURRENT, {"lat": 47, "lon": 46}).json()["data"]["current"]["stale"] is True
         assert redis_client.info("commandstats")["cmdstat_sismember"]["calls"] == judged
-        assert 'weathernote_stale_served_total{cause="value",part="current"} 6.0' in httpx.get(f"{srv.url}/metrics").text
+        assert (
+            'weathernote_stale_served_total{cause="value",part="current"} 6.0' in httpx.get(f"{srv.url}/metrics").text
+        )
         redis_client.delete("prewarm:kept")
     finally:
         srv.stop()
@@ -299,16 +318,21 @@ def test_misses_with_nothing_to_serve_wait_for_the_next_minute_of_budget(
     redis_url: str, simulator: Simulator, clean: Simulator
 ) -> None:
     # 30x: a simulated minute is two real seconds; it has room for two cells
-    srv = Server(server_env(
-        redis_url, simulator, clock_speed=30, upstream_budget_per_minute=2, upstream_budget_wait_seconds=300
-    ))
+    srv = Server(
+        server_env(redis_url, simulator, clock_speed=30, upstream_budget_per_minute=2, upstream_budget_wait_seconds=300)
+    )
     try:
+
         async def five_cold_cells() -> list[dict]:
             async with httpx.AsyncClient(timeout=30) as client:
-                responses = await asyncio.gather(*(
-                    client.post(f"{srv.url}/graphql", json={"query": CURRENT, "variables": {"lat": 50 + i, "lon": 50}})
-                    for i in range(5)
-                ))
+                responses = await asyncio.gather(
+                    *(
+                        client.post(
+                            f"{srv.url}/graphql", json={"query": CURRENT, "variables": {"lat": 50 + i, "lon": 50}}
+                        )
+                        for i in range(5)
+                    )
+                )
             return [r.json() for r in responses]
 
         served = asyncio.run(five_cold_cells())

@@ -13,7 +13,9 @@ from tests.wsclient import LEGACY, TRANSPORT, GraphQLSocket
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 CURRENT = "query Now($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { temperature } }"
-WEATHER_UPDATES = "subscription Live($lat: Float!, $lon: Float!) { weatherUpdates(lat: $lat, lon: $lon) { temperature } }"
+WEATHER_UPDATES = (
+    "subscription Live($lat: Float!, $lon: Float!) { weatherUpdates(lat: $lat, lon: $lon) { temperature } }"
+)
 
 # (query, variables, operationName) refused before execution, and the code each must carry
 REFUSED = {
@@ -65,9 +67,7 @@ def test_errors_before_execution_carry_their_code_and_no_data(server: Server, cl
 def test_get_requests_are_coded_like_posts(server: Server, clean: Simulator) -> None:
     parse = httpx.get(f"{server.url}/graphql", params={"query": "{ current("})
     assert parse.status_code == 200 and "data" not in parse.json() and codes(parse.json()) == ["GRAPHQL_PARSE_FAILED"]
-    variables = httpx.get(
-        f"{server.url}/graphql", params={"query": CURRENT, "variables": '{"lat": true, "lon": 1}'}
-    )
+    variables = httpx.get(f"{server.url}/graphql", params={"query": CURRENT, "variables": '{"lat": true, "lon": 1}'})
     assert "data" not in variables.json() and codes(variables.json()) == ["BAD_USER_INPUT"]
 
 

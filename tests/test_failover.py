@@ -69,7 +69,14 @@ async def _load(urls: list[str], until: float, results: list[tuple[float, str, i
 
 def _longest_gap(results: list[tuple[float, str, int, str]], cells: set[str], start: float) -> float:
     """The longest time without a successful answer for any of `cells`, from `start`."""
-    times = [start, *sorted(t for t, cell, status, outcome in results if cell in cells and status == 200 and outcome in ("ok", "stale") and t >= start)]
+    times = [
+        start,
+        *sorted(
+            t
+            for t, cell, status, outcome in results
+            if cell in cells and status == 200 and outcome in ("ok", "stale") and t >= start
+        ),
+    ]
     return max((later - earlier for earlier, later in itertools.pairwise(times)), default=0.0)
 
 
@@ -83,10 +90,16 @@ async def test_a_primary_killed_under_load_costs_no_5xx_and_everything_resumes(
     channel = spell_key(f"updates:weather:{label(watched)}", "cluster")
     victim = cluster.primary_of(channel)
     try:
-        victim_cells = {label(cell) for cell in CELLS if cluster.primary_of(spell_key(f"weather:{label(cell)}", "cluster")) is victim}
+        victim_cells = {
+            label(cell)
+            for cell in CELLS
+            if cluster.primary_of(spell_key(f"weather:{label(cell)}", "cluster")) is victim
+        }
         async with httpx.AsyncClient(timeout=10) as client:
             for cell in CELLS:  # warm
-                assert (await client.post(f"{servers[0].url}/graphql", json={"query": CURRENT, "variables": cell})).status_code == 200
+                assert (
+                    await client.post(f"{servers[0].url}/graphql", json={"query": CURRENT, "variables": cell})
+                ).status_code == 200
         async with GraphQLSocket(servers[0].url) as socket:
             await socket.init()
             await socket.subscribe("w", WEATHER, watched)
@@ -117,7 +130,9 @@ async def test_a_primary_killed_under_load_costs_no_5xx_and_everything_resumes(
             # queries resume on both instances, from Redis again (a hit)
             async with httpx.AsyncClient(timeout=10) as client:
                 for srv in servers:
-                    body = (await client.post(f"{srv.url}/graphql", json={"query": CURRENT, "variables": watched})).json()
+                    body = (
+                        await client.post(f"{srv.url}/graphql", json={"query": CURRENT, "variables": watched})
+                    ).json()
                     assert "errors" not in body, body
                 # limits resume: the limiter counts again (a fail-open decision would not)
                 remaining = []

@@ -40,9 +40,7 @@ def pair(redis_url: str, simulator: Simulator) -> Iterator[tuple[Server, Server]
 def test_exactly_the_limit_is_allowed_across_two_instances(pair: tuple[Server, Server], clean: Simulator) -> None:
     first, second = pair
     headers = {"x-client-id": "device-sixty"}
-    statuses = [
-        graphql((first, second)[i % 2].url, QUERY, headers=headers).status_code for i in range(60)
-    ]
+    statuses = [graphql((first, second)[i % 2].url, QUERY, headers=headers).status_code for i in range(60)]
     assert statuses == [200] * 60
     refused = graphql(second.url, QUERY, headers=headers)
     assert refused.status_code == 429
@@ -135,7 +133,9 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(
 
 
 @pytest.mark.topologies
-def test_raw_ids_and_addresses_never_reach_redis(pair: tuple[Server, Server], clean: Simulator, redis_client: redis.Redis) -> None:
+def test_raw_ids_and_addresses_never_reach_redis(
+    pair: tuple[Server, Server], clean: Simulator, redis_client: redis.Redis
+) -> None:
     first, _ = pair
     graphql(first.url, QUERY, headers={"x-client-id": "raw-device-7f3a"})
     graphql(first.url, QUERY)
@@ -149,10 +149,14 @@ def test_raw_ids_and_addresses_never_reach_redis(pair: tuple[Server, Server], cl
     assert keys and all(len(k.rsplit(":", 1)[1]) == 32 for k in keys), "128-bit hashes"
 
 
-def test_a_dead_redis_degrades_the_service_but_never_breaks_it(tmp_path: Path, simulator: Simulator, clean: Simulator) -> None:
+def test_a_dead_redis_degrades_the_service_but_never_breaks_it(
+    tmp_path: Path, simulator: Simulator, clean: Simulator
+) -> None:
     own = EmbeddedRedis(tmp_path / "redis", persistent=False)
     own.start()
-    srv = Server(server_env(own.url, simulator, redis_timeout_seconds=0.3, breaker_reset_seconds=1, rate_limit_per_minute=60))
+    srv = Server(
+        server_env(own.url, simulator, redis_timeout_seconds=0.3, breaker_reset_seconds=1, rate_limit_per_minute=60)
+    )
     try:
         assert graphql(srv.url, QUERY).json()["data"]["current"]["cached"] is False
         assert own._process is not None

@@ -118,7 +118,9 @@ async def test_a_subscription_survives_a_corrupt_entry_and_announcement(
     graphql(faulty.url, QUERIES["weather"], NEW_YORK)
     redis_client.set(key, b"\x00garbage", ex=600)
     redis_client.set(spell("stale:" + KEYS["weather"]), b"\x00garbage", ex=600)
-    subscription = "subscription($lat: Float!, $lon: Float!) { weatherUpdates(lat: $lat, lon: $lon) { temperature fetchedAt } }"
+    subscription = (
+        "subscription($lat: Float!, $lon: Float!) { weatherUpdates(lat: $lat, lon: $lon) { temperature fetchedAt } }"
+    )
     async with GraphQLSocket(faulty.url) as socket:
         await socket.init()
         await socket.subscribe("w", subscription, NEW_YORK)
@@ -127,7 +129,9 @@ async def test_a_subscription_survives_a_corrupt_entry_and_announcement(
         # a foreign announcement on the cell's channel is dropped, the next real one arrives
         channel = f"updates:{key}"
         if isinstance(redis_client, redis.RedisCluster):
-            redis_client.execute_command("SPUBLISH", channel, b"\x00garbage", target_nodes=redis_client.get_node_from_key(channel))
+            redis_client.execute_command(
+                "SPUBLISH", channel, b"\x00garbage", target_nodes=redis_client.get_node_from_key(channel)
+            )
         else:
             redis_client.publish(channel, b"\x00garbage")
         redis_client.delete(key, spell("stale:" + KEYS["weather"]))

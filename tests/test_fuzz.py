@@ -177,11 +177,59 @@ SUBSCRIPTIONS = [
 ALL_DOCUMENTS = VALID_QUERIES + VARIABLE_QUERIES + SUBSCRIPTIONS
 # graphql-ish tokens, so that random text gets past the lexer into the parser and validator
 TOKENS = [
-    "{", "}", "(", ")", "[", "]", ":", "!", "=", "$x", "$lat", "...", "@skip(if: true)", "@include(if: $x)",
-    "query", "subscription", "mutation", "fragment", "F", "on", "Query", "CurrentWeather", "current",
-    "forecast", "hourly", "lat", "lon", "days", "hours", "units", "METRIC", "IMPERIAL", "temperature",
-    "daily", "date", "cell", "__typename", "__schema", "__type(name: \"Query\")", "1", "-1", "1e999",
-    "0.5", "90", "2147483648", "\"s\"", '"""block"""', "null", "true", "Float", "Int", "#comment\n", ",",
+    "{",
+    "}",
+    "(",
+    ")",
+    "[",
+    "]",
+    ":",
+    "!",
+    "=",
+    "$x",
+    "$lat",
+    "...",
+    "@skip(if: true)",
+    "@include(if: $x)",
+    "query",
+    "subscription",
+    "mutation",
+    "fragment",
+    "F",
+    "on",
+    "Query",
+    "CurrentWeather",
+    "current",
+    "forecast",
+    "hourly",
+    "lat",
+    "lon",
+    "days",
+    "hours",
+    "units",
+    "METRIC",
+    "IMPERIAL",
+    "temperature",
+    "daily",
+    "date",
+    "cell",
+    "__typename",
+    "__schema",
+    '__type(name: "Query")',
+    "1",
+    "-1",
+    "1e999",
+    "0.5",
+    "90",
+    "2147483648",
+    '"s"',
+    '"""block"""',
+    "null",
+    "true",
+    "Float",
+    "Int",
+    "#comment\n",
+    ",",
 ]
 
 INVALID_UTF8 = [b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\x80", b"\xe2\x82", b"\xc0\xaf"]
@@ -202,9 +250,39 @@ hostile_numbers = st.one_of(
     st.floats(),  # NaN and infinities too: json.dumps writes them, the server must refuse them
     st.floats(min_value=-200, max_value=200),
     st.sampled_from(
-        [90, -90, 180, -180, 90.0000001, -180.0000001, 179.95, 179.9499999, -179.95, 89.95, -0.0, 5e-324,
-         1.7976931348623157e308, -1.7976931348623157e308, 2**31, 2**31 - 1, -(2**31), -(2**31) - 1,
-         2**53 + 1, 2**63, 2**64, 10**30, 10**400, 0, 1, 16, 17, 384, 385, True, False]
+        [
+            90,
+            -90,
+            180,
+            -180,
+            90.0000001,
+            -180.0000001,
+            179.95,
+            179.9499999,
+            -179.95,
+            89.95,
+            -0.0,
+            5e-324,
+            1.7976931348623157e308,
+            -1.7976931348623157e308,
+            2**31,
+            2**31 - 1,
+            -(2**31),
+            -(2**31) - 1,
+            2**53 + 1,
+            2**63,
+            2**64,
+            10**30,
+            10**400,
+            0,
+            1,
+            16,
+            17,
+            384,
+            385,
+            True,
+            False,
+        ]
     ),
     st.integers(),
 )
@@ -250,7 +328,9 @@ persisted_query = st.one_of(
         },
     ),
 )
-any_extensions = st.one_of(json_values, st.fixed_dictionaries({"persistedQuery": persisted_query}, optional={"x": json_values}))
+any_extensions = st.one_of(
+    json_values, st.fixed_dictionaries({"persistedQuery": persisted_query}, optional={"x": json_values})
+)
 
 
 @st.composite
@@ -425,8 +505,20 @@ def test_arbitrary_json_bodies(
             lambda t: b'{"' + t[1].encode() + b'": {"' + t[0] + b'": 1}}'
         ),
         st.sampled_from(
-            [b"", b"null", b"[]", b"{}", b"NaN", b"1e999", b"-Infinity", b'"{ __typename }"', b"\xef\xbb\xbf{}",
-             b'{"query": "{ __typename }"}\x00', b'{"query": "{ __typename }", "query": 1}', b"\x00" * 100]
+            [
+                b"",
+                b"null",
+                b"[]",
+                b"{}",
+                b"NaN",
+                b"1e999",
+                b"-Infinity",
+                b'"{ __typename }"',
+                b"\xef\xbb\xbf{}",
+                b'{"query": "{ __typename }"}\x00',
+                b'{"query": "{ __typename }", "query": 1}',
+                b"\x00" * 100,
+            ]
         ),
     ),
     accept=accept_headers,
@@ -452,8 +544,17 @@ def test_arbitrary_query_text(http: httpx.Client, query: str, wrapped: bool) -> 
 @given(
     depth=st.one_of(st.integers(1, 300), st.integers(300, 100_000), st.sampled_from([199, 200, 1023, 1024, 1025])),
     shape=st.sampled_from(
-        ["json-array", "json-object", "variables", "extensions", "selection", "list-literal", "object-literal",
-         "fragments", "parens"]
+        [
+            "json-array",
+            "json-object",
+            "variables",
+            "extensions",
+            "selection",
+            "list-literal",
+            "object-literal",
+            "fragments",
+            "parens",
+        ]
     ),
 )
 def test_deeply_nested_input(http: httpx.Client, depth: int, shape: str) -> None:
@@ -526,8 +627,27 @@ get_params = st.dictionaries(
 )
 raw_query_strings = st.lists(
     st.one_of(
-        st.sampled_from(["query=", "variables=", "extensions=", "operationName=", "&", "=", "%", "%ff", "%c3%28",
-                         "%ed%a0%80", "%00", "+", ";", "query=%7B__typename%7D", "%7B", "a[]=1", "query"]),
+        st.sampled_from(
+            [
+                "query=",
+                "variables=",
+                "extensions=",
+                "operationName=",
+                "&",
+                "=",
+                "%",
+                "%ff",
+                "%c3%28",
+                "%ed%a0%80",
+                "%00",
+                "+",
+                ";",
+                "query=%7B__typename%7D",
+                "%7B",
+                "a[]=1",
+                "query",
+            ]
+        ),
         st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-.~{}:[]\"'", max_size=10),
     ),
     max_size=12,
@@ -592,8 +712,23 @@ CLOSE_OK = {1000, 1009}
 
 message_types = st.one_of(
     st.sampled_from(
-        ["connection_init", "ping", "pong", "subscribe", "complete", "start", "stop", "connection_terminate",
-         "next", "data", "error", "ka", "connection_ack", "CONNECTION_INIT", ""]
+        [
+            "connection_init",
+            "ping",
+            "pong",
+            "subscribe",
+            "complete",
+            "start",
+            "stop",
+            "connection_terminate",
+            "next",
+            "data",
+            "error",
+            "ka",
+            "connection_ack",
+            "CONNECTION_INIT",
+            "",
+        ]
     ),
     st.text(max_size=10),
 )
@@ -678,7 +813,11 @@ class Exchange:
             self.init_sent = True
         if not isinstance(operation_id, str):
             return
-        if kind == ("start" if self.legacy else "subscribe") and operation_id and isinstance(message.get("payload"), dict):
+        if (
+            kind == ("start" if self.legacy else "subscribe")
+            and operation_id
+            and isinstance(message.get("payload"), dict)
+        ):
             self.sent_ids.add(operation_id)
             self.pending.add(operation_id)
         elif kind == ("stop" if self.legacy else "complete"):
@@ -746,8 +885,15 @@ def run_exchange(server: Server, subprotocols: list[str], frames: list[tuple[str
             if not exchange.init_sent:
                 exchange.send(ws, "json", {"type": "connection_init", "payload": {}})
             sentinel = f"sentinel-{uuid.uuid4()}"
-            exchange.send(ws, "json", {"type": "start" if exchange.legacy else "subscribe", "id": sentinel,
-                                       "payload": {"query": "{ __typename }"}})
+            exchange.send(
+                ws,
+                "json",
+                {
+                    "type": "start" if exchange.legacy else "subscribe",
+                    "id": sentinel,
+                    "payload": {"query": "{ __typename }"},
+                },
+            )
             deadline = time.monotonic() + 10
             while exchange.pending:
                 remaining = deadline - time.monotonic()
@@ -765,15 +911,26 @@ def assert_websocket_works(server: Server) -> None:
         with connect(ws_url(server), subprotocols=[protocol], open_timeout=10) as ws:
             ws.send(json.dumps({"type": "connection_init", "payload": {}}))
             assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
-            ws.send(json.dumps({"type": "start" if protocol == LEGACY else "subscribe", "id": "1",
-                                "payload": {"query": "{ __typename }"}}))
+            ws.send(
+                json.dumps(
+                    {
+                        "type": "start" if protocol == LEGACY else "subscribe",
+                        "id": "1",
+                        "payload": {"query": "{ __typename }"},
+                    }
+                )
+            )
             messages = []
             while not messages or messages[-1]["type"] != "complete":
                 message = json.loads(ws.recv(timeout=10))
                 if message["type"] not in ("ka", "ping", "pong"):
                     messages.append(message)
             assert messages == [
-                {"id": "1", "type": "data" if protocol == LEGACY else "next", "payload": {"data": {"__typename": "Query"}}},
+                {
+                    "id": "1",
+                    "type": "data" if protocol == LEGACY else "next",
+                    "payload": {"data": {"__typename": "Query"}},
+                },
                 {"type": "complete", "id": "1"},
             ], messages
 
@@ -810,7 +967,9 @@ def test_websocket_subscribe_payloads(fuzz_server: Server) -> None:
         legacy = protocol == LEGACY
         frames: list[tuple[str, Any]] = [("json", {"type": "connection_init", "payload": init_payload})]
         for operation_id, payload, stop in operations:
-            frames.append(("json", {"type": "start" if legacy else "subscribe", "id": operation_id, "payload": payload}))
+            frames.append(
+                ("json", {"type": "start" if legacy else "subscribe", "id": operation_id, "payload": payload})
+            )
             if stop:
                 frames.append(("json", {"type": "stop" if legacy else "complete", "id": operation_id}))
         run_exchange(fuzz_server, [protocol], frames)
@@ -832,7 +991,23 @@ INIT = ("json", {"type": "connection_init", "payload": {}})
         (TRANSPORT, [INIT, ("json", {"type": "x" * 200})]),
         (LEGACY, [INIT, ("json", {"type": "\u00e9" * 70})]),
         # "subscriber for … already exists", with a long id
-        (TRANSPORT, [INIT, *[("json", {"type": "subscribe", "id": "x" * 300, "payload": {"query": SUBSCRIPTIONS[0], "variables": {"lat": 1, "lon": 1}}})] * 2]),
+        (
+            TRANSPORT,
+            [
+                INIT,
+                *[
+                    (
+                        "json",
+                        {
+                            "type": "subscribe",
+                            "id": "x" * 300,
+                            "payload": {"query": SUBSCRIPTIONS[0], "variables": {"lat": 1, "lon": 1}},
+                        },
+                    )
+                ]
+                * 2,
+            ],
+        ),
     ],
     ids=["long-type", "long-non-ascii-type", "duplicate-long-id"],
 )
@@ -940,7 +1115,11 @@ def summarize_tracebacks(logs: str) -> str:
             continue
         lines = [line for line in block.splitlines() if line.strip()]
         ending = next(
-            (line for line in reversed(lines) if not line.startswith((" ", "Traceback", "The above", "During handling"))),
+            (
+                line
+                for line in reversed(lines)
+                if not line.startswith((" ", "Traceback", "The above", "During handling"))
+            ),
             "?",
         )
         key = (header.split(":")[0][:60], ending.split(":")[0])

@@ -11,7 +11,9 @@ import redis
 
 from tests.conftest import Server, Simulator, graphql
 
-CURRENT = "query($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { temperature cached stale cell { lat lon } } }"
+CURRENT = (
+    "query($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { temperature cached stale cell { lat lon } } }"
+)
 NYC = {"lat": 40.7128, "lon": -74.0060}
 
 
@@ -126,7 +128,9 @@ def test_imperial_units_convert_from_the_same_entry(server: Server, clean: Simul
 
 
 def test_condition_describes_the_weather_code(server: Server, clean: Simulator) -> None:
-    query = "{ current(lat: 1.3521, lon: 103.8198) { weatherCode condition { code description } isDay time fetchedAt } }"
+    query = (
+        "{ current(lat: 1.3521, lon: 103.8198) { weatherCode condition { code description } isDay time fetchedAt } }"
+    )
     current = data(graphql(server.url, query))["current"]
     assert current["condition"]["code"] == current["weatherCode"]
     assert current["condition"]["description"] not in ("", "Unknown")

@@ -36,7 +36,9 @@ def log_lines(srv: Server) -> list[dict[str, Any]]:
     return [json.loads(line) for line in srv.logs().splitlines() if line.startswith("{")]
 
 
-def test_logs_hold_no_client_address_and_no_raw_id_even_at_debug(chatty: Server, clean: Simulator, redis_url: str) -> None:
+def test_logs_hold_no_client_address_and_no_raw_id_even_at_debug(
+    chatty: Server, clean: Simulator, redis_url: str
+) -> None:
     client_id, forwarded = f"raw-device-{uuid.uuid4()}", "203.0.113.77"
     headers = {"x-client-id": client_id, "x-forwarded-for": forwarded}
     query = {"query": "{ current(lat: 48.85, lon: 2.35) { temperature } }"}
@@ -69,6 +71,7 @@ def test_a_client_leaving_mid_body_is_not_an_error(chatty: Server) -> None:
             b"Content-Length: 1000\r\n\r\n" + b'{"query": "{ __typ'
         )
         time.sleep(0.2)  # the request is now waiting for the rest of its body
+
     def unanswered() -> list[dict[str, Any]]:
         return [line for line in log_lines(chatty) if line["message"] == "request" and line["status"] != 200]
 
@@ -108,11 +111,15 @@ def test_rest_requests_are_labelled_like_their_graphql_fields(chatty: Server, cl
 
     def moved(operation: str, outcome: str) -> float:
         labels = {"transport": "rest", "operation": operation, "outcome": outcome}
-        return value(after, "weathernote_requests_total", **labels) - value(before, "weathernote_requests_total", **labels)
+        return value(after, "weathernote_requests_total", **labels) - value(
+            before, "weathernote_requests_total", **labels
+        )
 
     assert (moved("current", "ok"), moved("forecast", "ok"), moved("forecast", "bad_request")) == (1, 1, 1)
     assert moved("other", "ok") == 0
-    lines = [line for line in log_lines(chatty) if line.get("transport") == "rest" and "/api/v1/" in line.get("path", "")]
+    lines = [
+        line for line in log_lines(chatty) if line.get("transport") == "rest" and "/api/v1/" in line.get("path", "")
+    ]
     assert {(line["path"], line["operation"]) for line in lines} >= {
         ("/api/v1/weather", "current"),
         ("/api/v1/forecast", "forecast"),
@@ -178,4 +185,3 @@ def test_memory_is_bounded_in_bytes_by_many_large_distinct_documents(
         assert grown < 24 * 1024 * 1024, f"the process grew by {grown / 2**20:.0f} MiB"
     finally:
         srv.stop()
-

@@ -19,7 +19,10 @@ def test_graphql_http_audit_passes_every_must_and_should(server: Server) -> None
     assert node, "Node.js is required for the third-party client tests"
     run = subprocess.run(
         [node, str(CLIENTS / "audit.mjs"), f"{server.url}/graphql"],
-        capture_output=True, text=True, timeout=120, cwd=CLIENTS,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=CLIENTS,
     )
     assert run.returncode == 0, run.stderr
     results = json.loads(run.stdout)

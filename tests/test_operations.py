@@ -32,7 +32,9 @@ def value(samples: dict, metric: str, **labels: str) -> float:
     return samples.get((metric, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_metrics_move_by_exactly_what_happened(redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis) -> None:
+def test_metrics_move_by_exactly_what_happened(
+    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
+) -> None:
     srv = Server(server_env(redis_url, simulator, rate_limit_per_minute=10))
     try:
         before = scrape(srv.url)
@@ -40,8 +42,13 @@ def test_metrics_move_by_exactly_what_happened(redis_url: str, simulator: Simula
         for point in ({"lat": 1, "lon": 1}, {"lat": 2, "lon": 2}):  # two misses
             assert graphql(srv.url, CURRENT, point, headers=client).json()["data"]["current"]["cached"] is False
         for _ in range(3):  # three hits
-            assert graphql(srv.url, CURRENT, {"lat": 1, "lon": 1}, headers=client).json()["data"]["current"]["cached"] is True
-        assert graphql(srv.url, "{ current(lat: 100, lon: 1) { cached } }", headers=client).status_code == 200  # bad input
+            assert (
+                graphql(srv.url, CURRENT, {"lat": 1, "lon": 1}, headers=client).json()["data"]["current"]["cached"]
+                is True
+            )
+        assert (
+            graphql(srv.url, "{ current(lat: 100, lon: 1) { cached } }", headers=client).status_code == 200
+        )  # bad input
 
         async def subscribe_and_refresh() -> dict:
             async with GraphQLSocket(srv.url) as socket:
@@ -89,14 +96,23 @@ def test_metrics_move_by_exactly_what_happened(redis_url: str, simulator: Simula
         srv.stop()
 
 
-def test_logs_are_json_with_request_ids_and_no_raw_identities(redis_url: str, simulator: Simulator, clean: Simulator) -> None:
+def test_logs_are_json_with_request_ids_and_no_raw_identities(
+    redis_url: str, simulator: Simulator, clean: Simulator
+) -> None:
     srv = Server(server_env(redis_url, simulator, log_level="info"))
     try:
-        response = graphql(srv.url, CURRENT, {"lat": 5, "lon": 5}, headers={"x-client-id": "raw-device-id-1234", "x-request-id": "trace-42"})
+        response = graphql(
+            srv.url,
+            CURRENT,
+            {"lat": 5, "lon": 5},
+            headers={"x-client-id": "raw-device-id-1234", "x-request-id": "trace-42"},
+        )
         assert response.headers["x-request-id"] == "trace-42"
         generated = graphql(srv.url, CURRENT, {"lat": 5, "lon": 5}).headers["x-request-id"]
         assert len(generated) == 32
-        httpx.get(f"{srv.url}/api/v1/weather", params={"lat": 5, "lon": 5}, headers={"x-client-id": "raw-device-id-1234"})
+        httpx.get(
+            f"{srv.url}/api/v1/weather", params={"lat": 5, "lon": 5}, headers={"x-client-id": "raw-device-id-1234"}
+        )
     finally:
         srv.stop()
     lines = [json.loads(line) for line in srv.logs().splitlines() if line.strip()]
@@ -125,7 +141,9 @@ def test_ready_only_once_redis_is_up(tmp_path: Path, simulator: Simulator, clean
         own.stop()
 
 
-def test_sigterm_lets_a_slow_request_finish_and_closes_sockets_with_1001(redis_url: str, simulator: Simulator, clean: Simulator) -> None:
+def test_sigterm_lets_a_slow_request_finish_and_closes_sockets_with_1001(
+    redis_url: str, simulator: Simulator, clean: Simulator
+) -> None:
     srv = Server(server_env(redis_url, simulator, upstream_timeout_seconds=10))
     clean.configure(latency_ms=1500)
     result: dict = {}
@@ -162,7 +180,12 @@ def test_several_workers_report_one_set_of_metrics(redis_url: str, simulator: Si
     srv = Server(server_env(redis_url, simulator, workers=2))
     try:
         for _ in range(12):
-            assert httpx.post(f"{srv.url}/graphql", json={"query": "{ __typename }"}, headers={"connection": "close"}).status_code == 200
+            assert (
+                httpx.post(
+                    f"{srv.url}/graphql", json={"query": "{ __typename }"}, headers={"connection": "close"}
+                ).status_code
+                == 200
+            )
         totals = {
             value(scrape(srv.url), "weathernote_requests_total", transport="http", operation="other", outcome="ok")
             for _ in range(4)

@@ -20,9 +20,24 @@ def test_contract_fields_are_present() -> None:
     assert "current(lat: Float!, lon: Float!, units: Units = METRIC): CurrentWeather!" in sdl
     assert "forecast(lat: Float!, lon: Float!, days: Int = 7, units: Units = METRIC): Forecast!" in sdl
     for field in (
-        "apparentTemperature", "humidity", "precipitation", "weatherCode", "cloudCover", "pressure",
-        "windSpeed", "windDirection", "windGusts", "isDay", "cached", "stale", "fetchedAt",
-        "precipitationProbabilityMax", "sunrise", "sunset", "windSpeedMax", "uvIndexMax",
+        "apparentTemperature",
+        "humidity",
+        "precipitation",
+        "weatherCode",
+        "cloudCover",
+        "pressure",
+        "windSpeed",
+        "windDirection",
+        "windGusts",
+        "isDay",
+        "cached",
+        "stale",
+        "fetchedAt",
+        "precipitationProbabilityMax",
+        "sunrise",
+        "sunset",
+        "windSpeedMax",
+        "uvIndexMax",
         "precipitationProbability",
     ):
         assert f"  {field}" in sdl, field

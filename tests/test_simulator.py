@@ -321,13 +321,11 @@ LONG_LIST = ",".join(["1"] * 1001)
         ),
         (
             {"latitude": "1", "longitude": "1", "daily": "uv_index"},
-            "Data corrupted at path ''. Cannot initialize ForecastVariableDaily "
-            "from invalid String value uv_index.",
+            "Data corrupted at path ''. Cannot initialize ForecastVariableDaily from invalid String value uv_index.",
         ),
         (
             {"latitude": "1", "longitude": "1", "models": "icon_seamless"},
-            "Data corrupted at path ''. Cannot initialize MultiDomains "
-            "from invalid String value icon_seamless.",
+            "Data corrupted at path ''. Cannot initialize MultiDomains from invalid String value icon_seamless.",
         ),
         (
             {"latitude": "1", "longitude": "1", "forecast_days": "30"},
@@ -354,15 +352,28 @@ LONG_LIST = ",".join(["1"] * 1001)
         ),
     ],
 )
-def test_invalid_requests_get_the_servers_400_reason(
-    sim: httpx.Client, params: dict[str, str], reason: str
-) -> None:
+def test_invalid_requests_get_the_servers_400_reason(sim: httpx.Client, params: dict[str, str], reason: str) -> None:
     response = sim.post("/v1/forecast", data=params)  # POST: some of these are too long for a URL
     assert response.status_code == 400
     assert response.json() == {"error": True, "reason": reason}
 
 
-PARAMETER_NAMES = ["latitude", "longitude", "elevation", "timezone", "current", "hourly", "daily", "forecast_days", "past_days", "forecast_hours", "temperature_unit", "wind_speed_unit", "timeformat", "models"]
+PARAMETER_NAMES = [
+    "latitude",
+    "longitude",
+    "elevation",
+    "timezone",
+    "current",
+    "hourly",
+    "daily",
+    "forecast_days",
+    "past_days",
+    "forecast_hours",
+    "temperature_unit",
+    "wind_speed_unit",
+    "timeformat",
+    "models",
+]
 PARAMETER_VALUES = st.one_of(
     st.text(st.characters(blacklist_categories=("Cs",)), max_size=12),
     st.sampled_from(["52.5", "-90", "1e3", "nan", "1,2", "auto", "Europe/Berlin", "weathercode,sunrise"]),

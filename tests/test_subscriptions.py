@@ -33,10 +33,16 @@ def refresh(server: Server, redis_client: redis.Redis, key: str = PARIS_KEY, whe
     key = spell_key(key, _topology(redis_client))
     redis_client.delete(key, f"stale:{key}")  # the stale copy would be renewed, not refetched
     if key.startswith("weather:"):
-        body = graphql(server.url, "query($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { cached } }", where).json()
+        body = graphql(
+            server.url, "query($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { cached } }", where
+        ).json()
         assert body["data"]["current"]["cached"] is False
     else:
-        body = graphql(server.url, "query($lat: Float!, $lon: Float!) { forecast(lat: $lat, lon: $lon) { cached daily { date } hourly(hours: 384) { time } } }", {**where}).json()
+        body = graphql(
+            server.url,
+            "query($lat: Float!, $lon: Float!) { forecast(lat: $lat, lon: $lon) { cached daily { date } hourly(hours: 384) { time } } }",
+            {**where},
+        ).json()
         assert "errors" not in body or "hours" in str(body)
 
 
@@ -150,9 +156,7 @@ async def test_a_stalled_subscriber_neither_delays_others_nor_queues_without_bou
         assert len(received) < refreshes, "older refreshes were replaced, not queued"
 
 
-async def test_redis_restart_under_live_subscriptions(
-    tmp_path: Path, simulator: Simulator
-) -> None:
+async def test_redis_restart_under_live_subscriptions(tmp_path: Path, simulator: Simulator) -> None:
     from weathernote.embedded_redis import EmbeddedRedis
 
     own = EmbeddedRedis(tmp_path / "redis", persistent=False)
@@ -227,7 +231,9 @@ async def test_watched_cells_are_registered_and_age_out(
         srv.stop()
 
 
-async def test_documents_the_planner_skips_still_stream(server: Server, clean: Simulator, redis_client: redis.Redis) -> None:
+async def test_documents_the_planner_skips_still_stream(
+    server: Server, clean: Simulator, redis_client: redis.Redis
+) -> None:
     query = "subscription($lat: Float!, $lon: Float!, $t: Boolean!) { weatherUpdates(lat: $lat, lon: $lon) { temperature @include(if: $t) fetchedAt } }"
     async with GraphQLSocket(server.url) as socket:
         await socket.init()
@@ -260,7 +266,9 @@ async def test_subscription_errors(server: Server, clean: Simulator) -> None:
 
 @pytest.fixture(scope="module")
 def strict(redis_url: str, simulator: Simulator) -> Iterator[Server]:
-    srv = Server(server_env(redis_url, simulator, ws_init_timeout_seconds=0.5, ws_keepalive_seconds=0.3, ws_max_subscriptions=2))
+    srv = Server(
+        server_env(redis_url, simulator, ws_init_timeout_seconds=0.5, ws_keepalive_seconds=0.3, ws_max_subscriptions=2)
+    )
     yield srv
     srv.stop()
 
@@ -333,8 +341,18 @@ def test_third_party_graphql_ws_client(server: Server, clean: Simulator, redis_c
     assert node, "Node.js is required for the third-party client tests"
     clients = Path(__file__).resolve().parent / "node"
     process = subprocess.Popen(
-        [node, str(clients / "subscribe.mjs"), server.url.replace("http", "ws") + "/graphql", WEATHER, json.dumps(PARIS), "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=clients,
+        [
+            node,
+            str(clients / "subscribe.mjs"),
+            server.url.replace("http", "ws") + "/graphql",
+            WEATHER,
+            json.dumps(PARIS),
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=clients,
     )
     try:
         assert process.stdout is not None

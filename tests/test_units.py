@@ -41,7 +41,9 @@ class ManualClock:
 def test_breaker_opens_after_the_threshold_probes_once_and_closes_on_success() -> None:
     clock = ManualClock()
     changes: list[State] = []
-    breaker = CircuitBreaker("redis", failures=3, reset_seconds=5, clock=clock, on_change=lambda _, s: changes.append(s))
+    breaker = CircuitBreaker(
+        "redis", failures=3, reset_seconds=5, clock=clock, on_change=lambda _, s: changes.append(s)
+    )
     for _ in range(2):
         assert breaker.allow()
         breaker.failure()
@@ -176,7 +178,9 @@ def test_keys_keep_the_seed_spelling_on_one_server_and_share_a_slot_on_a_cluster
 
 
 def test_errors_about_a_key_are_the_keys_and_the_rest_are_the_servers() -> None:
-    assert isinstance(classify(redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind")), RedisKeyError)
+    assert isinstance(
+        classify(redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind")), RedisKeyError
+    )
     assert isinstance(classify(redis.ResponseError("ERR value is not a valid float")), RedisKeyError)
     assert isinstance(classify(redis.ConnectionError("refused")), RedisUnavailable)
     assert isinstance(classify(redis.TimeoutError()), RedisUnavailable)

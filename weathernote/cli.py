@@ -30,17 +30,11 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         env = "WEATHERNOTE_" + name.upper()
-        parser.add_argument(
-            flag, dest=name, default=None, metavar=name.upper(), help=f"{field.description} [${env}]"
-        )
+        parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=f"{field.description} [${env}]")
 
 
 def _settings_from(args: argparse.Namespace) -> Settings:
-    overrides = {
-        name: getattr(args, name)
-        for name in Settings.model_fields
-        if getattr(args, name, None) is not None
-    }
+    overrides = {name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None}
     if "trusted_proxies" in overrides:
         overrides["trusted_proxies"] = overrides["trusted_proxies"].split(",")
     return Settings(**overrides)

@@ -171,7 +171,7 @@ class EmbeddedCluster:
         return sum(self.role(node) == "role:master" for node in running) == self.primaries
 
     def role(self, node: Node) -> str:
-        """"role:master" or "role:slave", as the node says."""
+        """ "role:master" or "role:slave", as the node says."""
         for line in _command(self.host, node.port, "INFO", "replication").splitlines():
             if line.startswith("role:"):
                 return line.strip()

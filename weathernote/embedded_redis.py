@@ -88,9 +88,7 @@ class EmbeddedRedis:
         while not _answers_ping(self.host, self.port):
             if self._process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise EmbeddedRedisError(
-                    f"embedded Redis did not start; see {self.data_dir / 'valkey.log'}"
-                )
+                raise EmbeddedRedisError(f"embedded Redis did not start; see {self.data_dir / 'valkey.log'}")
             time.sleep(0.05)
         self.port_file.write_text(f"{self.port}\n{self._process.pid}\n")
 
@@ -118,7 +116,7 @@ class EmbeddedRedis:
         if not self.persistent:
             settings["appendonly"] = "no"
         settings.update(self.extra_config)
-        lines = [f"include \"{base}\""] if base.is_file() else []
+        lines = [f'include "{base}"'] if base.is_file() else []
         lines += [f"{key} {value}" for key, value in settings.items()]
         return "\n".join(lines) + "\n"
 

@@ -26,6 +26,7 @@ from weathernote.redis_pubsub import PubSubBackend
 
 log = logging.getLogger(__name__)
 
+
 class Wakeup:
     """An event for one waiter.
 

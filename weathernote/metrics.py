@@ -45,15 +45,9 @@ REDIS_KEY_ERRORS = Counter(
 STALE_SERVED = Counter(
     "weathernote_stale_served_total", "Entries served past their TTL because the upstream failed", ["part", "cause"]
 )
-RATE_LIMITED = Counter(
-    "weathernote_rate_limited_total", "Refused by the rate limiter", ["transport", "scope"]
-)
-UPSTREAM_CALLS = Counter(
-    "weathernote_upstream_calls_total", "Open-Meteo HTTP requests, by outcome", ["outcome"]
-)
-UPSTREAM_WEIGHT = Counter(
-    "weathernote_upstream_weight_total", "Open-Meteo weighted calls spent (its own accounting)"
-)
+RATE_LIMITED = Counter("weathernote_rate_limited_total", "Refused by the rate limiter", ["transport", "scope"])
+UPSTREAM_CALLS = Counter("weathernote_upstream_calls_total", "Open-Meteo HTTP requests, by outcome", ["outcome"])
+UPSTREAM_WEIGHT = Counter("weathernote_upstream_weight_total", "Open-Meteo weighted calls spent (its own accounting)")
 UPSTREAM_DURATION = Histogram(
     "weathernote_upstream_duration_seconds",
     "Open-Meteo request duration",
@@ -62,9 +56,7 @@ UPSTREAM_DURATION = Histogram(
 WEBSOCKET_CONNECTIONS = Gauge(
     "weathernote_websocket_connections", "Open WebSocket connections", multiprocess_mode="livesum"
 )
-SUBSCRIPTIONS = Gauge(
-    "weathernote_subscriptions", "Live subscriptions", multiprocess_mode="livesum"
-)
+SUBSCRIPTIONS = Gauge("weathernote_subscriptions", "Live subscriptions", multiprocess_mode="livesum")
 PUBSUB_MESSAGES = Counter("weathernote_pubsub_messages_total", "Refresh announcements received from Redis")
 PUBSUB_DELIVERIES = Counter(
     "weathernote_pubsub_deliveries_total", "Announcements handed to local subscribers (fan-out)"

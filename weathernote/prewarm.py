@@ -362,7 +362,11 @@ class Prewarmer:
 
     async def _fetch_with_backoff(self, cells: list[Cell], parts: list[Part]) -> list[Cell]:
         retrying = AsyncRetrying(
-            retry=retry_if_exception(lambda exc: isinstance(exc, UpstreamError) and exc.cause in ("rate_limited", "status", "timeout", "transport")),
+            retry=retry_if_exception(
+                lambda exc: (
+                    isinstance(exc, UpstreamError) and exc.cause in ("rate_limited", "status", "timeout", "transport")
+                )
+            ),
             wait=wait_exponential_jitter(initial=1, max=60),
             stop=stop_after_attempt(3),
             sleep=clock.sleep,
@@ -404,4 +408,3 @@ def _parse_members(members: Iterable[bytes | str], grid: Grid) -> Iterable[tuple
             yield Part(part), grid.parse(label)
         except ValueError:
             continue  # a member from another version: ignore
-

@@ -189,9 +189,7 @@ class RedisGateway:
         # without decode_responses every value is bytes or None
         return [value if isinstance(value, bytes) or value is None else str(value).encode() for value in values]
 
-    async def pipeline(
-        self, build: Callable[[AnyPipeline], None], *, transaction: bool = False
-    ) -> list[Any]:
+    async def pipeline(self, build: Callable[[AnyPipeline], None], *, transaction: bool = False) -> list[Any]:
         """Commands added by `build`, sent in one round trip (per node on a Cluster).
 
         With `transaction`, every key must share one slot. A command's error about

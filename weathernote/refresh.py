@@ -143,9 +143,7 @@ class Refresher:
         entries: dict[Part, Entry] = {}
         try:
             if theirs and self.waiter is not None:
-                waited = await asyncio.gather(
-                    *(self.waiter(cell, part, self.lock_seconds) for part in theirs)
-                )
+                waited = await asyncio.gather(*(self.waiter(cell, part, self.lock_seconds) for part in theirs))
                 for part, entry in zip(theirs, waited):
                     if entry is not None:
                         entries[part] = entry

@@ -216,9 +216,7 @@ class WeatherService:
             raws = {}
         # the last good entries, decoded once for every decision below
         stale = {
-            part: entry
-            for part, raw in raws.items()
-            if (entry := self._checked_stale(part, cell, raw)) is not None
+            part: entry for part, raw in raws.items() if (entry := self._checked_stale(part, cell, raw)) is not None
         }
         now = now_ms()
         readings: dict[Part, Reading] = {}

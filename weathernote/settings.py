@@ -22,14 +22,10 @@ def _default_data_dir() -> Path:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WEATHERNOTE_", extra="ignore", frozen=True)
 
-    redis_url: str | None = Field(
-        None, description="redis:// or rediss:// URL; unset starts an embedded server"
-    )
+    redis_url: str | None = Field(None, description="redis:// or rediss:// URL; unset starts an embedded server")
     upstream_url: str = Field("https://api.open-meteo.com", description="Open-Meteo base URL")
     upstream_timeout_seconds: float = Field(10.0, gt=0, description="timeout of one upstream call")
-    upstream_max_connections: int = Field(
-        4, ge=1, description="upstream requests in flight per instance"
-    )
+    upstream_max_connections: int = Field(4, ge=1, description="upstream requests in flight per instance")
     upstream_budget_per_minute: float = Field(
         540, gt=0, description="weighted upstream calls per minute, all instances (free tier 600)"
     )
@@ -40,7 +36,10 @@ class Settings(BaseSettings):
         9000, gt=0, description="weighted upstream calls per day, all instances (free tier 10,000)"
     )
     prewarm_budget_share: float = Field(
-        0.8, gt=0, le=1, description="share of the minute and hour budgets the pre-warmer may spend (it paces the day itself)"
+        0.8,
+        gt=0,
+        le=1,
+        description="share of the minute and hour budgets the pre-warmer may spend (it paces the day itself)",
     )
     upstream_budget_wait_seconds: float = Field(
         10, ge=0, description="how long a miss with nothing to serve waits for room in the budget"
@@ -62,17 +61,13 @@ class Settings(BaseSettings):
     )
     weather_ttl_seconds: float = Field(600, gt=0, description="current-weather entry TTL")
     forecast_ttl_seconds: float = Field(600, gt=0, description="forecast entry TTL")
-    stale_seconds: float = Field(
-        86400, ge=0, description="how long past its TTL an entry may be served as stale"
-    )
+    stale_seconds: float = Field(86400, ge=0, description="how long past its TTL an entry may be served as stale")
     grid_step: float = Field(0.1, gt=0, le=1, description="cell size in degrees")
     rate_limit_per_minute: int = Field(60, ge=1, description="per-client requests per minute")
     ip_rate_limit_per_minute: int | None = Field(
         None, ge=1, description="per-address requests per minute (default 4x the client limit)"
     )
-    rate_limit_period_seconds: float = Field(
-        60, gt=0, description="the rate limits' period (tests shorten it)"
-    )
+    rate_limit_period_seconds: float = Field(60, gt=0, description="the rate limits' period (tests shorten it)")
     prewarm_interval_seconds: float = Field(
         900,
         ge=0,
@@ -100,12 +95,8 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = Field(
         0.5, gt=0, description="timeout of one Redis call before it counts as a failure"
     )
-    breaker_failures: int = Field(
-        3, ge=1, description="consecutive Redis failures that open the circuit breaker"
-    )
-    breaker_reset_seconds: float = Field(
-        5, gt=0, description="how long the breaker stays open before a probe"
-    )
+    breaker_failures: int = Field(3, ge=1, description="consecutive Redis failures that open the circuit breaker")
+    breaker_reset_seconds: float = Field(5, gt=0, description="how long the breaker stays open before a probe")
     graphql_max_depth: int = Field(6, ge=1, description="deepest field nesting of an operation")
     graphql_max_aliases: int = Field(15, ge=0, description="aliases per operation, fragments included")
     graphql_max_tokens: int = Field(1000, ge=10, description="lexical tokens per document")
@@ -121,23 +112,15 @@ class Settings(BaseSettings):
         ge=0,
         description="memory budget of each in-process cache: rendered responses, subscription payloads, documents",
     )
-    watch_ttl_seconds: float = Field(
-        90, gt=0, description="how long a watched cell stays registered without renewal"
-    )
-    ws_init_timeout_seconds: float = Field(
-        10, gt=0, description="WebSocket connection_init deadline"
-    )
+    watch_ttl_seconds: float = Field(90, gt=0, description="how long a watched cell stays registered without renewal")
+    ws_init_timeout_seconds: float = Field(10, gt=0, description="WebSocket connection_init deadline")
     ws_keepalive_seconds: float = Field(15, gt=0, description="WebSocket keep-alive ping period")
     ws_max_subscriptions: int = Field(100, ge=1, description="operations per WebSocket connection")
-    ws_max_message_bytes: int = Field(
-        64 * 1024, ge=1024, description="largest WebSocket message accepted"
-    )
+    ws_max_message_bytes: int = Field(64 * 1024, ge=1024, description="largest WebSocket message accepted")
     drain_seconds: float = Field(
         0, ge=0, description="after SIGTERM, seconds not ready but still serving, for the load balancer"
     )
-    shutdown_timeout_seconds: float = Field(
-        20, gt=0, description="how long shutdown waits for in-flight requests"
-    )
+    shutdown_timeout_seconds: float = Field(20, gt=0, description="how long shutdown waits for in-flight requests")
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on")
     workers: int = Field(1, ge=1, description="worker processes")

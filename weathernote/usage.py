@@ -115,7 +115,6 @@ class Usage:
         }
 
 
-
 async def _top_cells(client: AnyRedis) -> list[tuple[Any, float]]:
     """The ten most requested (part, cell) members with their counts."""
     ranked: list[tuple[Any, Any]] = await client.zrevrange(POPULAR_CELLS, 0, 9, withscores=True)  # type: ignore[assignment]  # typed for every option at once

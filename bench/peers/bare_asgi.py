@@ -23,5 +23,11 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
     while message.get("more_body"):
         message = await receive()
     body = await redis.get(KEY) or b"{}"
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

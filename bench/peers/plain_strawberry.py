@@ -33,7 +33,9 @@ class Query:
         cell_lat, cell_lon = round(lat, 1), round(lon, 1)
         raw = await redis.get(f"weather:lat:{cell_lat:.1f}:lon:{cell_lon:.1f}")
         data = json.loads(raw.partition(b"\n")[2]) if raw else {}
-        return CurrentWeather(temperature=data.get("temperature"), cached=raw is not None, cell=Cell(lat=cell_lat, lon=cell_lon))
+        return CurrentWeather(
+            temperature=data.get("temperature"), cached=raw is not None, cell=Cell(lat=cell_lat, lon=cell_lon)
+        )
 
 
 app = GraphQL(strawberry.Schema(query=Query), graphql_ide=None)

@@ -45,7 +45,6 @@ class Context:
         except UpstreamUnavailable:
             raise upstream_unavailable() from None
 
-
     async def updates(self, cell: Cell, parts: frozenset[Part]) -> AsyncIterator[Mapping[Part, Reading]]:
         """The cell's readings now, then after every refresh."""
         assert self.live is not None, "subscriptions need a live transport"

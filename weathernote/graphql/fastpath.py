@@ -138,10 +138,7 @@ class Plan:
         root = schema.get_root_type(self.operation.operation)
         assert root is not None
         try:
-            return [
-                get_argument_values(root.fields[read.node.name.value], read.node, values)
-                for read in self.reads
-            ]
+            return [get_argument_values(root.fields[read.node.name.value], read.node, values) for read in self.reads]
         except GraphQLError:
             return None
 
@@ -263,9 +260,7 @@ def _plan_operation(document: DocumentNode, operation: OperationDefinitionNode) 
     if operation.operation not in _ROOT_FIELDS:
         raise _NotPlannable
     root_fields = _ROOT_FIELDS[operation.operation]
-    fragments = {
-        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-    }
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
     reads = []
     coordinate_uses: dict[str, set[str]] = {}
     for selection in operation.selection_set.selections:
@@ -307,9 +302,7 @@ def _plan_operation(document: DocumentNode, operation: OperationDefinitionNode) 
     return Plan(document, operation, tuple(reads), coordinate_variables)
 
 
-def _names(
-    selection_set: SelectionSetNode | None, fragments: Mapping[str, FragmentDefinitionNode]
-) -> Iterator[str]:
+def _names(selection_set: SelectionSetNode | None, fragments: Mapping[str, FragmentDefinitionNode]) -> Iterator[str]:
     if selection_set is None:
         return
     for selection in selection_set.selections:
@@ -401,9 +394,7 @@ class PayloadRenderer:
     string; only the first of them pays for executing the selection.
     """
 
-    def __init__(
-        self, schema: GraphQLSchema, build_root: BuildRoot, max_bytes: int = DEFAULT_CACHE_BYTES
-    ) -> None:
+    def __init__(self, schema: GraphQLSchema, build_root: BuildRoot, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.schema = schema
         self.build_root = build_root
         self.cache: BoundedCache[str] = BoundedCache("subscription", max_bytes)

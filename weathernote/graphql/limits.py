@@ -88,9 +88,7 @@ def complexity_rule(limits: DocumentLimits) -> type[ASTValidationRule]:
     class ComplexityRule(ASTValidationRule):
         def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
             document = self.context.document
-            fragments = {
-                d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-            }
+            fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
             depth, aliases = _measure(node.selection_set, fragments)
             if depth > limits.max_depth:
                 self.report_error(too_complex(f"Query depth {depth} exceeds the maximum of {limits.max_depth}.", node))
@@ -121,7 +119,5 @@ class DocumentChecker:
             if "tokens" in error.message and "Parsing aborted" in error.message:
                 return None, (too_complex(f"The document exceeds {self.limits.max_tokens} tokens."),)
             return None, (coded(error, GRAPHQL_PARSE_FAILED),)
-        errors = validate(
-            self.schema, document, self.rules, hide_suggestions=not self.limits.field_suggestions
-        )
+        errors = validate(self.schema, document, self.rules, hide_suggestions=not self.limits.field_suggestions)
         return document, tuple(coded(error, GRAPHQL_VALIDATION_FAILED) for error in errors)

@@ -43,9 +43,7 @@ def build_current(cell: GridCell, reading: Reading, units: UnitSystem) -> Curren
     )
 
 
-def build_forecast(
-    cell: GridCell, readings: Mapping[Part, Reading], days: int, units: UnitSystem
-) -> Forecast:
+def build_forecast(cell: GridCell, readings: Mapping[Part, Reading], days: int, units: UnitSystem) -> Forecast:
     daily = readings.get(Part.DAILY)
     hourly = readings.get(Part.HOURLY)
     timezone = None
@@ -120,9 +118,7 @@ class Query:
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(
-        description="Current weather at a point now, then at every refresh of its cell"
-    )
+    @strawberry.subscription(description="Current weather at a point now, then at every refresh of its cell")
     async def weather_updates(
         self,
         info: Info[Context, None],

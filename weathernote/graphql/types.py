@@ -61,9 +61,7 @@ class CurrentWeather:
     is_day: bool | None
     units: Units
     cached: bool = strawberry.field(description="Answered from the cache")
-    stale: bool = strawberry.field(
-        description="Past its freshness, served because the weather provider failed"
-    )
+    stale: bool = strawberry.field(description="Past its freshness, served because the weather provider failed")
     fetched_at: datetime = strawberry.field(description="When the provider was asked")
 
     @classmethod

@@ -31,7 +31,7 @@ from weathernote.graphql.fastpath import PayloadRenderer, Planner
 from weathernote.graphql.limits import DocumentLimits
 from weathernote.graphql.persisted import PersistedQueries, load_manifest
 from weathernote.graphql.schema import build_root, schema
-from weathernote.http import lifecycle
+from weathernote.http import csp, lifecycle
 from weathernote.http.admission import Admission
 from weathernote.http.graphql_http import GraphQLEndpoint
 from weathernote.http.graphql_ws import GraphQLWebSocket, Limits, Operations
@@ -75,9 +75,7 @@ class Services:
         else:
             clock.configure(settings.clock_speed)
         if not settings.redis_url:
-            raise RuntimeError(
-                "WEATHERNOTE_REDIS_URL is not set; `weathernote serve` starts an embedded Redis for you"
-            )
+            raise RuntimeError("WEATHERNOTE_REDIS_URL is not set; `weathernote serve` starts an embedded Redis for you")
         self.settings = settings
         self.grid = Grid(settings.grid_step)
         self.ready = False
@@ -248,7 +246,9 @@ def create_app(settings: Settings) -> Starlette:
     admission = cast(Admission, _Late(services, "admission"))
     persisted = cast(PersistedQueries, _Late(services, "persisted"))
     websockets = GraphQLWebSocket(
-        Operations(schema, planner, PayloadRenderer(schema._schema, build_root, settings.render_cache_bytes), persisted),
+        Operations(
+            schema, planner, PayloadRenderer(schema._schema, build_root, settings.render_cache_bytes), persisted
+        ),
         services.context,
         Limits(
             connection_init_timeout=settings.ws_init_timeout_seconds,
@@ -314,7 +314,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/v1/forecast", rest.forecast),
     ]
     if GRAPHIQL_DIR.is_dir():
-        routes.append(Mount("/graphiql", StaticFiles(directory=GRAPHIQL_DIR, html=True), name="graphiql"))
+        assets = csp.WithPolicy(StaticFiles(directory=GRAPHIQL_DIR, html=True))  # the IDE page's policy on its assets
+        routes.append(Mount("/graphiql", assets, name="graphiql"))
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestObservability)])
     app.state.services = services
     app.state.websockets = websockets

@@ -298,9 +298,7 @@ class GraphQLEndpoint:
                 return Prepared(params, answer=_refused((error,), media))
         return Prepared(params, query=query, plan=plan, bound=bound)
 
-    async def finish(
-        self, request: Request, prepared: Prepared, media: str, raws: list[bytes | None] | None
-    ) -> Answer:
+    async def finish(self, request: Request, prepared: Prepared, media: str, raws: list[bytes | None] | None) -> Answer:
         if prepared.answer is not None:
             return prepared.answer
         assert prepared.query is not None

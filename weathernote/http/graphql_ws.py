@@ -83,7 +83,9 @@ class Operations:
             or not (operation_name is None or isinstance(operation_name, str))
             or not (extensions is None or isinstance(extensions, dict))
         ):
-            return [error_dict("subscribe payload: `query` a string, `variables` and `extensions` objects", BAD_REQUEST)]
+            return [
+                error_dict("subscribe payload: `query` a string, `variables` and `extensions` objects", BAD_REQUEST)
+            ]
         try:
             query, _ = await self.persisted.resolve(query, extensions)
         except PersistedQueryError as exc:
@@ -103,7 +105,9 @@ class Operations:
                 return None
         return await self._run_generic(query, operation, variables, operation_name, context, emit)
 
-    async def _stream_planned(self, plan: Any, bound: Any, arguments: dict[str, Any], context: Context, emit: Emit) -> None:
+    async def _stream_planned(
+        self, plan: Any, bound: Any, arguments: dict[str, Any], context: Context, emit: Emit
+    ) -> None:
         assert context.live is not None
         cell, parts = bound.reads[0]
         try:
@@ -401,9 +405,7 @@ class GraphQLWebSocket:
         if protocol is None:
             await websocket.close(4406, "subprotocol not acceptable")
             return
-        connection = Connection(
-            websocket, protocol, self.operations, self.context_factory, self.limits, self.admission
-        )
+        connection = Connection(websocket, protocol, self.operations, self.context_factory, self.limits, self.admission)
         self.connections.add(connection)
         metrics.WEBSOCKET_CONNECTIONS.inc()
         try:

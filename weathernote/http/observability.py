@@ -114,8 +114,6 @@ def metrics_endpoint(snapshot: Callable[[], Awaitable[dict[str, Any]]]) -> Calla
     async def endpoint(request: Request) -> Response:
         registry = CollectorRegistry()
         registry.register(SharedFigures(await snapshot()))
-        return Response(
-            metrics.process_registry_text() + generate_latest(registry), media_type=CONTENT_TYPE_LATEST
-        )
+        return Response(metrics.process_registry_text() + generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return endpoint

@@ -137,9 +137,7 @@ class RestRoutes:
     async def forecast(self, request: Request) -> Response:
         return await self._answer(request, "forecast", self._forecast)
 
-    async def _answer(
-        self, request: Request, operation: str, build: Callable[[Request], Awaitable[Any]]
-    ) -> Response:
+    async def _answer(self, request: Request, operation: str, build: Callable[[Request], Awaitable[Any]]) -> Response:
         # labelled like the GraphQL root field it stands in for; transport="rest" tells them apart
         requestlog.note(operation=operation)
         admission = self.services.admission
@@ -170,4 +168,3 @@ class RestRoutes:
         days = _days(request)
         readings = await self.services.weather.read(cell, (Part.DAILY,))
         return forecast_body(cell, readings[Part.DAILY], days)
-

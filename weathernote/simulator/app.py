@@ -80,9 +80,7 @@ class Simulator:
         self.stats.answered(summary, response.status_code)
         return response
 
-    async def _answer(
-        self, request: Request, sequence: int, client: str, summary: dict[str, Any]
-    ) -> Response:
+    async def _answer(self, request: Request, sequence: int, client: str, summary: dict[str, Any]) -> Response:
         config = self.config
         delay_ms = config.latency_ms + config.latency_jitter_ms * hash01(config.seed, _JITTER_KEY, sequence)
         if delay_ms > 0:

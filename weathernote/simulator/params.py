@@ -130,9 +130,7 @@ def parse_query(params: Params) -> ForecastQuery:
     forecast_days = _int(params, "forecast_days", DEFAULT_FORECAST_DAYS)
     if not 0 <= forecast_days <= MAX_FORECAST_DAYS:
         # The server reports its maximum as the value given (a bug real clients see).
-        raise ApiError(
-            f"Forecast days is invalid. Allowed range 0 to {MAX_FORECAST_DAYS}. Given {MAX_FORECAST_DAYS}."
-        )
+        raise ApiError(f"Forecast days is invalid. Allowed range 0 to {MAX_FORECAST_DAYS}. Given {MAX_FORECAST_DAYS}.")
     past_days = _int(params, "past_days", 0)
     if not 0 <= past_days <= MAX_PAST_DAYS:
         raise ApiError(f"Past days is invalid. Allowed range 0 to {MAX_PAST_DAYS}. Given {past_days}.")
@@ -177,7 +175,9 @@ def summarize(params: Params) -> dict[str, Any]:
         "forecast_days": (
             DEFAULT_FORECAST_DAYS
             if forecast_days is None
-            else int(forecast_days) if _INT.fullmatch(forecast_days) else None
+            else int(forecast_days)
+            if _INT.fullmatch(forecast_days)
+            else None
         ),
     }
 
@@ -241,9 +241,7 @@ def _units(params: Params) -> UnitChoice:
     return UnitChoice(temperature, wind_speed, precipitation)
 
 
-def _selection(
-    params: Params, key: str, resolve: Callable[[str], str | None], type_name: str
-) -> Selection | None:
+def _selection(params: Params, key: str, resolve: Callable[[str], str | None], type_name: str) -> Selection | None:
     requested = _items(params, key)
     if requested is None:
         return None

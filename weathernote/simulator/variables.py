@@ -98,9 +98,7 @@ HOURLY: dict[str, HourlyVariable] = {
     "soil_temperature_6cm": HourlyVariable(
         Kind.TEMPERATURE, lambda c: 0.55 * c.temperature + 0.45 * c.mean_temperature
     ),
-    "soil_temperature_18cm": HourlyVariable(
-        Kind.TEMPERATURE, lambda c: 0.2 * c.temperature + 0.8 * c.mean_temperature
-    ),
+    "soil_temperature_18cm": HourlyVariable(Kind.TEMPERATURE, lambda c: 0.2 * c.temperature + 0.8 * c.mean_temperature),
     "soil_temperature_54cm": HourlyVariable(
         Kind.TEMPERATURE, lambda c: 0.3 * c.mean_temperature + 0.7 * c.climate_temperature
     ),
@@ -154,12 +152,8 @@ DAILY: dict[str, DailyVariable] = {
     "precipitation_hours": DailyVariable(Kind.HOURS, _total(lambda c: 1.0 if c.precipitation > 0 else 0.0)),
     "wind_direction_10m_dominant": DailyVariable(Kind.DEGREE, _dominant_direction),
     # W/m² over an hour is 0.0036 MJ/m².
-    "shortwave_radiation_sum": DailyVariable(
-        Kind.RADIATION_SUM, _total(lambda c: c.shortwave_radiation * 0.0036)
-    ),
-    "et0_fao_evapotranspiration": DailyVariable(
-        Kind.PRECIPITATION, _total(lambda c: c.et0_evapotranspiration)
-    ),
+    "shortwave_radiation_sum": DailyVariable(Kind.RADIATION_SUM, _total(lambda c: c.shortwave_radiation * 0.0036)),
+    "et0_fao_evapotranspiration": DailyVariable(Kind.PRECIPITATION, _total(lambda c: c.et0_evapotranspiration)),
 }
 # `<hourly variable>_max/_min/_mean`, as the server offers them.
 for _name in (

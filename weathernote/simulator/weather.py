@@ -34,13 +34,18 @@ _SNOW_CM_PER_MM = 0.7
 
 # Piecewise-linear climate by absolute latitude: annual mean (°C), seasonal
 # half-range (K), and a wetness offset for the moisture driver (deserts near 25°).
-_MEAN_TEMPERATURE = (
-    (0, 26.5), (15, 25.5), (30, 19.5), (45, 11.5), (55, 8.0), (65, 1.0), (75, -11.0), (90, -22.0)
-)
+_MEAN_TEMPERATURE = ((0, 26.5), (15, 25.5), (30, 19.5), (45, 11.5), (55, 8.0), (65, 1.0), (75, -11.0), (90, -22.0))
 _SEASONAL_RANGE = ((0, 0.8), (15, 3.0), (30, 7.0), (45, 10.5), (55, 10.0), (65, 11.0), (75, 14.0), (90, 17.0))
 _WETNESS = (
-    (0, 0.10), (10, 0.06), (20, -0.08), (28, -0.14), (38, -0.02),
-    (50, 0.04), (65, 0.02), (80, -0.06), (90, -0.10),
+    (0, 0.10),
+    (10, 0.06),
+    (20, -0.08),
+    (28, -0.14),
+    (38, -0.02),
+    (50, 0.04),
+    (65, 0.02),
+    (80, -0.06),
+    (90, -0.10),
 )
 
 
@@ -405,9 +410,7 @@ def _sin_sun_altitude(lat: float, lon: float, t: int) -> float:
     true_solar_minutes = seconds / 60 + equation_of_time + 4 * lon
     hour_angle = math.radians(true_solar_minutes / 4 - 180)
     phi = math.radians(lat)
-    return math.sin(phi) * math.sin(declination) + (
-        math.cos(phi) * math.cos(declination) * math.cos(hour_angle)
-    )
+    return math.sin(phi) * math.sin(declination) + (math.cos(phi) * math.cos(declination) * math.cos(hour_angle))
 
 
 def _sun_times(lat: float, lon: float, day: int) -> SunTimes:
