@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 import redis
 
 from tests.conftest import DEFAULT_KNOBS, Server, Simulator, free_port, graphql, server_env, wait_until
+from tests.test_upstream_faults import code_of
 from weathernote.cells import Cell, Grid
 from weathernote.entries import FORECAST_DAYS, Part
 from weathernote.errors import ContractError, UpstreamError
@@ -354,13 +354,6 @@ def server(redis_url: str, simulator: Simulator) -> Iterator[Server]:
     )
     yield srv
     srv.stop()
-
-
-def code_of(response: httpx.Response) -> str:
-    body = response.json()
-    assert response.status_code == 200 and body["data"] is None, body
-    [error] = body["errors"]
-    return error["extensions"]["code"]
 
 
 def stored(redis_client: redis.Redis) -> list[bytes]:
