@@ -187,6 +187,9 @@ def test_errors_about_a_key_are_the_keys_and_the_rest_are_the_servers() -> None:
     assert isinstance(classify(redis.ResponseError("LOADING Redis is loading the dataset")), RedisUnavailable)
     assert isinstance(classify(redis.exceptions.ReadOnlyError("READONLY You can't write")), RedisUnavailable)
     assert isinstance(classify(redis.exceptions.ClusterDownError("CLUSTERDOWN")), RedisUnavailable)
+    # a Cluster node talked to as a single server (it was down when the instance started)
+    assert isinstance(classify(redis.exceptions.MovedError("3999 127.0.0.1:6381")), RedisUnavailable)
+    assert isinstance(classify(redis.ResponseError("MOVED 3999 127.0.0.1:6381")), RedisUnavailable)
 
 
 @pytest.fixture

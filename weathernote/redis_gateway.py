@@ -30,6 +30,7 @@ from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import (
+    AskError,
     ClusterDownError,
     ConnectionError,
     NoScriptError,
@@ -53,8 +54,20 @@ AnyRedis = Redis | RedisCluster
 AnyPipeline = Pipeline | ClusterPipeline
 
 # Errors the server answers about its own state, not about a key: the breaker's business.
-_SERVER_STATE_ERRORS = (ClusterDownError, TryAgainError, ReadOnlyError, OutOfMemoryError)
-_SERVER_STATE_PREFIXES = ("LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "OOM", "BUSY", "NOAUTH")
+# MOVED/ASK reach us only from a Cluster node talked to as a single server (see _failed).
+_SERVER_STATE_ERRORS = (ClusterDownError, TryAgainError, ReadOnlyError, OutOfMemoryError, AskError)
+_SERVER_STATE_PREFIXES = (
+    "LOADING",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "READONLY",
+    "OOM",
+    "BUSY",
+    "NOAUTH",
+    "MOVED",
+    "ASK",
+)
 
 
 def classify(exc: BaseException) -> RedisKeyError | RedisUnavailable:
@@ -160,6 +173,13 @@ class RedisGateway:
 
     def _failed(self, exc: BaseException) -> RedisKeyError | RedisUnavailable:
         error = classify(exc)
+        if not self.cluster and str(exc).startswith(("MOVED", "ASK")) and "MOVED" not in self._client_errors_logged:
+            self._client_errors_logged.add("MOVED")
+            log.error(
+                "Redis answered %s: WEATHERNOTE_REDIS_URL points at a Redis Cluster that was unreachable"
+                " when this instance started, so it talks to it as a single server; restart the instance",
+                str(exc).split(" ")[0],
+            )
         if isinstance(error, RedisUnavailable):
             self._count_failure(exc)
         else:
