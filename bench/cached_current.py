@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -29,30 +28,11 @@ import time
 import httpx
 from harness import ROOT, components, free_port, wait_http
 from redis import Redis
+from yoga_peer import yoga_cmd, yoga_env, yoga_ready, yoga_versions
 
 QUERY = "{ current(lat: 40.7128, lon: -74.0060) { temperature cached cell { lat lon } } }"
 BODY = json.dumps({"query": QUERY})
 ENTRY_KEY = "weather:lat:40.7:lon:-74.0"  # the cell QUERY reads, as every peer spells it
-YOGA_DIR = ROOT / "bench" / "peers" / "yoga"
-
-
-def yoga_ready() -> str | None:
-    """Install bench/peers/yoga's packages if needed; None when it can run, else why not."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        return "node and npm are not both on PATH"
-    installed = YOGA_DIR / "node_modules" / ".package-lock.json"  # written by npm ci
-    lock = YOGA_DIR / "package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        command = [npm, "ci", "--omit=dev", "--no-audit", "--no-fund", "--loglevel=error"]
-        print(f"graphql-yoga: node_modules missing or older than package-lock.json; in {YOGA_DIR.relative_to(ROOT)}:")
-        print(f"  {' '.join(['npm', *command[1:]])}", flush=True)
-        subprocess.run(command, cwd=YOGA_DIR, check=True)
-    return None
-
-
-def package_version(name: str) -> str:
-    return json.loads((YOGA_DIR / "node_modules" / name / "package.json").read_text())["version"]
 
 
 def keep_entry(redis: Redis, weathernote_url: str, seconds: float) -> None:
@@ -71,10 +51,6 @@ def keep_entry(redis: Redis, weathernote_url: str, seconds: float) -> None:
     answer = httpx.post(weathernote_url, json={"query": QUERY}, timeout=30).json()
     assert "errors" not in answer, answer
     assert redis.pttl(ENTRY_KEY) > seconds * 1000, "the refilled entry lapses too soon"
-
-
-def node_cmd(port: int, redis_url: str) -> list[str]:
-    return ["node", str(YOGA_DIR / "server.mjs"), "--port", str(port), "--redis-url", redis_url]
 
 
 def uvicorn_cmd(app: str, port: int) -> list[str]:
@@ -157,8 +133,7 @@ def main() -> None:
             "plain-strawberry": f"http://127.0.0.1:{ports['plain-strawberry']}/graphql",
         }
         if not yoga_skipped:
-            # NODE_ENV=production as deployed: graphql-js then skips its development-only checks
-            running.start(node_cmd(ports["graphql-yoga"], running.redis_url), {**env, "NODE_ENV": "production"})
+            running.start(yoga_cmd(ports["graphql-yoga"], running.redis_url), yoga_env(env))
             urls["graphql-yoga"] = f"http://127.0.0.1:{ports['graphql-yoga']}/graphql"
             wait_http(f"http://127.0.0.1:{ports['graphql-yoga']}/health")
         wait_http(f"http://127.0.0.1:{ports['weathernote']}/ready", ready=300)
@@ -189,9 +164,7 @@ def main() -> None:
         if yoga_skipped:
             print(f"graphql-yoga: skipped ({yoga_skipped})")
         else:
-            node = subprocess.run(["node", "--version"], capture_output=True, text=True, check=True).stdout.strip()
-            versions = ", ".join(f"{name} {package_version(name)}" for name in ("graphql-yoga", "graphql", "ioredis"))
-            print(f"graphql-yoga: node {node}, {versions}, one process, NODE_ENV=production")
+            print(f"graphql-yoga: {yoga_versions()}")
         print(f"{'peer':<18}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
         for name, r in best.items():
             print(f"{name:<18}{r['rps']:>10.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['errors']:>8}")
