@@ -79,7 +79,11 @@ class UpstreamBudget:
         return keys
 
     async def spend(self, weight: float, *, prewarm: bool = False) -> bool:
-        """Take `weight` from every window, or nothing; False when that would overspend."""
+        """Take `weight` from every window, or nothing; False when that would overspend.
+
+        Redis down: a miss goes on (as the limiter fails open); the pre-warmer gets
+        RedisUnavailable, so its cycle stops on Redis rather than on a spent budget.
+        """
         keys = self._keys(prewarm=prewarm)
         args: list[float] = [weight]
         for _, limit, expiry_ms in keys:
@@ -99,20 +103,17 @@ class UpstreamBudget:
                     await self.redis.call(lambda client: client.delete(*names))
                 except CacheError:
                     break
-            except RedisUnavailable as exc:
-                # Redis down: misses go on (as the limiter fails open), warming waits
-                log.warning("upstream budget unavailable (%s)", exc)
-                break
+            except RedisUnavailable:
+                if prewarm:
+                    raise
+                return True
         return not prewarm
 
     async def used(self, window: str) -> float:
-        """Weight spent in the current `window` ("minute", "hour" or "day")."""
+        """Weight spent in the current `window` ("minute", "hour" or "day"); CacheError when unknown."""
         key = next(key for key, _, _ in self._keys() if f"}}:{window}:" in key)
-        try:
-            [value] = await self.redis.get_many([key])
-            return _amount(value)
-        except CacheError:
-            return 0.0
+        [value] = await self.redis.get_many([key])
+        return _amount(value)
 
     async def ahead_of_pace(self, slack: float = 0.1) -> bool:
         """Has today's spending run ahead of an even pace (plus `slack` of the day)?
@@ -121,7 +122,10 @@ class UpstreamBudget:
         spending runs ahead, a miss that has recent data serves it instead.
         """
         elapsed = (clock.now() % 86400) / 86400
-        return await self.used("day") > self.limits.per_day * min(1.0, elapsed + slack)
+        try:
+            return await self.used("day") > self.limits.per_day * min(1.0, elapsed + slack)
+        except CacheError:
+            return False  # unknown: a miss is not held back
 
     async def seconds_until_room(self, weight: float) -> float:
         """How long until `weight` fits every window again: the end of the last full one."""
@@ -139,12 +143,9 @@ class UpstreamBudget:
         return max(waits, default=0.0)
 
     async def remaining(self, *, prewarm: bool = False) -> float:
-        """What can still be spent now (the tightest window)."""
+        """What can still be spent now (the tightest window); CacheError when unknown."""
         keys = self._keys(prewarm=prewarm)
-        try:
-            used = await self.redis.get_many([key for key, _, _ in keys])
-        except CacheError:
-            return 0.0
+        used = await self.redis.get_many([key for key, _, _ in keys])
         return min(limit - _amount(value) for (_, limit, _), value in zip(keys, used))
 
 

@@ -135,6 +135,7 @@ def prewarm(args: argparse.Namespace) -> int:
     import orjson
 
     from weathernote.embedded_redis import EmbeddedRedis
+    from weathernote.errors import CacheError
     from weathernote.http.app import Services
 
     settings = _settings_from(args)
@@ -154,6 +155,9 @@ def prewarm(args: argparse.Namespace) -> int:
 
     try:
         report = asyncio.run(once())
+    except CacheError as exc:
+        sys.stderr.write(f"pre-warm cycle not run: Redis unavailable ({exc})\n")
+        return 1
     finally:
         if embedded:
             embedded.stop()

@@ -103,6 +103,7 @@ class Hub:
         on_reconnect: Callable[[list[str]], Coroutine[Any, Any, None]] | None = None,
         max_backoff: float = 2.0,
         connect_wait: float = 1.5,
+        connect_timeout: float = 5.0,
     ) -> None:
         self.backend = backend
         self.breaker = breaker
@@ -110,6 +111,7 @@ class Hub:
         self.on_reconnect = on_reconnect
         self.max_backoff = max_backoff
         self.connect_wait = connect_wait
+        self.connect_timeout = connect_timeout  # a (re)connection holds the lock: never for long
         self._listening = asyncio.Event()  # set while connected and subscribed
         self._catching_up: set[asyncio.Task[None]] = set()  # referenced until done
         self._subscribers: dict[str, set[Subscriber]] = {}
@@ -117,7 +119,6 @@ class Hub:
         self._listener: asyncio.Task[None] | None = None
         self._has_channels = asyncio.Event()
         self.connected = False
-        self._ever_connected = False
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="hub-listener")
@@ -137,17 +138,24 @@ class Hub:
 
         Callers read the current value after attaching, so that a refresh landing in
         between is not lost: when the listener is (re)connecting, wait for it a little.
+        Cancelled, it leaves nothing behind.
         """
-        async with self._lock:
-            local = self._subscribers.get(subscriber.channel)
-            if local is None:
-                self._subscribers[subscriber.channel] = local = set()
-                await self._redis_subscribe([subscriber.channel])
-            local.add(subscriber)
-            self._has_channels.set()
-        if not self.connected and self.breaker.state is not BreakerState.OPEN:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._listening.wait(), self.connect_wait)
+        try:
+            async with self._lock:
+                local = self._subscribers.get(subscriber.channel)
+                first = local is None
+                if local is None:
+                    self._subscribers[subscriber.channel] = local = set()
+                local.add(subscriber)
+                self._has_channels.set()
+                if first:
+                    await self._redis_subscribe([subscriber.channel])
+            if not self.connected and self.breaker.state is not BreakerState.OPEN:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._listening.wait(), self.connect_wait)
+        except BaseException:
+            await asyncio.shield(self._remove_now(subscriber))
+            raise
 
     async def detach(self, subscriber: Subscriber) -> None:
         # shielded: a cancelled subscription must still leave nothing behind
@@ -202,9 +210,9 @@ class Hub:
                     await self._connect()
                     backoff = 0.05
                 message = await self.backend.next_message(timeout=1.0)
-            except RedisUnavailable as exc:
+            except Exception as exc:  # whatever it was, the connection is to be made again
                 if self.connected:
-                    log.warning("pub/sub connection lost (%s); reconnecting", exc)
+                    log.warning("pub/sub connection lost (%s: %s); reconnecting", type(exc).__name__, exc)
                     self.breaker.failure()
                 self._lost()
                 await asyncio.sleep(backoff * (0.5 + random.random()))
@@ -224,17 +232,18 @@ class Hub:
         async with self._lock:
             channels = list(self._subscribers)
             try:
-                await self.backend.connect(channels)
-            except RedisUnavailable:
-                self.breaker.failure()
-                raise
+                async with asyncio.timeout(self.connect_timeout):
+                    await self.backend.connect(channels)
+            except Exception as exc:
+                self.breaker.failure()  # also ends the half-open probe this was
+                raise RedisUnavailable(f"{type(exc).__name__}: {exc}") from exc
             self.breaker.success()
             self.connected = True
             self._listening.set()
-        reconnecting, self._ever_connected = self._ever_connected, True
         log.info("pub/sub listening on %d channel(s)", len(channels))
-        if reconnecting and self.on_reconnect and channels:
-            # announcements published while we were away are lost: let the owner catch up
+        if self.on_reconnect and channels:
+            # announcements published while we were away, or before a subscriber that did not
+            # wait for this connection was subscribed, are lost: let the owner catch up
             task = asyncio.create_task(self.on_reconnect(channels))
             self._catching_up.add(task)
             task.add_done_callback(self._catching_up.discard)

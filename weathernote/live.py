@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Collection
 
 from weathernote import metrics
 from weathernote.cells import Cell
@@ -49,10 +49,8 @@ class Watch:
     async def __aenter__(self) -> Watch:
         try:
             for part in self.parts:
-                channel = update_channel(part, self.cell)
-                self.live._channels[channel] = (part, self.cell)
-                subscriber = Subscriber(channel, self.wakeup)
-                await self.live.hub.attach(subscriber)
+                subscriber = Subscriber(update_channel(part, self.cell), self.wakeup)
+                await self.live._listen(subscriber, part, self.cell)
                 self.subscribers[part] = subscriber
         except BaseException:
             await self._detach()
@@ -66,8 +64,7 @@ class Watch:
 
     async def _detach(self) -> None:
         for subscriber in self.subscribers.values():
-            await self.live.hub.detach(subscriber)
-        self.live._forget_channels(subscriber.channel for subscriber in self.subscribers.values())
+            await self.live._stop_listening(subscriber)
 
     async def __aiter__(self) -> AsyncIterator[dict[Part, Reading]]:
         # Subscribed before this read: a refresh landing in between is not lost.
@@ -104,10 +101,12 @@ class LiveWeather:
             decode=self._decode,
             on_reconnect=self._catch_up,
             connect_wait=redis.deadline,
+            connect_timeout=redis.deadline * 3,
         )
         service.refresher.on_local_only.append(self._announce_locally)
         service.refresher.waiter = self.wait_for
         self._channels: dict[str, tuple[Part, Cell]] = {}
+        self._channel_uses: Counter[str] = Counter()  # listeners per channel, for _channels
         self._watched: Counter[str] = Counter()  # registry member -> local watches
         self._renewer: asyncio.Task[None] | None = None
 
@@ -137,17 +136,34 @@ class LiveWeather:
             if self._watched[member] <= 0:
                 del self._watched[member]
 
-    def _forget_channels(self, channels: Iterable[str]) -> None:
-        for channel in channels:
-            if not self.hub.local_subscribers(channel):
-                self._channels.pop(channel, None)
+    async def _listen(self, subscriber: Subscriber, part: Part, cell: Cell) -> None:
+        """Attach `subscriber` to the hub; its channel's messages decode as `part` of `cell`."""
+        channel = subscriber.channel
+        self._channels[channel] = (part, cell)
+        self._channel_uses[channel] += 1
+        try:
+            await self.hub.attach(subscriber)
+        except BaseException:
+            self._release(channel)
+            raise
+
+    async def _stop_listening(self, subscriber: Subscriber) -> None:
+        try:
+            await self.hub.detach(subscriber)
+        finally:
+            self._release(subscriber.channel)
+
+    def _release(self, channel: str) -> None:
+        # counted, not asked of the hub: a new listener may be waiting for the hub's lock
+        self._channel_uses[channel] -= 1
+        if self._channel_uses[channel] <= 0:
+            del self._channel_uses[channel]
+            self._channels.pop(channel, None)
 
     async def wait_for(self, cell: Cell, part: Part, timeout: float) -> Entry | None:
         """The entry another instance is refreshing, as soon as it announces it (None on timeout)."""
-        channel = update_channel(part, cell)
-        self._channels[channel] = (part, cell)
-        subscriber = Subscriber(channel)
-        await self.hub.attach(subscriber)
+        subscriber = Subscriber(update_channel(part, cell))
+        await self._listen(subscriber, part, cell)
         try:
             # it may have landed before we listened
             [raw] = await self.service.store.read([entry_key(part, cell)])
@@ -155,13 +171,14 @@ class LiveWeather:
             if entry is not None and entry.is_fresh(clock.now_ms()):
                 return entry
             async with asyncio.timeout(clock.real_seconds(timeout)):
-                found: Entry = await subscriber.next()
-                return found
+                while True:
+                    found: Entry = await subscriber.next()
+                    if found.is_fresh(clock.now_ms()):  # a catch-up may re-deliver the lapsed one
+                        return found
         except (TimeoutError, CacheError):
             return None
         finally:
-            await self.hub.detach(subscriber)
-            self._forget_channels([channel])
+            await self._stop_listening(subscriber)
 
     def _announce_locally(self, entries: list[Entry]) -> None:
         """A refresh Redis could not announce still reaches this process's subscribers."""

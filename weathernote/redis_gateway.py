@@ -31,8 +31,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import (
     AskError,
+    ClusterCrossSlotError,
     ClusterDownError,
     ConnectionError,
+    NoPermissionError,
     NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
@@ -54,8 +56,16 @@ AnyRedis = Redis | RedisCluster
 AnyPipeline = Pipeline | ClusterPipeline
 
 # Errors the server answers about its own state, not about a key: the breaker's business.
-# MOVED/ASK reach us only from a Cluster node talked to as a single server (see _failed).
-_SERVER_STATE_ERRORS = (ClusterDownError, TryAgainError, ReadOnlyError, OutOfMemoryError, AskError)
+# MOVED/ASK reach us only from a Cluster node talked to as a single server (see _failed);
+# CROSSSLOT is a bug of ours about several keys, not one key's problem.
+_SERVER_STATE_ERRORS = (
+    ClusterDownError,
+    TryAgainError,
+    ReadOnlyError,
+    OutOfMemoryError,
+    AskError,
+    ClusterCrossSlotError,
+)
 _SERVER_STATE_PREFIXES = (
     "LOADING",
     "MASTERDOWN",
@@ -67,6 +77,7 @@ _SERVER_STATE_PREFIXES = (
     "NOAUTH",
     "MOVED",
     "ASK",
+    "CROSSSLOT",
 )
 
 
@@ -122,7 +133,7 @@ class RedisGateway:
         """A gateway to the server at `url`, a Cluster if the server says it is one."""
         client = standalone(url, timeout)
         try:
-            info = await asyncio.wait_for(client.info("cluster"), timeout * 3)
+            info = await asyncio.wait_for(_cluster_info(client), timeout * 3)
         except (RedisError, OSError, TimeoutError) as exc:
             # Unreachable now: start standalone and let the breaker handle the outage.
             log.warning("Redis not reachable at start-up (%s); assuming a single server", type(exc).__name__)
@@ -173,7 +184,8 @@ class RedisGateway:
 
     def _failed(self, exc: BaseException) -> RedisKeyError | RedisUnavailable:
         error = classify(exc)
-        if not self.cluster and str(exc).startswith(("MOVED", "ASK")) and "MOVED" not in self._client_errors_logged:
+        moved = isinstance(exc, AskError) or str(exc).startswith(("MOVED", "ASK"))
+        if not self.cluster and moved and "MOVED" not in self._client_errors_logged:
             self._client_errors_logged.add("MOVED")
             log.error(
                 "Redis answered %s: WEATHERNOTE_REDIS_URL points at a Redis Cluster that was unreachable"
@@ -219,21 +231,19 @@ class RedisGateway:
         async def run(client: AnyRedis) -> list[Any]:
             async with client.pipeline(transaction=transaction) as pipe:
                 build(pipe)
-                return list(await pipe.execute(raise_on_error=False))
+                replies = list(await pipe.execute(raise_on_error=False))
+            for reply in replies:
+                # a server error in any reply fails the whole call, before the breaker hears of success
+                if isinstance(reply, BaseException) and isinstance(classify(reply), RedisUnavailable):
+                    raise reply
+            return replies
 
         results = await self.call(run)
         if any(isinstance(result, NoScriptError) for result in results):
             # a restarted, flushed or newly promoted node: load our scripts there, once
             await self.call(self._load_scripts)
             results = await self.call(run)
-        for index, result in enumerate(results):
-            if isinstance(result, BaseException):
-                error = classify(result)
-                if isinstance(error, RedisUnavailable):
-                    self._count_failure(result)
-                    raise error from result
-                results[index] = error
-        return results
+        return [classify(result) if isinstance(result, BaseException) else result for result in results]
 
     async def _load_scripts(self, client: AnyRedis) -> None:
         for script in self._scripts:
@@ -303,6 +313,19 @@ class Script:
             pipe.eval(self.source, len(keys), *keys, *args)
         else:
             pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+
+async def _cluster_info(client: Redis) -> dict[str, Any]:
+    """INFO cluster, or CLUSTER INFO for an ACL user refused INFO (it is in @dangerous)."""
+    try:
+        return dict(await client.info("cluster"))
+    except NoPermissionError:
+        try:
+            reply = await client.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        except ResponseError:
+            return {"cluster_enabled": 0}  # not a Cluster: CLUSTER is unknown or disabled there
+        text = reply.decode() if isinstance(reply, bytes) else str(reply)
+        return {"cluster_enabled": 1 if "cluster_state:" in text else 0}
 
 
 def standalone(url: str, timeout: float, max_connections: int = 128) -> Redis:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
@@ -110,7 +111,9 @@ class _Shard:
         self.redis = _client(url, timeout)
         self.pubsub: PubSub = self.redis.pubsub()
         self.channels: set[str] = set()
-        self.leaving: set[str] = set()  # unsubscribed by us: their SUNSUBSCRIBE is expected
+        # SUNSUBSCRIBE replies we asked for and have not read yet, per channel: any other one
+        # is the server dropping us because the slot moved
+        self.leaving: Counter[str] = Counter()
         self.queue = queue
         self.reader: asyncio.Task[None] | None = None
 
@@ -127,11 +130,11 @@ class _Shard:
                 channel = _text(message.get("channel"))
                 if kind == "smessage":
                     self.queue.put_nowait((channel, message["data"]))
-                elif kind == "sunsubscribe" and channel not in self.leaving:
+                elif kind == "sunsubscribe" and self.leaving[channel] <= 0:
                     # the server dropped us: the slot moved to another node
                     raise RedisUnavailable(f"slot of {channel} moved")
                 elif kind == "sunsubscribe":
-                    self.leaving.discard(channel)
+                    self.leaving[channel] -= 1
         except RedisUnavailable as exc:
             self.queue.put_nowait(exc)
         except Exception as exc:  # whatever ends the reader, the hub must hear of it
@@ -173,7 +176,8 @@ class ShardedPubSub:
         return node.name, node.host, int(node.port)
 
     async def subscribe(self, channels: Collection[str]) -> None:
-        by_node: dict[str, list[str]] = {}
+        # one SSUBSCRIBE per slot: a node refuses one whose channels span slots (CROSSSLOT)
+        by_slot: dict[tuple[str, int], list[str]] = {}
         for channel in channels:
             try:
                 name, host, port = self._owner(channel)
@@ -181,15 +185,14 @@ class ShardedPubSub:
                 raise RedisUnavailable(type(exc).__name__) from exc
             if name not in self._shards:
                 self._shards[name] = _Shard(self.node_url(host, port), self.timeout, self._queue)
-            by_node.setdefault(name, []).append(channel)
-        for name, wanted in by_node.items():
+            by_slot.setdefault((name, key_slot(channel.encode())), []).append(channel)
+        for (name, _), wanted in by_slot.items():
             shard = self._shards[name]
             try:
                 await shard.pubsub.ssubscribe(*wanted)
             except (RedisError, OSError) as exc:
                 raise RedisUnavailable(type(exc).__name__) from exc
             shard.channels.update(wanted)
-            shard.leaving.difference_update(wanted)
             if shard.reader is None:
                 shard.start()
 
@@ -199,7 +202,7 @@ class ShardedPubSub:
                 if channel not in shard.channels:
                     continue
                 shard.channels.discard(channel)
-                shard.leaving.add(channel)
+                shard.leaving[channel] += 1
                 with contextlib.suppress(RedisError, OSError):
                     await shard.pubsub.sunsubscribe(channel)
                 if not shard.channels:

@@ -220,8 +220,13 @@ class Refresher:
         if not self.breaker.allow():
             raise UpstreamSkipped("upstream circuit breaker open", cause="breaker")
         weight = request_weight(len(cells), parts)
-        if not await self.budget.spend(weight, prewarm=prewarm):
+        try:
+            allowed = await self.budget.spend(weight, prewarm=prewarm)
+        except BaseException:
             self.breaker.abandon()  # no call was made: nothing learned about the upstream
+            raise
+        if not allowed:
+            self.breaker.abandon()
             raise UpstreamSkipped("upstream budget spent", cause="budget")
         try:
             models = await self.upstream.fetch(cells, parts)
