@@ -168,7 +168,8 @@ class RateLimiter:
                 address = await self._script([keys[1]], [*args[2:4], cost])
                 if not address[0]:
                     result = [0, address[1], 0, 0, 2]
-                    await self._take_back_client(keys[0], cost)
+                    # shielded: a request cancelled now must not stay counted as refused
+                    await asyncio.shield(self._take_back_client(keys[0], cost))
             else:
                 result = [0, client[1], 0, 0, 1]
         finally:
