@@ -119,6 +119,9 @@ class Hub:
         self._listener: asyncio.Task[None] | None = None
         self._has_channels = asyncio.Event()
         self.connected = False
+        self._ever_connected = False
+        # channels whose subscriber did not wait for a connection: it read before listening
+        self._unsure: set[str] = set()
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="hub-listener")
@@ -153,6 +156,8 @@ class Hub:
             if not self.connected and self.breaker.state is not BreakerState.OPEN:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._listening.wait(), self.connect_wait)
+            if not self.connected:
+                self._unsure.add(subscriber.channel)
         except BaseException:
             await asyncio.shield(self._remove_now(subscriber))
             raise
@@ -240,10 +245,13 @@ class Hub:
             self.breaker.success()
             self.connected = True
             self._listening.set()
+        reconnecting, self._ever_connected = self._ever_connected, True
+        unsure, self._unsure = self._unsure, set()
         log.info("pub/sub listening on %d channel(s)", len(channels))
+        # announcements published while we were away (all channels), or before a subscriber that
+        # could not wait for this first connection was listening, are lost: let the owner catch up
+        channels = channels if reconnecting else [channel for channel in channels if channel in unsure]
         if self.on_reconnect and channels:
-            # announcements published while we were away, or before a subscriber that did not
-            # wait for this connection was subscribed, are lost: let the owner catch up
             task = asyncio.create_task(self.on_reconnect(channels))
             self._catching_up.add(task)
             task.add_done_callback(self._catching_up.discard)
