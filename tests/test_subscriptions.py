@@ -252,6 +252,16 @@ async def test_subscription_errors(server: Server, clean: Simulator) -> None:
         payload = await socket.data()
         assert payload["data"] is None and payload["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
         assert (await socket.receive())["type"] == "complete"
+        for days in (0, 17):  # the planned path keeps the resolver's check of days
+            await socket.subscribe(
+                f"days{days}",
+                "subscription($d: Int) { forecastUpdates(lat: 1, lon: 1, days: $d) { cached } }",
+                {"d": days},
+            )
+            payload = await socket.data()
+            assert payload["data"] is None and payload["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+            assert "days must be between 1 and 16" in payload["errors"][0]["message"]
+            assert (await socket.receive())["type"] == "complete"
         await socket.subscribe("invalid", "subscription { weatherUpdates(lat: 1, lon: 0) { nope } }")
         error = await socket.receive()
         assert error["type"] == "error" and "nope" in error["payload"][0]["message"]
