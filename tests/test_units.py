@@ -21,7 +21,6 @@ from weathernote import keys
 from weathernote.breaker import CircuitBreaker, State
 from weathernote.budget import Limits, UpstreamBudget
 from weathernote.cells import Grid
-from weathernote.embedded_redis import EmbeddedRedis
 from weathernote.entries import Current, Daily, Entry, Part
 from weathernote.errors import RedisKeyError, RedisUnavailable, UndecodableEntry
 from weathernote.hub import Subscriber, Wakeup
@@ -193,15 +192,15 @@ def test_errors_about_a_key_are_the_keys_and_the_rest_are_the_servers() -> None:
 
 
 @pytest.fixture
-async def gateway(redis_server: EmbeddedRedis) -> AsyncIterator[RedisGateway]:
-    client = redis.Redis.from_url(redis_server.url)
-    client.flushall()
-    client.close()
-    gateway = await RedisGateway.connect(redis_server.url, 0.5, CircuitBreaker("redis", failures=2))
+async def gateway(redis_url: str, redis_client: redis.Redis, clean: object) -> AsyncIterator[RedisGateway]:
+    """A gateway to the topology's server (flushed); key spelling back to the seed's after."""
+    gateway = await RedisGateway.connect(redis_url, 0.5, CircuitBreaker("redis", failures=2))
     yield gateway
     await gateway.aclose()
+    keys.configure(cluster=False)
 
 
+@pytest.mark.topologies
 async def test_a_wrong_type_reads_as_missing_and_never_trips_the_breaker(gateway: RedisGateway) -> None:
     await gateway.call(lambda client: client.rpush("weather:lat:1.0:lon:1.0", "x"))
     assert await gateway.get_many(["weather:lat:1.0:lon:1.0"]) == [None]
@@ -209,11 +208,11 @@ async def test_a_wrong_type_reads_as_missing_and_never_trips_the_breaker(gateway
         with pytest.raises(RedisKeyError):
             await gateway.call(lambda client: client.get("weather:lat:1.0:lon:1.0"))
     assert gateway.breaker.state is State.CLOSED
-    results = await gateway.pipeline(lambda pipe: (pipe.get("weather:lat:1.0:lon:1.0"), pipe.ping()))
+    results = await gateway.pipeline(lambda pipe: (pipe.get("weather:lat:1.0:lon:1.0"), pipe.set("other", "v")))
     assert isinstance(results[0], RedisKeyError) and results[1] is True
 
 
-async def test_a_dead_server_opens_the_breaker_and_then_nobody_waits(gateway: RedisGateway) -> None:
+async def test_a_dead_server_opens_the_breaker_and_then_nobody_waits() -> None:
     dead = await RedisGateway.connect("redis://127.0.0.1:1/0", 0.2, CircuitBreaker("redis", failures=2))
     for _ in range(2):
         with pytest.raises(RedisUnavailable):
@@ -224,16 +223,19 @@ async def test_a_dead_server_opens_the_breaker_and_then_nobody_waits(gateway: Re
     await dead.aclose()
 
 
+@pytest.mark.topologies
 async def test_scripts_are_reloaded_where_a_server_forgot_them(gateway: RedisGateway) -> None:
     script = gateway.script("return ARGV[1]")
-    assert await script([], ["a"]) == b"a"
+    key = ["lock:weather:lat:1.0:lon:1.0"]  # on a Cluster a script runs on its key's node
+    assert await script(key, ["a"]) == b"a"
     await gateway.call(lambda client: client.script_flush())
-    assert await script([], ["b"]) == b"b"
+    assert await script(key, ["b"]) == b"b"
     await gateway.call(lambda client: client.script_flush())
-    [result] = await gateway.pipeline(lambda pipe: script.add_to(pipe, [], ["c"]))
+    [result] = await gateway.pipeline(lambda pipe: script.add_to(pipe, key, ["c"]))
     assert result == b"c"
 
 
+@pytest.mark.topologies
 async def test_the_budget_spends_from_every_window_or_none(gateway: RedisGateway) -> None:
     budget = UpstreamBudget(gateway, Limits(per_minute=10, per_hour=15, per_day=100, prewarm_share=0.5))
     assert await budget.spend(6)
@@ -245,6 +247,7 @@ async def test_the_budget_spends_from_every_window_or_none(gateway: RedisGateway
     assert await budget.seconds_until_room(1) > 0
 
 
+@pytest.mark.topologies
 async def test_a_budget_window_of_the_wrong_type_starts_over(gateway: RedisGateway) -> None:
     budget = UpstreamBudget(gateway, Limits(per_minute=10, per_hour=15, per_day=100))
     assert await budget.spend(1)
