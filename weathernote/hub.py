@@ -118,7 +118,6 @@ class Hub:
         self._lock = asyncio.Lock()
         self._listener: asyncio.Task[None] | None = None
         self._has_channels = asyncio.Event()
-        self.connected = False
         self._ever_connected = False
         # channels whose subscriber did not wait for a connection: it read before listening
         self._unsure: set[str] = set()
@@ -227,8 +226,12 @@ class Hub:
                 metrics.PUBSUB_MESSAGES.inc()
                 self.deliver(*message)
 
+    @property
+    def connected(self) -> bool:
+        """Connected to Redis and subscribed to every local channel."""
+        return self._listening.is_set()
+
     def _lost(self) -> None:
-        self.connected = False
         self._listening.clear()
 
     async def _connect(self) -> None:
@@ -243,7 +246,6 @@ class Hub:
                 self.breaker.failure()  # also ends the half-open probe this was
                 raise RedisUnavailable(f"{type(exc).__name__}: {exc}") from exc
             self.breaker.success()
-            self.connected = True
             self._listening.set()
         reconnecting, self._ever_connected = self._ever_connected, True
         unsure, self._unsure = self._unsure, set()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -218,8 +218,7 @@ class RedisGateway:
             values = await self.call(lambda client: client.mget_nonatomic(list(keys)))  # type: ignore[union-attr]
         else:
             values = await self.call(lambda client: client.mget(list(keys)))
-        # without decode_responses every value is bytes or None
-        return [value if isinstance(value, bytes) or value is None else str(value).encode() for value in values]
+        return cast(list[bytes | None], values)  # without decode_responses: bytes or None
 
     async def pipeline(self, build: Callable[[AnyPipeline], None], *, transaction: bool = False) -> list[Any]:
         """Commands added by `build`, sent in one round trip (per node on a Cluster).

@@ -150,15 +150,16 @@ class WeatherService:
             return known
         return self._remember(Entry.decode(part, cell, raw))
 
-    def checked(self, part: Part, cell: Cell, raw: bytes | None) -> Entry | None:
-        """The entry `raw` holds, or None when there is none or it does not decode (a miss:
-        refetched, and overwritten by the refresh)."""
+    def checked(self, part: Part, cell: Cell, raw: bytes | None, *, stale: bool = False) -> Entry | None:
+        """The entry `raw` holds (its last good copy with `stale`), or None when there is none or it
+        does not decode (a miss: refetched, and overwritten by the refresh)."""
         if raw is None:
             return None
         try:
-            return self.decode(part, cell, raw)
+            # a stale copy is decoded on its own: it must not replace the latest entry seen
+            return Entry.decode(part, cell, raw) if stale else self.decode(part, cell, raw)
         except UndecodableEntry as exc:
-            key = entry_key(part, cell)
+            key = stale_key(part, cell) if stale else entry_key(part, cell)
             metrics.UNDECODABLE_ENTRIES.labels(part.value).inc()
             if key not in self._logged_undecodable:
                 if len(self._logged_undecodable) >= _LOGGED_UNDECODABLE_MAX:
@@ -174,15 +175,6 @@ class WeatherService:
         if len(self._recent) > self._recent_size:
             self._recent.popitem(last=False)
         return entry
-
-    def _checked_stale(self, part: Part, cell: Cell, raw: bytes | None) -> Entry | None:
-        if raw is None:
-            return None
-        try:
-            return Entry.decode(part, cell, raw)
-        except UndecodableEntry:
-            metrics.UNDECODABLE_ENTRIES.labels(part.value).inc()
-            return None
 
     def _standing_in(self, key: str, now: int) -> Reading | None:
         known = self._standing.get(key)
@@ -216,7 +208,9 @@ class WeatherService:
             raws = {}
         # the last good entries, decoded once for every decision below
         stale = {
-            part: entry for part, raw in raws.items() if (entry := self._checked_stale(part, cell, raw)) is not None
+            part: entry
+            for part, raw in raws.items()
+            if (entry := self.checked(part, cell, raw, stale=True)) is not None
         }
         now = now_ms()
         readings: dict[Part, Reading] = {}
