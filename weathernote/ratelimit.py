@@ -34,7 +34,7 @@ from weathernote import metrics
 from weathernote.errors import CacheError, RedisKeyError, RedisUnavailable
 from weathernote.identity import Identity
 from weathernote.keys import address_rate_limit_key, rate_limit_key
-from weathernote.redis_gateway import AnyPipeline, AnyRedis, RedisGateway
+from weathernote.redis_gateway import AnyRedis, RedisGateway
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +127,9 @@ class RateLimiter:
             if self.redis.cluster:
                 result, values = await self._check_layers_and_read(keys, args, read_keys)
             elif read_keys:
-                result, values = await self.redis.pipeline(
-                    lambda pipe: self._build_check_and_read(pipe, keys, args, read_keys)
-                )
+                result, values = await self.redis.commands([self._script.command(keys, args), ("MGET", *read_keys)])
+                if isinstance(values, RedisKeyError):
+                    values = None  # MGET has no error about a key: read again on the ordinary path
             else:
                 result = await self._script(keys, args)
             if isinstance(result, RedisKeyError):  # the script's error, in its place in the pipeline
@@ -149,12 +149,6 @@ class RateLimiter:
             retry_after_seconds=max(1, math.ceil(retry_ms / 1000)) if not allowed else 0,
             scope="address" if refusing == 2 else "client",
         ), values
-
-    def _build_check_and_read(
-        self, pipe: AnyPipeline, keys: list[str], args: list[int], read_keys: Sequence[str]
-    ) -> None:
-        self._script.add_to(pipe, keys, args)
-        pipe.mget(list(read_keys))  # a key of another type reads as missing
 
     async def _check_layers_and_read(
         self, keys: list[str], args: list[int], read_keys: Sequence[str]

@@ -48,6 +48,7 @@ from weathernote import keys
 from weathernote.breaker import CircuitBreaker, State
 from weathernote.errors import RedisKeyError, RedisUnavailable
 from weathernote.redis_pubsub import PlainPubSub, PubSubBackend, ShardedPubSub
+from weathernote.redis_wire import Command, MultiplexedConnection
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +108,26 @@ class RedisGateway:
     """Every Redis call of the service, for a single server or a Cluster.
 
     Use `call` for one command, `pipeline` for several in one round trip,
-    `script` for Lua scripts, `get_many` for entry reads, `announce` to publish
-    a refresh and `pubsub` for the hub's listening side.
+    `commands` for raw commands in one round trip (the hot path's), `script`
+    for Lua scripts, `get_many` for entry reads, `announce` to publish a
+    refresh and `pubsub` for the hub's listening side.
+
+    On a single server, `commands`, `get_many` and scripts travel over one
+    multiplexed connection (`wire`) that every request of the process shares;
+    the rest, and everything on a Cluster, over redis-py's client.
     """
 
-    def __init__(self, client: AnyRedis, breaker: CircuitBreaker, *, url: str, timeout: float) -> None:
+    def __init__(
+        self,
+        client: AnyRedis,
+        breaker: CircuitBreaker,
+        *,
+        url: str,
+        timeout: float,
+        wire: MultiplexedConnection | None = None,
+    ) -> None:
         self.client = client
+        self.wire = wire
         self.breaker = breaker
         self.url = url
         self.timeout = timeout
@@ -137,7 +152,7 @@ class RedisGateway:
         except (RedisError, OSError, TimeoutError) as exc:
             # Unreachable now: start standalone and let the breaker handle the outage.
             log.warning("Redis not reachable at start-up (%s); assuming a single server", type(exc).__name__)
-            return cls(client, breaker, url=url, timeout=timeout)
+            return cls(client, breaker, url=url, timeout=timeout, wire=_wire(url, timeout))
         if info.get("cluster_enabled") in (1, "1"):
             await client.aclose()
             log.info("Redis Cluster detected: keys carry hash tags, announcements use sharded pub/sub")
@@ -156,7 +171,7 @@ class RedisGateway:
             except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
                 log.warning("Redis Cluster not ready at start-up (%s); the breaker handles it", type(exc).__name__)
             return cls(cluster, breaker, url=url, timeout=timeout)
-        return cls(client, breaker, url=url, timeout=timeout)
+        return cls(client, breaker, url=url, timeout=timeout, wire=_wire(url, timeout))
 
     async def call(self, operation: Callable[[AnyRedis], Awaitable[T]]) -> T:
         """Run `operation` on the client within the breaker and the deadline."""
@@ -213,6 +228,11 @@ class RedisGateway:
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """The values of `keys`; a key of another type reads as missing (MGET's nil), never an error."""
+        if self.wire is not None:
+            [values] = await self.commands([("MGET", *keys)])
+            if isinstance(values, RedisKeyError):
+                raise values
+            return cast(list[bytes | None], values)
         if self.cluster:
             # grouped by slot; one cell's keys share one (hash tags), so a cell is one command
             values = await self.call(lambda client: client.mget_nonatomic(list(keys)))  # type: ignore[union-attr]
@@ -243,6 +263,26 @@ class RedisGateway:
             await self.call(self._load_scripts)
             results = await self.call(run)
         return [classify(result) if isinstance(result, BaseException) else result for result in results]
+
+    async def commands(self, commands: Sequence[Command]) -> list[Any]:
+        """Raw commands in one round trip; each reply in its place, a command's error about its key
+        as a `RedisKeyError`. A server error raises. On a Cluster every key must share one slot."""
+        wire = self.wire
+        if wire is None:
+            return await self.pipeline(lambda pipe: _add_commands(pipe, commands))
+
+        async def run(_: AnyRedis) -> list[Any]:
+            replies = await wire.execute(commands)
+            for reply in replies:
+                if isinstance(reply, ResponseError) and isinstance(classify(reply), RedisUnavailable):
+                    raise reply
+            return replies
+
+        replies = await self.call(run)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            await self.call(self._load_scripts)
+            replies = await self.call(run)
+        return [classify(reply) if isinstance(reply, ResponseError) else reply for reply in replies]
 
     async def _load_scripts(self, client: AnyRedis) -> None:
         for script in self._scripts:
@@ -279,6 +319,8 @@ class RedisGateway:
         return urlunsplit(parts._replace(netloc=netloc))
 
     async def aclose(self) -> None:
+        if self.wire is not None:
+            await self.wire.aclose()
         await self.client.aclose()
 
 
@@ -294,6 +336,12 @@ class Script:
         self.sha = gateway.client.register_script(source).sha
 
     async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        if self.gateway.wire is not None:
+            [reply] = await self.gateway.commands([self.command(keys, args)])
+            if isinstance(reply, RedisKeyError):
+                raise reply
+            return reply
+
         async def run(client: AnyRedis) -> Any:
             try:
                 return await client.evalsha(self.sha, len(keys), *keys, *args)
@@ -302,6 +350,10 @@ class Script:
                 return await client.eval(self.source, len(keys), *keys, *args)
 
         return await self.gateway.call(run)
+
+    def command(self, keys: Sequence[str], args: Sequence[Any]) -> Command:
+        """The call as a raw command for `RedisGateway.commands` (single server: by SHA)."""
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
     def add_to(self, pipe: AnyPipeline, keys: Sequence[str], args: Sequence[Any]) -> None:
         """Add a call to `pipe` by SHA (the gateway's pipeline loads it where it is unknown).
@@ -312,6 +364,16 @@ class Script:
             pipe.eval(self.source, len(keys), *keys, *args)
         else:
             pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+
+def _wire(url: str, timeout: float) -> MultiplexedConnection | None:
+    """The single server's multiplexed connection, for the URLs it handles."""
+    return MultiplexedConnection(url, timeout) if MultiplexedConnection.supports(url) else None
+
+
+def _add_commands(pipe: AnyPipeline, commands: Sequence[Command]) -> None:
+    for command in commands:
+        pipe.execute_command(*command)
 
 
 async def _cluster_info(client: Redis) -> dict[str, Any]:
