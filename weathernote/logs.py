@@ -1,5 +1,9 @@
 """Structured logs: one JSON object per line on stderr, for every logger, uvicorn's included.
 
+A line is formatted where it is logged (orjson, a few microseconds) and written
+by a thread of its own (a queue handler), so a slow or blocked stderr never
+stalls the event loop, and the loop pays no write per request.
+
 Raw client ids and addresses never reach them: uvicorn's lines lose the client
 address they start with, and the loggers that print request headers below INFO
 (websockets writes every handshake header, `x-client-id` and `x-forwarded-for`
@@ -8,27 +12,112 @@ too, through "uvicorn.error" at DEBUG) stay at INFO whatever the level asked.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
+import queue
+import sys
+import threading
 from typing import Any
 
 import orjson
-from pythonjsonlogger.json import JsonFormatter
 
 # below INFO these print raw request headers or whole ASGI messages
 _HEADER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi", "websockets")
 _CLIENT_PREFIX = "%s - "  # uvicorn's lines about one client start with its address
 
 
+# what every LogRecord has; anything else on a record is a caller's `extra` field
+_STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_writer: _LineWriter | None = None
+
+
+class JsonLineFormatter(logging.Formatter):
+    """A record as one JSON object: time, level, logger, message, the `extra` fields, any traceback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._second_text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # logging's name
+        second = int(record.created)
+        if second != self._second:  # one strftime a second, not one a line
+            self._second, self._second_text = second, super().formatTime(record)[:-4]
+        return f"{self._second_text},{int(record.msecs):03d}"
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name, value in record.__dict__.items():
+            if name not in _STANDARD_ATTRIBUTES:
+                line[name] = value
+        if record.exc_info:
+            line["exc_info"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            line["stack_info"] = self.formatStack(record.stack_info)
+        return _dumps(line)
+
+
+class _LineWriter(threading.Thread):
+    """Writes queued lines to stderr, as many as are waiting in one write."""
+
+    def __init__(self, lines: queue.SimpleQueue[str | None]) -> None:
+        super().__init__(name="log-writer", daemon=True)
+        self.lines = lines
+
+    def run(self) -> None:
+        while True:
+            batch = [self.lines.get()]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < 1024:
+                    batch.append(self.lines.get_nowait())
+            done = None in batch
+            text = "".join(line + "\n" for line in batch if line is not None)
+            with contextlib.suppress(OSError, ValueError):  # stderr closed: nothing left to tell
+                sys.stderr.write(text)
+                sys.stderr.flush()
+            if done:
+                return
+
+
+class _QueueHandler(logging.Handler):
+    """Formats on the caller's thread (a record's objects may change later), queues only the line."""
+
+    def __init__(self, lines: queue.SimpleQueue[str | None]) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.put(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def _stop_writing() -> None:
+    """Write what is queued, then stop the writer thread."""
+    global _writer
+    if _writer is not None:
+        _writer.lines.put(None)
+        _writer.join(timeout=5)
+        _writer = None
+
+
 def configure_logging(level: str = "info") -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(
-        JsonFormatter(
-            "{asctime}{levelname}{name}{message}",
-            style="{",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            json_serializer=_dumps,
-        )
-    )
+    global _writer
+    _stop_writing()
+    lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+    handler = _QueueHandler(lines)
+    handler.setFormatter(JsonLineFormatter())
+    _writer = _LineWriter(lines)
+    _writer.start()
+    # callers' file and line are not part of our lines: skip finding them (logging's own switch)
+    logging._srcfile = None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -62,3 +151,6 @@ def _without_client_address(record: logging.LogRecord) -> bool:
         record.msg = record.msg.removeprefix(_CLIENT_PREFIX)
         record.args = record.args[1:]
     return True
+
+
+atexit.register(_stop_writing)  # what is queued is written before the process ends

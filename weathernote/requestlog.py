@@ -6,6 +6,7 @@ knowing which transport asked; the transport writes the line at the end.
 
 from __future__ import annotations
 
+import random
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -40,6 +41,11 @@ def _summary(outcomes: set[str]) -> str | None:
     if not outcomes:
         return None
     return outcomes.pop() if len(outcomes) == 1 else "mixed"
+
+
+def new_request_id() -> str:
+    """128 random bits as hex: unique, not secret (uuid4 reads os.urandom, a system call per request)."""
+    return f"{random.getrandbits(128):032x}"
 
 
 current: ContextVar[RequestInfo | None] = ContextVar("weathernote_request", default=None)

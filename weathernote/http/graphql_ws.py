@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -304,7 +303,7 @@ class Connection:
         async def emit(result: str) -> None:
             await self.send_text(prefix + result + "}")
 
-        info = RequestInfo(uuid.uuid4().hex, "ws")
+        info = RequestInfo(requestlog.new_request_id(), "ws")
         requestlog.current.set(info)  # this task's own context
         metrics.SUBSCRIPTIONS.inc()
         try:
