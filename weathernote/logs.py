@@ -18,7 +18,8 @@ import logging
 import queue
 import sys
 import threading
-from typing import Any
+import time
+from typing import Any, cast
 
 import orjson
 
@@ -30,6 +31,7 @@ _CLIENT_PREFIX = "%s - "  # uvicorn's lines about one client start with its addr
 # what every LogRecord has; anything else on a record is a caller's `extra` field
 _STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 _writer: _LineWriter | None = None
+_handler: _QueueHandler | None = None
 
 
 class JsonLineFormatter(logging.Formatter):
@@ -41,10 +43,14 @@ class JsonLineFormatter(logging.Formatter):
         self._second_text = ""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # logging's name
-        second = int(record.created)
-        if second != self._second:  # one strftime a second, not one a line
-            self._second, self._second_text = second, super().formatTime(record)[:-4]
-        return f"{self._second_text},{int(record.msecs):03d}"
+        return self.timestamp(record.created)
+
+    def timestamp(self, created: float) -> str:
+        """logging's default time format (local time, milliseconds), one strftime a second, not one a line."""
+        second = int(created)
+        if second != self._second:
+            self._second, self._second_text = second, time.strftime(self.default_time_format, time.localtime(second))
+        return f"{self._second_text},{int((created - second) * 1000):03d}"
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -99,6 +105,34 @@ class _QueueHandler(logging.Handler):
             self.handleError(record)
 
 
+class AccessLog:
+    """The request log: one line per request or WebSocket operation, on the `weathernote.access` logger.
+
+    While `configure_logging`'s handler is the only one, the line is built straight
+    from its fields, the same JSON a record would give: a LogRecord and the handler
+    chain cost more than all the rest of a cached request's logging. Otherwise
+    (another handler added, as a test's log capture does) it goes through the logger.
+    """
+
+    def __init__(self, name: str = "weathernote.access") -> None:
+        self.logger = logging.getLogger(name)
+        self._root = logging.getLogger()
+
+    def write(self, message: str, fields: dict[str, Any]) -> None:
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        handler = _handler
+        root_handlers = self._root.handlers
+        if handler is None or logger.handlers or len(root_handlers) != 1 or root_handlers[0] is not handler:
+            logger.info(message, extra=fields)
+            return
+        formatter = cast(JsonLineFormatter, handler.formatter)
+        line = {"time": formatter.timestamp(time.time()), "level": "INFO", "logger": logger.name, "message": message}
+        line.update(fields)
+        handler.lines.put(_dumps(line))
+
+
 def _stop_writing() -> None:
     """Write what is queued, then stop the writer thread."""
     global _writer
@@ -109,11 +143,12 @@ def _stop_writing() -> None:
 
 
 def configure_logging(level: str = "info") -> None:
-    global _writer
+    global _writer, _handler
     _stop_writing()
     lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
     handler = _QueueHandler(lines)
     handler.setFormatter(JsonLineFormatter())
+    _handler = handler
     _writer = _LineWriter(lines)
     _writer.start()
     # callers' file and line are not part of our lines: skip finding them (logging's own switch)

@@ -325,8 +325,7 @@ class Connection:
         finally:
             metrics.SUBSCRIPTIONS.dec()
             metrics.REQUESTS.labels("ws", info.operation or "other", info.outcome).inc()
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info("operation", extra=info.fields())
+            access_log.write("operation", info.fields())
             if self.tasks.get(operation_id) is asyncio.current_task():
                 del self.tasks[operation_id]
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
+import functools
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.requests import ClientDisconnect, Request
@@ -16,9 +16,10 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from weathernote import metrics, requestlog
+from weathernote.logs import AccessLog
 from weathernote.requestlog import RequestInfo
 
-access_log = logging.getLogger("weathernote.access")
+access_log = AccessLog()
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # nginx's "client closed request": no response was sent, nobody is left to read one
@@ -35,6 +36,18 @@ def _outcome(status: int, noted: str) -> str:
     if status >= 400:
         return "bad_request"
     return noted
+
+
+# labelled children, looked up once: prometheus_client's labels() costs more than the increment
+# (the label values are bounded: transports, root-field sets, outcomes)
+@functools.cache
+def _requests(transport: str, operation: str, outcome: str) -> Counter:
+    return metrics.REQUESTS.labels(transport, operation, outcome)
+
+
+@functools.cache
+def _duration(transport: str) -> Histogram:
+    return metrics.REQUEST_DURATION.labels(transport)
 
 
 class RequestObservability:
@@ -70,13 +83,9 @@ class RequestObservability:
             requestlog.current.reset(token)
             outcome = _outcome(status, info.outcome)
             info.outcome = outcome
-            metrics.REQUESTS.labels(info.transport, info.operation or "other", outcome).inc()
-            metrics.REQUEST_DURATION.labels(info.transport).observe(time.perf_counter() - info.started)
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "request",
-                    extra={**info.fields(), "method": scope["method"], "path": path, "status": status},
-                )
+            _requests(info.transport, info.operation or "other", outcome).inc()
+            _duration(info.transport).observe(time.perf_counter() - info.started)
+            access_log.write("request", {**info.fields(), "method": scope["method"], "path": path, "status": status})
 
 
 class SharedFigures(Collector):
