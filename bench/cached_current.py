@@ -113,7 +113,7 @@ def main() -> None:
             **os.environ,
             "WEATHERNOTE_REDIS_URL": running.redis_url,
             "WEATHERNOTE_UPSTREAM_URL": f"http://127.0.0.1:{sim_port}",
-            "WEATHERNOTE_LOG_LEVEL": "warning",
+            "WEATHERNOTE_LOG_LEVEL": "info",  # request logs on, as users run it (written to /dev/null)
             "WEATHERNOTE_WEATHER_TTL_SECONDS": "3600",
             # One load generator is one client far over any real limit: keep the limiter
             # deciding every request, with a window (1 s) that holds a bounded log.
