@@ -1,13 +1,22 @@
-"""The error codes of the public contract, as GraphQL errors, and the one rule that masks ours.
+"""The error codes of the public contract, as GraphQL errors, and the one rule for ours.
 
 Every error a client receives carries `extensions.code`. The codes before
 execution are Apollo's, so that its clients (and others that know them) can
 tell a malformed document from a refused variable without reading messages.
+A failure of ours is logged once, with its traceback, and masked
+(`mask_internal`), whichever path executed the document.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
+
 from graphql import GraphQLError
+
+from weathernote import requestlog
+
+log = logging.getLogger(__name__)
 
 # a client's value out of range, or a variable that does not coerce to its type
 BAD_USER_INPUT = "BAD_USER_INPUT"
@@ -23,6 +32,7 @@ OPERATION_RESOLUTION_FAILURE = "OPERATION_RESOLUTION_FAILURE"
 # not a well-formed request of its transport (HTTP body, WebSocket message)
 BAD_REQUEST = "BAD_REQUEST"
 INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+_INTERNAL_MESSAGE = "Internal server error."
 
 
 def bad_user_input(message: str) -> GraphQLError:
@@ -58,15 +68,33 @@ def is_internal(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
-def internal_error(error: GraphQLError | None = None) -> GraphQLError:
-    """What a client sees of a failure of ours: where it happened, if known, and nothing else."""
-    if error is None:
-        return GraphQLError("Internal server error.", extensions={"code": INTERNAL_SERVER_ERROR})
-    return GraphQLError(
-        "Internal server error.", error.nodes, path=error.path, extensions={"code": INTERNAL_SERVER_ERROR}
-    )
+def internal_error() -> GraphQLError:
+    """What a client sees of a failure of ours that no field caused."""
+    return GraphQLError(_INTERNAL_MESSAGE, extensions={"code": INTERNAL_SERVER_ERROR})
 
 
-def masked(error: GraphQLError) -> GraphQLError:
-    """Our coded errors and GraphQL's own stay readable; anything else says nothing."""
-    return internal_error(error) if is_internal(error) else error
+def mask_internal(errors: Iterable[GraphQLError]) -> None:
+    """Log each of our failures once, with its traceback and request id, and mask it.
+
+    A masked error keeps where it happened (locations, path) and says nothing
+    else: "Internal server error.", INTERNAL_SERVER_ERROR. Masked in place, since
+    Strawberry passes a result's own errors to `Schema.process_errors` and then
+    returns those very objects: nothing that holds one can still show the
+    original, and a masked error is no longer internal, so applying the rule
+    twice logs nothing more. Our coded errors and GraphQL's own stay readable and
+    are not logged: a client's bad input is not an error of the server's.
+    """
+    for error in errors:
+        if not is_internal(error):
+            continue
+        info = requestlog.current.get()
+        log.error(
+            "internal error at %s: %s",
+            error.path,
+            error.message,
+            exc_info=error.original_error,
+            extra={"request_id": info.request_id if info else None},
+        )
+        error.message = _INTERNAL_MESSAGE
+        error.extensions = {"code": INTERNAL_SERVER_ERROR}
+        error.original_error = None

@@ -1,14 +1,12 @@
-"""The schema's extension pipeline: the transports' checked documents, and our masking rule."""
+"""The schema's extension pipeline: the transports' checked documents."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from graphql import GraphQLError
-from strawberry.extensions import MaskErrors, SchemaExtension
+from strawberry.extensions import SchemaExtension
 
 from weathernote.graphql.context import Context
-from weathernote.graphql.errors import internal_error, is_internal
 
 
 class CheckedDocument(SchemaExtension):
@@ -33,15 +31,5 @@ class CheckedDocument(SchemaExtension):
         yield
 
 
-class MaskInternalErrors(MaskErrors):
-    """Strawberry's masking under our one rule: an internal error keeps its place and its code only."""
-
-    def __init__(self) -> None:
-        super().__init__(should_mask_error=is_internal)
-
-    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
-        return internal_error(error)
-
-
 def schema_extensions() -> list[type[SchemaExtension]]:
-    return [CheckedDocument, MaskInternalErrors]
+    return [CheckedDocument]

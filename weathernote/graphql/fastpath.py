@@ -14,7 +14,6 @@ path: full execution per request or per subscriber.
 from __future__ import annotations
 
 import itertools
-import logging
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Mapping
@@ -26,6 +25,7 @@ import orjson
 from graphql import (
     BooleanValueNode,
     DocumentNode,
+    ExecutionResult,
     FieldNode,
     FloatValueNode,
     FragmentDefinitionNode,
@@ -40,6 +40,7 @@ from graphql import (
     VariableNode,
     execute,
     get_operation_ast,
+    located_error,
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.language import Visitor, visit
@@ -47,20 +48,12 @@ from graphql.language import Visitor, visit
 from weathernote import metrics
 from weathernote.cells import Cell, Grid, InvalidCoordinates
 from weathernote.entries import Part
-from weathernote.graphql.errors import (
-    BAD_USER_INPUT,
-    OPERATION_RESOLUTION_FAILURE,
-    coded,
-    is_internal,
-    masked,
-)
+from weathernote.graphql.errors import BAD_USER_INPUT, OPERATION_RESOLUTION_FAILURE, coded, mask_internal
 from weathernote.graphql.limits import DocumentChecker, DocumentLimits
 from weathernote.graphql.selection import forecast_parts_for
 
 if TYPE_CHECKING:
     from weathernote.service import Reading
-
-log = logging.getLogger(__name__)
 
 _COORDINATES = ("lat", "lon")
 
@@ -91,6 +84,11 @@ class RootRead:
     lat: float | str  # a literal, or the name of the variable carrying it
     lon: float | str
     parts: frozenset[Part]
+
+    @property
+    def response_key(self) -> str:
+        """Where the field's value and errors sit in a response: its alias, else its name."""
+        return self.node.alias.value if self.node.alias else self.node.name.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,22 +409,24 @@ class PayloadRenderer:
         if cached is not None:
             return cached
         [read] = plan.reads  # a subscription has exactly one root field
-        root = self.build_root(read.node.name.value, bound.reads[0][0], readings, arguments)
-        result = execute(
-            self.schema,
-            plan.document,
-            root_value=root,
-            variable_values=bound.variables,
-            operation_name=plan.operation.name.value if plan.operation.name else None,
-        )
-        if isawaitable(result):
-            result = await result
+        try:
+            root = self.build_root(read.node.name.value, bound.reads[0][0], readings, arguments)
+        except Exception as exc:
+            # where the resolver's failure would be: at its field, then masked and logged like it
+            result = ExecutionResult(None, [located_error(exc, [read.node], [read.response_key])])
+        else:
+            executed = execute(
+                self.schema,
+                plan.document,
+                root_value=root,
+                variable_values=bound.variables,
+                operation_name=plan.operation.name.value if plan.operation.name else None,
+            )
+            result = await executed if isawaitable(executed) else executed
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
-            for error in result.errors:
-                if is_internal(error):
-                    log.error("rendering a subscription payload failed", exc_info=error.original_error)
-            body["errors"] = [masked(error).formatted for error in result.errors]
+            mask_internal(result.errors)
+            body["errors"] = [error.formatted for error in result.errors]
         payload = orjson.dumps(body).decode()
         self.cache.put(key, payload, sys.getsizeof(payload) + len(bound.key))
         metrics.RENDERS.labels("subscription").inc()

@@ -14,7 +14,7 @@ from strawberry.types import ExecutionContext, Info
 from weathernote.cells import Cell as GridCell
 from weathernote.entries import FORECAST_DAYS, Current, Daily, Hourly, Part
 from weathernote.graphql.context import Context, check_days
-from weathernote.graphql.errors import is_internal
+from weathernote.graphql.errors import mask_internal
 from weathernote.graphql.extensions import schema_extensions
 from weathernote.graphql.selection import forecast_parts
 from weathernote.graphql.types import (
@@ -155,14 +155,17 @@ def build_root(field: str, cell: GridCell, readings: Mapping[Part, Reading], arg
 
 
 class Schema(strawberry.Schema):
-    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
-        """Log only our own failures; a client's bad input is not an error of the server's.
+    """Our schema: our failures masked and logged by one rule."""
 
-        Strawberry logs every error with a traceback, so any client could flood the log.
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        """The one rule (graphql.errors.mask_internal), applied to every result Strawberry returns.
+
+        Strawberry calls this for each result, every subscription payload and the
+        failures of its own hooks included, before the errors reach anyone. Its
+        default would log every error with a traceback: any client could flood the
+        log with bad input.
         """
-        internal = [error for error in errors if is_internal(error)]
-        if internal:
-            super().process_errors(internal, execution_context)
+        mask_internal(errors)
 
 
 def build_schema() -> strawberry.Schema:

@@ -26,7 +26,7 @@ from weathernote import metrics, requestlog
 from weathernote.errors import BadRequest
 from weathernote.graphql.context import Context, check_days
 from weathernote.graphql.errors import BAD_REQUEST, error_dict, internal_error, upstream_unavailable
-from weathernote.graphql.fastpath import PayloadRenderer, Planner
+from weathernote.graphql.fastpath import Bound, PayloadRenderer, Plan, Planner
 from weathernote.graphql.persisted import PersistedQueries, PersistedQueryError
 from weathernote.http.admission import Admission, rate_limited_error
 from weathernote.http.observability import access_log
@@ -105,7 +105,7 @@ class Operations:
         return await self._run_generic(query, operation, variables, operation_name, context, emit)
 
     async def _stream_planned(
-        self, plan: Any, bound: Any, arguments: dict[str, Any], context: Context, emit: Emit
+        self, plan: Plan, bound: Bound, arguments: dict[str, Any], context: Context, emit: Emit
     ) -> None:
         assert context.live is not None
         cell, parts = bound.reads[0]
@@ -115,7 +115,7 @@ class Operations:
                     await emit(await self.renderer.render(plan, bound, arguments, readings))
         except UpstreamUnavailable:
             error = upstream_unavailable()
-            error.path = [plan.reads[0].node.alias.value if plan.reads[0].node.alias else plan.reads[0].node.name.value]
+            error.path = [plan.reads[0].response_key]
             await emit(orjson.dumps({"data": None, "errors": [error.formatted]}).decode())
 
     async def _run_generic(
