@@ -25,7 +25,7 @@ class Context:
     request: Any = None  # the Starlette Request or WebSocket, for transports that need it
     # reads the transport already made for this operation (see graphql.fastpath)
     prefetched: Prefetched = field(default_factory=dict)
-    # the operation's document, set by the transport only once the Planner found no error in it
+    # the operation's document as the Planner passed it (Planner.checked): the only one Strawberry runs
     document: DocumentNode | None = None
 
     def cell(self, lat: float, lon: float) -> Cell:

@@ -173,9 +173,9 @@ def _value(source: float | str, variables: Mapping[str, Any]) -> float | None:
 
 @dataclass(slots=True)
 class _Checked:
-    """A query text parsed and checked, and its operations' plans (by name, as the document defines them)."""
+    """A query text checked, and its operations' plans (by name, as the document defines them)."""
 
-    document: DocumentNode | None
+    document: DocumentNode | None  # only if it passed every check
     errors: tuple[GraphQLError, ...]
     plans: dict[str | None, Plan | None] = field(default_factory=dict)
 
@@ -196,19 +196,24 @@ class Planner:
     def _entry(self, query: str) -> _Checked:
         entry = self._documents.get(query)
         if entry is None:
-            entry = _Checked(*self.checker.check(query))
+            document, errors = self.checker.check(query)
+            entry = _Checked(None if errors else document, errors)
             self._documents.put(query, entry, DOCUMENT_BYTES_PER_CHAR * len(query))
         return entry
 
     def checked(self, query: str) -> tuple[DocumentNode | None, tuple[GraphQLError, ...]]:
-        """The parsed document (None if it does not parse) and its coded errors."""
+        """The document if it passed every check (None otherwise), and its coded errors.
+
+        The one way into an execution: a transport puts this document on the
+        context, and Strawberry runs nothing else (graphql.extensions.CheckedDocument).
+        """
         entry = self._entry(query)
         return entry.document, entry.errors
 
     def plan(self, query: str, operation_name: str | None) -> Plan | None:
         """The document's plan, or None when the ordinary path must run it."""
         entry = self._entry(query)
-        if entry.document is None or entry.errors:
+        if entry.document is None:
             return None
         if operation_name in entry.plans:
             return entry.plans[operation_name]
@@ -233,7 +238,7 @@ class Planner:
         execution, so that no transport leaves it to Strawberry to report without a code.
         """
         document, errors = self.checked(query)
-        if document is None or errors:
+        if document is None:
             return None, errors
         operation = get_operation_ast(document, operation_name)
         if operation is None:

@@ -155,7 +155,7 @@ def build_root(field: str, cell: GridCell, readings: Mapping[Part, Reading], arg
 
 
 class Schema(strawberry.Schema):
-    """Our schema: our failures masked and logged by one rule."""
+    """Our schema: runs only documents the Planner passed (CheckedDocument), our failures masked and logged."""
 
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         """The one rule (graphql.errors.mask_internal), applied to every result Strawberry returns.
