@@ -1,7 +1,10 @@
 """A small closed-loop HTTP/1.1 load generator (keep-alive, uvloop), run in its own process.
 
 Each of `connections` clients sends one request, reads the whole response and
-sends the next, for `duration` seconds after `warmup`. Prints one JSON line:
+sends the next, for `duration` seconds after `warmup`. With `--rate`, the load is
+open: the clients together send `rate` requests a second on a fixed schedule, and
+each latency counts from the moment its request was due (a server that falls
+behind is charged for the wait, no coordinated omission). Prints one JSON line:
 requests, errors, seconds, rps and latency percentiles in milliseconds.
 """
 
@@ -40,12 +43,25 @@ async def read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def client(
-    host: str, port: int, request: bytes, stop_at: float, record_from: float, latencies: list[float], errors: list[int]
+    host: str,
+    port: int,
+    request: bytes,
+    stop_at: float,
+    record_from: float,
+    latencies: list[float],
+    errors: list[int],
+    interval: float | None = None,
+    first_at: float = 0.0,
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
+    due = first_at
     try:
         while True:
-            started = time.perf_counter()
+            if interval is not None:
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                started, due = due, due + interval
+            else:
+                started = time.perf_counter()
             if started >= stop_at:
                 return
             writer.write(request)
@@ -60,7 +76,13 @@ async def client(
 
 
 async def run(
-    url: str, body: bytes | None, headers: dict[str, str], connections: int, duration: float, warmup: float
+    url: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    connections: int,
+    duration: float,
+    warmup: float,
+    rate: float | None = None,
 ) -> dict[str, float]:
     parts = urlsplit(url)
     request = build_request(url, body, headers)
@@ -68,10 +90,22 @@ async def run(
     record_from, stop_at = now + warmup, now + warmup + duration
     latencies: list[float] = []
     errors: list[int] = []
+    interval = connections / rate if rate else None
     await asyncio.gather(
         *(
-            client(parts.hostname or "127.0.0.1", parts.port or 80, request, stop_at, record_from, latencies, errors)
-            for _ in range(connections)
+            client(
+                parts.hostname or "127.0.0.1",
+                parts.port or 80,
+                request,
+                stop_at,
+                record_from,
+                latencies,
+                errors,
+                interval,
+                # the clients' schedules interleaved: one request every 1/rate s in all
+                now + 0.1 + (index * interval / connections if interval else 0.0),
+            )
+            for index in range(connections)
         )
     )
     latencies.sort()
@@ -85,7 +119,9 @@ async def run(
         "seconds": duration,
         "rps": len(latencies) / duration,
         "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
         "p99_ms": pct(0.99),
+        "p999_ms": pct(0.999),
         "max_ms": latencies[-1] * 1000 if latencies else float("nan"),
     }
 
@@ -98,10 +134,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--warmup", type=float, default=2)
+    parser.add_argument("--rate", type=float, default=None, help="requests a second in all (open load)")
     args = parser.parse_args()
     headers = dict(h.split(": ", 1) for h in args.header)
     body = args.body.encode() if args.body is not None else None
-    result = uvloop.run(run(args.url, body, headers, args.connections, args.duration, args.warmup))
+    result = uvloop.run(run(args.url, body, headers, args.connections, args.duration, args.warmup, args.rate))
     print(json.dumps(result))
 
 

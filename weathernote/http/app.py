@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -288,6 +289,10 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await services.start()
+        # What start-up made (modules, the schema, caches' skeletons) lives as long as the process:
+        # out of the collector's sight, a full collection walks only what requests made since,
+        # not ~90,000 objects for nothing several times a second (50 ms each under load).
+        gc.freeze()
         restore_signals = lifecycle.drain_on_signals(drain, settings.drain_seconds)
         try:
             yield
