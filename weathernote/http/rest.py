@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -15,6 +14,7 @@ from weathernote.cells import Cell, Grid, InvalidCoordinates
 from weathernote.entries import FORECAST_DAYS, Current, Daily, Part
 from weathernote.errors import BadRequest
 from weathernote.http.admission import Admission
+from weathernote.keys import entry_key
 from weathernote.service import Reading, UpstreamUnavailable, WeatherService
 
 
@@ -132,23 +132,32 @@ class RestRoutes:
         self.services = services
 
     async def weather(self, request: Request) -> Response:
-        return await self._answer(request, "current", self._weather)
+        return await self._answer(request, "current", Part.CURRENT)
 
     async def forecast(self, request: Request) -> Response:
-        return await self._answer(request, "forecast", self._forecast)
+        return await self._answer(request, "forecast", Part.DAILY)
 
-    async def _answer(self, request: Request, operation: str, build: Callable[[Request], Awaitable[Any]]) -> Response:
+    async def _answer(self, request: Request, operation: str, part: Part) -> Response:
         # labelled like the GraphQL root field it stands in for; transport="rest" tells them apart
         requestlog.note(operation=operation)
+        cell: Cell | None = None
+        try:
+            cell = _cell(request, self.services.grid)
+            days = _days(request) if part is Part.DAILY else 0
+        except BadRequest as exc:
+            problem: BadRequest | None = exc
+        else:
+            problem = None
+        # one Redis round trip decides the limit and reads the entry (a refused request counts too)
         admission = self.services.admission
-        decision, _ = await admission.check(request)
+        decision, raws = await admission.check(request, read_keys=[entry_key(part, cell)] if cell else ())
         headers = admission.headers(decision)
         if not decision.allowed:
             return error(429, "RATE_LIMITED", f"too many requests: retry in {decision.retry_after_seconds} s", headers)
+        if problem is not None or cell is None:
+            return error(400, "BAD_USER_INPUT", str(problem), headers)
         try:
-            body = await build(request)
-        except BadRequest as exc:
-            return error(400, "BAD_USER_INPUT", str(exc), headers)
+            readings = await self.services.weather.read(cell, (part,), raws)
         except UpstreamUnavailable:
             return error(
                 503,
@@ -156,15 +165,6 @@ class RestRoutes:
                 "the weather provider is unavailable and nothing is cached for this place",
                 {**headers, "Retry-After": "30"},
             )
+        reading = readings[part]
+        body = current_body(cell, reading) if part is Part.CURRENT else forecast_body(cell, reading, days)
         return _json(200, body, headers)
-
-    async def _weather(self, request: Request) -> dict[str, Any]:
-        cell = _cell(request, self.services.grid)
-        readings = await self.services.weather.read(cell, (Part.CURRENT,))
-        return current_body(cell, readings[Part.CURRENT])
-
-    async def _forecast(self, request: Request) -> dict[str, Any]:
-        cell = _cell(request, self.services.grid)
-        days = _days(request)
-        readings = await self.services.weather.read(cell, (Part.DAILY,))
-        return forecast_body(cell, readings[Part.DAILY], days)
