@@ -4,8 +4,11 @@ Each of `connections` clients sends one request, reads the whole response and
 sends the next, for `duration` seconds after `warmup`. With `--rate`, the load is
 open: the clients together send `rate` requests a second on a fixed schedule, and
 each latency counts from the moment its request was due (a server that falls
-behind is charged for the wait, no coordinated omission). Prints one JSON line:
-requests, errors, seconds, rps and latency percentiles in milliseconds.
+behind is charged for the wait, no coordinated omission). With `--requests FILE`
+(one JSON object a line: `{"url": ..., "body": ...}`, no body for a GET) the
+clients cycle through those requests instead of repeating one, and `--total N`
+ends the run after N answers. Prints one JSON line: requests, errors, seconds,
+rps and latency percentiles in milliseconds.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import asyncio
 import json
 import time
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import uvloop
@@ -24,7 +28,7 @@ def build_request(url: str, body: bytes | None, headers: dict[str, str]) -> byte
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     method = "POST" if body is not None else "GET"
     lines = [f"{method} {path} HTTP/1.1", f"Host: {parts.netloc}", "Connection: keep-alive"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
+    lines += [f"{k}: {v}" for k, v in headers.items() if body is not None or k.lower() != "content-type"]
     if body is not None:
         lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
@@ -42,19 +46,26 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
+@dataclass
+class Run:
+    requests: list[bytes]
+    stop_at: float
+    record_from: float
+    total: int | None = None
+    latencies: list[float] = field(default_factory=list)
+    errors: list[int] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.total is not None and len(self.latencies) + len(self.errors) >= self.total
+
+
 async def client(
-    host: str,
-    port: int,
-    request: bytes,
-    stop_at: float,
-    record_from: float,
-    latencies: list[float],
-    errors: list[int],
-    interval: float | None = None,
-    first_at: float = 0.0,
+    host: str, port: int, run: Run, offset: int, interval: float | None = None, first_at: float = 0.0
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     due = first_at
+    sent = offset
     try:
         while True:
             if interval is not None:
@@ -62,45 +73,48 @@ async def client(
                 started, due = due, due + interval
             else:
                 started = time.perf_counter()
-            if started >= stop_at:
+            if started >= run.stop_at or run.done:
                 return
-            writer.write(request)
+            writer.write(run.requests[sent % len(run.requests)])
+            sent += 1
             status = await read_response(reader)
-            if started >= record_from:
+            if started >= run.record_from:
                 if status == 200:
-                    latencies.append(time.perf_counter() - started)
+                    run.latencies.append(time.perf_counter() - started)
                 else:
-                    errors.append(status)
+                    run.errors.append(status)
     finally:
         writer.close()
 
 
-async def run(
-    url: str,
-    body: bytes | None,
+async def load(
+    urls: list[str],
+    bodies: list[bytes | None],
     headers: dict[str, str],
     connections: int,
     duration: float,
     warmup: float,
     rate: float | None = None,
+    total: int | None = None,
 ) -> dict[str, float]:
-    parts = urlsplit(url)
-    request = build_request(url, body, headers)
+    parts = urlsplit(urls[0])
     now = time.perf_counter()
-    record_from, stop_at = now + warmup, now + warmup + duration
-    latencies: list[float] = []
-    errors: list[int] = []
+    run = Run(
+        [build_request(url, body, headers) for url, body in zip(urls, bodies, strict=True)],
+        stop_at=now + warmup + duration,
+        record_from=now + warmup,
+        total=total,
+    )
     interval = connections / rate if rate else None
+    started = time.perf_counter()
     await asyncio.gather(
         *(
             client(
                 parts.hostname or "127.0.0.1",
                 parts.port or 80,
-                request,
-                stop_at,
-                record_from,
-                latencies,
-                errors,
+                run,
+                # each client starts elsewhere in the list, so that all of it is in use at once
+                index * len(run.requests) // connections,
                 interval,
                 # the clients' schedules interleaved: one request every 1/rate s in all
                 now + 0.1 + (index * interval / connections if interval else 0.0),
@@ -108,16 +122,17 @@ async def run(
             for index in range(connections)
         )
     )
-    latencies.sort()
+    seconds = min(duration, time.perf_counter() - started - warmup) if total else duration
+    latencies = sorted(run.latencies)
 
     def pct(q: float) -> float:
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
 
     return {
         "requests": len(latencies),
-        "errors": len(errors),
-        "seconds": duration,
-        "rps": len(latencies) / duration,
+        "errors": len(run.errors),
+        "seconds": seconds,
+        "rps": len(latencies) / seconds,
         "p50_ms": pct(0.50),
         "p90_ms": pct(0.90),
         "p99_ms": pct(0.99),
@@ -128,17 +143,27 @@ async def run(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("url")
-    parser.add_argument("--body", default=None)
+    parser.add_argument("url", nargs="?", help="the one request's URL (or --requests)")
+    parser.add_argument("--body", default=None, help="POST this body (else GET)")
+    parser.add_argument("--requests", default=None, help="a file of requests, one JSON object a line")
     parser.add_argument("--header", action="append", default=[])
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--rate", type=float, default=None, help="requests a second in all (open load)")
+    parser.add_argument("--total", type=int, default=None, help="stop after this many answers")
     args = parser.parse_args()
     headers = dict(h.split(": ", 1) for h in args.header)
-    body = args.body.encode() if args.body is not None else None
-    result = uvloop.run(run(args.url, body, headers, args.connections, args.duration, args.warmup, args.rate))
+    if args.requests:
+        with open(args.requests) as lines:
+            items = [json.loads(line) for line in lines if line.strip()]
+        urls = [item["url"] for item in items]
+        bodies = [item["body"].encode() if item.get("body") is not None else None for item in items]
+    else:
+        urls, bodies = [args.url], [args.body.encode() if args.body is not None else None]
+    result = uvloop.run(
+        load(urls, bodies, headers, args.connections, args.duration, args.warmup, args.rate, args.total)
+    )
     print(json.dumps(result))
 
 
