@@ -173,17 +173,23 @@ class RedisGateway:
             return cls(cluster, breaker, url=url, timeout=timeout)
         return cls(client, breaker, url=url, timeout=timeout, wire=_wire(url, timeout))
 
-    async def call(self, operation: Callable[[AnyRedis], Awaitable[T]]) -> T:
-        """Run `operation` on the client within the breaker and the deadline."""
+    async def call(self, operation: Callable[[AnyRedis], Awaitable[T]], *, bounded: bool = True) -> T:
+        """Run `operation` on the client within the breaker and the deadline.
+
+        `bounded=False` is for operations that bound their own wait (the wire's).
+        """
         if not self.breaker.allow():
             raise RedisUnavailable("circuit breaker open")
         try:
-            async with asyncio.timeout(self.deadline):
-                if self._slots is None:
-                    result = await operation(self.client)
-                else:
-                    async with self._slots:
+            if not bounded:
+                result = await operation(self.client)
+            else:
+                async with asyncio.timeout(self.deadline):
+                    if self._slots is None:
                         result = await operation(self.client)
+                    else:
+                        async with self._slots:
+                            result = await operation(self.client)
         except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             raise self._failed(exc) from exc
         except Exception as exc:
@@ -278,10 +284,13 @@ class RedisGateway:
                     raise reply
             return replies
 
-        replies = await self.call(run)
+        # the wire bounds its own wait: a reply later than the Redis timeout drops the connection
+        replies = await self.call(run, bounded=False)
+        if not any(isinstance(reply, ResponseError) for reply in replies):
+            return replies
         if any(isinstance(reply, NoScriptError) for reply in replies):
             await self.call(self._load_scripts)
-            replies = await self.call(run)
+            replies = await self.call(run, bounded=False)
         return [classify(reply) if isinstance(reply, ResponseError) else reply for reply in replies]
 
     async def _load_scripts(self, client: AnyRedis) -> None:
