@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import sys
 import time
 from datetime import datetime
@@ -67,6 +68,8 @@ async def main() -> None:
     parser.add_argument("--expect", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=60)
     args = parser.parse_args()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     opener, timestamp = (
         (open_weathernote, weathernote_timestamp) if args.kind == "weathernote" else (open_bare, bare_timestamp)
     )
