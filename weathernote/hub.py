@@ -1,12 +1,13 @@
 """The pub/sub hub: one Redis subscription per channel per process, fanned out locally.
 
 Modelled on encode/broadcaster (a per-channel set of local subscribers, one
-listener task) with what it leaves open fixed: each subscriber holds at most
-the latest pending message (weather is latest-wins, so a stalled socket never
-grows memory nor delays others), channels are reference-counted under a lock
-(SUBSCRIBE for the first local subscriber, UNSUBSCRIBE after the last), and a
-dropped connection is re-established with backoff, every channel resubscribed
-and `on_reconnect` told which channels may have missed messages.
+listener task) with what it leaves open fixed: each message is handed to every
+subscriber by a plain call from the listener, and a subscriber keeps at most the
+latest (weather is latest-wins: a stalled socket never grows memory nor delays
+others, and an idle subscriber costs no task); channels are reference-counted
+under a lock (SUBSCRIBE for the first local subscriber, UNSUBSCRIBE after the
+last); a dropped connection is re-established with backoff, every channel
+resubscribed and `on_reconnect` told which channels may have missed messages.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from weathernote import metrics
 from weathernote.breaker import CircuitBreaker
@@ -25,6 +26,15 @@ from weathernote.errors import RedisUnavailable, WeatherNoteError
 from weathernote.redis_pubsub import PubSubBackend
 
 log = logging.getLogger(__name__)
+
+
+class Listener(Protocol):
+    """What the hub hands a channel's messages to: `offer` is called from the listener, and must not block."""
+
+    @property
+    def channel(self) -> str: ...
+
+    def offer(self, message: Any) -> None: ...
 
 
 class Wakeup:
@@ -57,18 +67,14 @@ class Wakeup:
 
 
 class Subscriber:
-    """A latest-wins slot: a new message replaces one not yet taken.
-
-    `wakeup` may be shared by several subscribers so that one consumer can
-    wait on many channels at once.
-    """
+    """A latest-wins slot for a task that waits for a channel's next message: a new one replaces one not yet taken."""
 
     __slots__ = ("_pending", "channel", "wakeup")
 
-    def __init__(self, channel: str, wakeup: Wakeup | None = None) -> None:
+    def __init__(self, channel: str) -> None:
         self.channel = channel
         self._pending: Any = None
-        self.wakeup = wakeup or Wakeup()
+        self.wakeup = Wakeup()
 
     def offer(self, message: Any) -> None:
         self._pending = message
@@ -114,7 +120,7 @@ class Hub:
         self.connect_timeout = connect_timeout  # a (re)connection holds the lock: never for long
         self._listening = asyncio.Event()  # set while connected and subscribed
         self._catching_up: set[asyncio.Task[None]] = set()  # referenced until done
-        self._subscribers: dict[str, set[Subscriber]] = {}
+        self._subscribers: dict[str, set[Listener]] = {}
         self._lock = asyncio.Lock()
         self._listener: asyncio.Task[None] | None = None
         self._has_channels = asyncio.Event()
@@ -135,7 +141,7 @@ class Hub:
     def local_subscribers(self, channel: str) -> int:
         return len(self._subscribers.get(channel, ()))
 
-    async def attach(self, subscriber: Subscriber) -> None:
+    async def attach(self, subscriber: Listener) -> None:
         """Add a local subscriber; on return its channel is subscribed in Redis if Redis can be had.
 
         Callers read the current value after attaching, so that a refresh landing in
@@ -161,11 +167,11 @@ class Hub:
             await asyncio.shield(self._remove_now(subscriber))
             raise
 
-    async def detach(self, subscriber: Subscriber) -> None:
+    async def detach(self, subscriber: Listener) -> None:
         # shielded: a cancelled subscription must still leave nothing behind
         await asyncio.shield(self._remove_now(subscriber))
 
-    async def _remove_now(self, subscriber: Subscriber) -> None:
+    async def _remove_now(self, subscriber: Listener) -> None:
         async with self._lock:
             local = self._subscribers.get(subscriber.channel)
             if local is None:
@@ -202,7 +208,10 @@ class Hub:
             log.exception("undecodable message on %s dropped", channel)
             return
         for subscriber in subscribers:
-            subscriber.offer(message)
+            try:
+                subscriber.offer(message)
+            except Exception:  # one subscriber's failure must reach neither the others nor the listener
+                log.exception("delivery on %s failed", channel)
         metrics.PUBSUB_DELIVERIES.inc(len(subscribers))
 
     async def _listen(self) -> None:

@@ -1,4 +1,4 @@
-"""Live weather: watching a cell yields its current value at once, then every newer refresh.
+"""Live weather: a watched cell's latest readings, moved forward by every newer refresh.
 
 Refreshes reach this process through the hub (Redis pub/sub, one subscription
 per channel per process). Cells watched here are registered in Redis with an
@@ -13,14 +13,15 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from typing import Any
 
 from weathernote import metrics
 from weathernote.cells import Cell
 from weathernote.clock import clock
 from weathernote.entries import Entry, Part
 from weathernote.errors import CacheError, RedisKeyError
-from weathernote.hub import Hub, Subscriber, Wakeup
+from weathernote.hub import Hub, Listener, Subscriber, Wakeup
 from weathernote.keys import WATCHED_CELLS, entry_key, update_channel, watched_member
 from weathernote.redis_gateway import AnyPipeline, RedisGateway
 from weathernote.service import Reading, WeatherService
@@ -29,57 +30,115 @@ log = logging.getLogger(__name__)
 
 
 class Watch:
-    """A watched cell: its readings now, then after every newer refresh, never one version twice.
+    """A watched cell's parts: their latest readings, and a callback on every newer version.
 
-    Use as `async with live.watch(cell, parts) as watch: async for readings in watch`.
-    A plain class rather than generator-based context managers: one of these
-    lives per subscription, and each generator frame shows at scale.
+    Fed by the hub from the callback that brings each refresh: no task and no
+    generator waits per watch, so one can be shared by every subscriber of the
+    same cell and document. Versions only move forward (an entry older than, or
+    as old as, the part's reading is ignored), so a catch-up re-delivering one is
+    never seen twice. `open` before `read`: a refresh landing in between is not
+    lost. A part's flags (`cached`, `stale`) are those of the reading that
+    brought its version; a refresh brings it fetched, fresh.
     """
 
-    __slots__ = ("cell", "live", "members", "parts", "subscribers", "wakeup")
+    __slots__ = ("_listeners", "cell", "live", "members", "on_change", "parts", "readings")
 
-    def __init__(self, live: LiveWeather, cell: Cell, parts: Collection[Part]) -> None:
+    def __init__(self, live: LiveWeather, cell: Cell, parts: Collection[Part], on_change: Callable[[], None]) -> None:
         self.live = live
         self.cell = cell
         self.parts = tuple(parts)
-        self.wakeup = Wakeup()
-        self.subscribers: dict[Part, Subscriber] = {}
+        self.on_change = on_change  # called when `readings` moved forward and holds every part
+        self.readings: dict[Part, Reading] = {}
+        self._listeners: list[_PartListener] = []
         self.members = [watched_member(part, cell) for part in self.parts]
 
-    async def __aenter__(self) -> Watch:
+    async def open(self) -> None:
+        """Listen to every part's channel and register the cell as watched. Cancelled, it leaves nothing behind."""
         try:
             for part in self.parts:
-                subscriber = Subscriber(update_channel(part, self.cell), self.wakeup)
-                await self.live._listen(subscriber, part, self.cell)
-                self.subscribers[part] = subscriber
+                listener = _PartListener(update_channel(part, self.cell), part, self)
+                await self.live._listen(listener, part, self.cell)
+                self._listeners.append(listener)
         except BaseException:
             await self._detach()
             raise
         await self.live._watch(self.members)
-        return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def close(self) -> None:
         self.live._unwatch(self.members)
         await self._detach()
 
     async def _detach(self) -> None:
-        for subscriber in self.subscribers.values():
-            await self.live._stop_listening(subscriber)
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            await self.live._stop_listening(listener)
+
+    async def read(self) -> dict[Part, Reading]:
+        """The parts' current values (fetched on a miss), as the service reads them."""
+        return dict(await self.live.service.read(self.cell, self.parts))
+
+    def merge(self, readings: Mapping[Part, Reading]) -> bool:
+        """Take each reading newer than this watch's of its part; whether any was."""
+        moved = False
+        for part, reading in readings.items():
+            held = self.readings.get(part)
+            if held is None or reading.entry.fetched_at_ms > held.entry.fetched_at_ms:
+                self.readings[part] = reading
+                moved = True
+        return moved
+
+    @property
+    def complete(self) -> bool:
+        return len(self.readings) == len(self.parts)
+
+    def _offer(self, part: Part, entry: Entry) -> None:
+        if self.merge({part: Reading(entry, cached=False, stale=False)}) and self.complete:
+            self.on_change()
+
+
+class _PartListener:
+    """The hub's subscriber for one part of a watch: hands each decoded entry straight to it."""
+
+    __slots__ = ("channel", "part", "watch")
+
+    def __init__(self, channel: str, part: Part, watch: Watch) -> None:
+        self.channel = channel
+        self.part = part
+        self.watch = watch
+
+    def offer(self, message: Any) -> None:
+        self.watch._offer(self.part, message)
+
+
+class Updates:
+    """A watch for a task that waits on it: the readings now, then after every newer refresh.
+
+    Use as `async with live.updates(cell, parts) as updates: async for readings in updates`
+    (what Strawberry's own subscription resolvers need; the planned path uses `Watch`).
+    """
+
+    __slots__ = ("_wakeup", "watch")
+
+    def __init__(self, live: LiveWeather, cell: Cell, parts: Collection[Part]) -> None:
+        self._wakeup = Wakeup()
+        self.watch = Watch(live, cell, parts, self._wakeup.set)
+
+    async def __aenter__(self) -> Updates:
+        await self.watch.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.watch.close()
 
     async def __aiter__(self) -> AsyncIterator[dict[Part, Reading]]:
-        # Subscribed before this read: a refresh landing in between is not lost.
-        readings = dict(await self.live.service.read(self.cell, self.parts))
-        yield dict(readings)
+        self.watch.merge(await self.watch.read())  # after `open`: a refresh landing in between is not lost
+        sent: tuple[int, ...] = ()
         while True:
-            await self.wakeup.wait()
-            changed = False
-            for part, subscriber in self.subscribers.items():
-                entry: Entry | None = subscriber.take()
-                if entry is not None and entry.fetched_at_ms > readings[part].entry.fetched_at_ms:
-                    readings[part] = Reading(entry, cached=False, stale=False)
-                    changed = True
-            if changed:
-                yield dict(readings)
+            versions = tuple(reading.entry.fetched_at_ms for reading in self.watch.readings.values())
+            if versions != sent:  # a wakeup for what was already yielded yields nothing
+                sent = versions
+                yield dict(self.watch.readings)
+            await self._wakeup.wait()
 
 
 class LiveWeather:
@@ -121,8 +180,11 @@ class LiveWeather:
                 await self._renewer
         await self.hub.stop()
 
-    def watch(self, cell: Cell, parts: Collection[Part]) -> Watch:
-        return Watch(self, cell, parts)
+    def watch(self, cell: Cell, parts: Collection[Part], on_change: Callable[[], None]) -> Watch:
+        return Watch(self, cell, parts, on_change)
+
+    def updates(self, cell: Cell, parts: Collection[Part]) -> Updates:
+        return Updates(self, cell, parts)
 
     async def _watch(self, members: list[str]) -> None:
         new = [member for member in members if not self._watched[member]]
@@ -136,7 +198,7 @@ class LiveWeather:
             if self._watched[member] <= 0:
                 del self._watched[member]
 
-    async def _listen(self, subscriber: Subscriber, part: Part, cell: Cell) -> None:
+    async def _listen(self, subscriber: Listener, part: Part, cell: Cell) -> None:
         """Attach `subscriber` to the hub; its channel's messages decode as `part` of `cell`."""
         channel = subscriber.channel
         self._channels[channel] = (part, cell)
@@ -147,7 +209,7 @@ class LiveWeather:
             self._release(channel)
             raise
 
-    async def _stop_listening(self, subscriber: Subscriber) -> None:
+    async def _stop_listening(self, subscriber: Listener) -> None:
         try:
             await self.hub.detach(subscriber)
         finally:

@@ -48,9 +48,9 @@ class Context:
     async def updates(self, cell: Cell, parts: frozenset[Part]) -> AsyncIterator[Mapping[Part, Reading]]:
         """The cell's readings now, then after every refresh."""
         assert self.live is not None, "subscriptions need a live transport"
-        async with self.live.watch(cell, parts) as watch:
+        async with self.live.updates(cell, parts) as updates:
             try:
-                async for readings in watch:
+                async for readings in updates:
                     yield readings
             except UpstreamUnavailable:
                 raise upstream_unavailable() from None

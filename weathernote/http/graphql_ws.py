@@ -3,8 +3,10 @@
 Our own handler rather than Strawberry's so that a refresh is rendered once per
 cell and document and then only framed per subscriber (Strawberry executes
 the selection again for every subscriber), and so that the payload's
-`extensions` reach the operation. Documents the planner does not understand
-still run through Strawberry's generic subscription execution.
+`extensions` reach the operation. A planned subscription, once its first
+payload is sent, is served by callbacks (`fanout.Feed`): no task waits for it.
+Documents the planner does not understand still run through Strawberry's
+generic subscription execution, in a task each.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from graphql import GraphQLError, OperationDefinitionNode, OperationType
@@ -29,6 +31,7 @@ from weathernote.graphql.errors import BAD_REQUEST, error_dict, internal_error, 
 from weathernote.graphql.fastpath import Bound, PayloadRenderer, Plan, Planner
 from weathernote.graphql.persisted import PersistedQueries, PersistedQueryError
 from weathernote.http.admission import Admission, rate_limited_error
+from weathernote.http.fanout import Feed, Feeds, run_now
 from weathernote.http.observability import access_log
 from weathernote.requestlog import RequestInfo
 from weathernote.service import UpstreamUnavailable
@@ -56,7 +59,12 @@ class ProtocolError(BadRequest):
         self.reason = reason
 
 
-Emit = Callable[[str], Awaitable[None]]
+class Emitter(Protocol):
+    """Where one operation's results go: `emit` writes one and waits; `push` (a feed's outlet) never waits."""
+
+    async def emit(self, payload: str) -> None: ...
+
+    def push(self, payload: str) -> None: ...
 
 
 class Operations:
@@ -67,11 +75,16 @@ class Operations:
     ) -> None:
         self.schema = schema
         self.planner = planner
-        self.renderer = renderer
+        self.feeds = Feeds(renderer)
         self.persisted = persisted
 
-    async def run(self, payload: dict[str, Any], context: Context, emit: Emit) -> list[dict[str, Any]] | None:
-        """Emit each result; return errors (GraphQL formatted, coded) if the operation never started."""
+    async def run(
+        self, payload: dict[str, Any], context: Context, emitter: Emitter
+    ) -> list[dict[str, Any]] | Feed | None:
+        """Emit each result, or the first one and return the feed that pushes the rest (`leave` it when done).
+
+        Errors (GraphQL formatted, coded) are returned if the operation never started.
+        """
         query = payload.get("query")
         variables = payload.get("variables") or {}
         operation_name = payload.get("operationName")
@@ -100,23 +113,32 @@ class Operations:
             bound = plan.bind(variables, context.grid)
             arguments = plan.arguments(self.schema._schema, bound.variables) if bound else None
             if bound is not None and arguments is not None and _valid_days(arguments[0]):
-                await self._stream_planned(plan, bound, arguments[0], context, emit)
-                return None
-        return await self._run_generic(query, operation, variables, operation_name, context, emit)
+                return await self._subscribe_planned(plan, bound, arguments[0], context, emitter)
+        return await self._run_generic(query, operation, variables, operation_name, context, emitter)
 
-    async def _stream_planned(
-        self, plan: Plan, bound: Bound, arguments: dict[str, Any], context: Context, emit: Emit
-    ) -> None:
+    async def _subscribe_planned(
+        self, plan: Plan, bound: Bound, arguments: dict[str, Any], context: Context, emitter: Emitter
+    ) -> Feed | None:
         assert context.live is not None
-        cell, parts = bound.reads[0]
+        feed = await self.feeds.join(plan, bound, arguments, context.live)
         try:
-            async with context.live.watch(cell, parts) as watch:
-                async for readings in watch:
-                    await emit(await self.renderer.render(plan, bound, arguments, readings))
+            readings = await feed.read()  # the feed listens already: a refresh landing meanwhile is not lost
+            await emitter.emit(await feed.render(readings))
         except UpstreamUnavailable:
+            await self.feeds.leave(feed, None)
             error = upstream_unavailable()
             error.path = [plan.reads[0].response_key]
-            await emit(orjson.dumps({"data": None, "errors": [error.formatted]}).decode())
+            await emitter.emit(orjson.dumps({"data": None, "errors": [error.formatted]}).decode())
+            return None
+        except BaseException:
+            await self.feeds.leave(feed, None)
+            raise
+        feed.add(emitter, readings)
+        return feed
+
+    async def leave(self, feed: Feed, emitter: Emitter) -> None:
+        """The end of a subscription `run` handed to a feed."""
+        await self.feeds.leave(feed, emitter)
 
     async def _run_generic(
         self,
@@ -125,7 +147,7 @@ class Operations:
         variables: dict[str, Any],
         operation_name: str | None,
         context: Context,
-        emit: Emit,
+        emitter: Emitter,
     ) -> list[dict[str, Any]] | None:
         """Strawberry's own execution, of a document the Planner checked but could not plan."""
         context.document, _ = self.planner.checked(query)
@@ -136,12 +158,12 @@ class Operations:
             if isinstance(stream, ExecutionResult):
                 return _formatted(stream)
             async for result in stream:
-                await emit(_payload(result))
+                await emitter.emit(_payload(result))
             return None
         result = await self.schema.execute(
             query, variable_values=variables, context_value=context, operation_name=operation_name
         )
-        await emit(_payload(result))
+        await emitter.emit(_payload(result))
         return None
 
 
@@ -169,14 +191,45 @@ def _payload(result: ExecutionResult) -> str:
 
 
 _KEEPALIVE = {True: {"type": "ka"}, False: {"type": "ping"}}  # by legacy
-_pending: set[asyncio.Future[None]] = set()
+_GONE = (WebSocketDisconnect, RuntimeError, OSError)  # the socket closed under us: nothing to answer
+
+
+class _Operation:
+    """One operation of a connection: its results framed with its id; a feed's outlet once one serves it."""
+
+    __slots__ = ("connection", "feed", "id", "info", "prefix")
+
+    def __init__(self, connection: Connection, operation_id: str) -> None:
+        self.connection = connection
+        self.id = operation_id
+        data_type = "data" if connection.legacy else "next"
+        self.prefix = f'{{"id":{orjson.dumps(operation_id).decode()},"type":"{data_type}","payload":'
+        self.info = RequestInfo(requestlog.new_request_id(), "ws")
+        self.feed: Feed | None = None
+
+    def frame(self, payload: str) -> str:
+        return self.prefix + payload + "}"
+
+    async def emit(self, payload: str) -> None:
+        await self.connection.send_text(self.frame(payload))
+
+    def push(self, payload: str) -> None:
+        self.connection.push(self, payload)
 
 
 class Connection:
-    """One WebSocket connection speaking one of the two protocols."""
+    """One WebSocket connection speaking one of the two protocols.
+
+    Frames a feed pushes are written at once, from the callback that brought
+    them; while the socket cannot take more, each operation keeps only its
+    latest frame (`_waiting`), written when the socket drains. So a reader that
+    stalls never grows memory nor delays anyone else, and is sent the latest.
+    """
 
     __slots__ = (
         "_timer",
+        "_waiting",
+        "_writing",
         "acknowledged",
         "admission",
         "connection_params",
@@ -186,7 +239,7 @@ class Connection:
         "limits",
         "operations",
         "protocol",
-        "tasks",
+        "running",
         "websocket",
     )
 
@@ -208,9 +261,12 @@ class Connection:
         self.limits = limits
         self.acknowledged = False
         self.init_received = False
-        self.tasks: dict[str, asyncio.Task[None]] = {}
+        # by id: the task of an operation starting or running, or the operation a feed serves
+        self.running: dict[str, asyncio.Task[None] | _Operation] = {}
         self.connection_params: dict[str, Any] = {}
         self._timer: asyncio.TimerHandle
+        self._writing: asyncio.Task[None] | None = None  # a write waiting for the socket to drain
+        self._waiting: dict[_Operation, str] | None = None  # meanwhile, each operation's latest payload
 
     async def serve(self) -> None:
         # Timers rather than tasks: at tens of thousands of idle connections,
@@ -228,11 +284,11 @@ class Connection:
                 await self._dispatch(text)
         except ProtocolError as exc:
             await self.close(exc.code, exc.reason)
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            pass  # the socket closed under us (e.g. uvicorn refused a frame): nothing to answer
+        except _GONE:
+            pass  # e.g. uvicorn refused a frame
         finally:
             self._timer.cancel()
-            await self._cancel_operations()
+            await self._end_operations()
 
     async def _dispatch(self, text: str) -> None:
         try:
@@ -264,9 +320,11 @@ class Connection:
             await self._start(message)
         elif kind == ("stop" if self.legacy else "complete"):
             operation_id = message.get("id")
-            task = self.tasks.pop(operation_id, None) if isinstance(operation_id, str) else None
-            if task:
-                task.cancel()
+            running = self.running.pop(operation_id, None) if isinstance(operation_id, str) else None
+            if isinstance(running, asyncio.Task):
+                running.cancel()
+            elif running is not None:
+                await self._end(running)
         elif kind == "connection_terminate" and self.legacy:
             await self.close(1000, "terminated")
         else:
@@ -279,55 +337,93 @@ class Connection:
         payload = message.get("payload")
         if not isinstance(operation_id, str) or not operation_id or not isinstance(payload, dict):
             raise ProtocolError(4400, "subscribe needs a string `id` and an object `payload`")
-        if operation_id in self.tasks:
+        if operation_id in self.running:
             if not self.legacy:
                 raise ProtocolError(4409, "subscriber for that id already exists")
             # The legacy protocol has no close code for it: refuse this start, keep the running one.
             await self.send_error(operation_id, [error_dict("Subscriber for this id already exists", BAD_REQUEST)])
             return
-        if len(self.tasks) >= self.limits.max_operations:
+        if len(self.running) >= self.limits.max_operations:
             await self.send_error(operation_id, [error_dict("Subscription limit reached", BAD_REQUEST)])
             return
         decision, _ = await self.admission.check(self.websocket, transport="ws")
         if not decision.allowed:
             await self.send_error(operation_id, [rate_limited_error(decision)])
             return
-        task = asyncio.create_task(self._operation(operation_id, payload))
-        self.tasks[operation_id] = task
+        operation = _Operation(self, operation_id)
+        self.running[operation_id] = asyncio.create_task(self._operation(operation, payload))
 
-    async def _operation(self, operation_id: str, payload: dict[str, Any]) -> None:
-        data_type = "data" if self.legacy else "next"
-        id_json = orjson.dumps(operation_id).decode()
-        prefix = f'{{"id":{id_json},"type":"{data_type}","payload":'
-
-        async def emit(result: str) -> None:
-            await self.send_text(prefix + result + "}")
-
-        info = RequestInfo(requestlog.new_request_id(), "ws")
+    async def _operation(self, operation: _Operation, payload: dict[str, Any]) -> None:
+        """The operation's task: the whole operation, or until a feed serves it."""
+        info = operation.info
         requestlog.current.set(info)  # this task's own context
         metrics.SUBSCRIPTIONS.inc()
         try:
             context = self.context_factory(self.websocket)
-            errors = await self.operations.run(payload, context, emit)
-            if errors is not None:
+            result = await self.operations.run(payload, context, operation)
+            if isinstance(result, Feed):
+                operation.feed = result
+                self.running[operation.id] = operation  # from here on, callbacks serve it: this task ends
+                return
+            if result is not None:
                 info.outcome = "bad_request"
-                await self.send_error(operation_id, errors)
+                await self.send_error(operation.id, result)
             else:
-                await self.send({"type": "complete", "id": operation_id})
+                await self.send({"type": "complete", "id": operation.id})
         except asyncio.CancelledError:
             raise
-        except (WebSocketDisconnect, RuntimeError, OSError):
+        except _GONE:
             return  # the socket went away; cleanup happens in serve()
         except Exception:
             info.outcome = "error"
-            log.exception("operation %s failed", operation_id)
-            await self.send_error(operation_id, [dict(internal_error().formatted)])
+            log.exception("operation %s failed", operation.id)
+            await self.send_error(operation.id, [dict(internal_error().formatted)])
         finally:
-            metrics.SUBSCRIPTIONS.dec()
-            metrics.REQUESTS.labels("ws", info.operation or "other", info.outcome).inc()
-            access_log.write("operation", info.fields())
-            if self.tasks.get(operation_id) is asyncio.current_task():
-                del self.tasks[operation_id]
+            if operation.feed is None:
+                self._finish(operation)
+                if self.running.get(operation.id) is asyncio.current_task():
+                    del self.running[operation.id]
+
+    async def _end(self, operation: _Operation) -> None:
+        """The end of an operation a feed serves."""
+        assert operation.feed is not None
+        if self._waiting:
+            self._waiting.pop(operation, None)
+        await self.operations.leave(operation.feed, operation)
+        self._finish(operation)
+
+    @staticmethod
+    def _finish(operation: _Operation) -> None:
+        info = operation.info
+        metrics.SUBSCRIPTIONS.dec()
+        metrics.REQUESTS.labels("ws", info.operation or "other", info.outcome).inc()
+        access_log.write("operation", info.fields())
+
+    def push(self, operation: _Operation, payload: str) -> None:
+        """Write `operation`'s frame now, or keep it (latest wins) while an earlier write waits for the socket."""
+        if self._writing is None:
+            self._write(operation.frame(payload))
+        else:
+            if self._waiting is None:
+                self._waiting = {}
+            self._waiting[operation] = payload
+
+    def _write(self, text: str) -> None:
+        try:
+            writing = run_now(self.send_text(text))
+        except _GONE:
+            return  # closed: serve() ends the operations
+        if writing is not None:
+            self._writing = writing
+            writing.add_done_callback(self._written)
+
+    def _written(self, writing: asyncio.Task[None]) -> None:
+        self._writing = None
+        if writing.cancelled() or writing.exception() is not None:
+            self._waiting = None  # closed: nothing more is written
+        elif self._waiting:
+            operation = next(iter(self._waiting))
+            self._write(operation.frame(self._waiting.pop(operation)))
 
     async def send_error(self, operation_id: str, errors: list[dict[str, Any]]) -> None:
         payload: Any = errors if not self.legacy else (errors[0] if len(errors) == 1 else {"errors": errors})
@@ -344,36 +440,35 @@ class Connection:
         if self.websocket.application_state is WebSocketState.CONNECTED:
             # a close frame's reason holds at most 123 bytes; ours never echo client input
             reason = reason.encode()[:123].decode(errors="ignore")
-            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+            with contextlib.suppress(*_GONE):
                 await self.websocket.close(code, reason)
 
     def _init_deadline(self) -> None:
         if not self.init_received:
-            self._background(self.close(4408, "connection initialisation timeout"))
+            run_now(self.close(4408, "connection initialisation timeout"))
 
     def _schedule_keepalive(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(self.limits.keepalive_interval, self._keepalive)
 
     def _keepalive(self) -> None:
-        self._background(self._send_keepalive())
+        run_now(self._send_keepalive())  # a task only if the socket cannot take it now
         self._schedule_keepalive()
 
     async def _send_keepalive(self) -> None:
-        with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+        with contextlib.suppress(*_GONE):
             await self.send(_KEEPALIVE[self.legacy])
 
-    def _background(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        _pending.add(task)  # a strong reference until it is done
-        task.add_done_callback(_pending.discard)
-
-    async def _cancel_operations(self) -> None:
-        tasks = list(self.tasks.values())
-        self.tasks.clear()
+    async def _end_operations(self) -> None:
+        running = list(self.running.values())
+        self.running.clear()
+        tasks = [task for task in running if isinstance(task, asyncio.Task)]
         for task in tasks:
             task.cancel()
         # awaited, so every subscription leaves the hub before the connection is gone
         await asyncio.gather(*tasks, return_exceptions=True)
+        for operation in running:
+            if isinstance(operation, _Operation):
+                await self._end(operation)
 
 
 def negotiate(websocket: WebSocket) -> str | None:

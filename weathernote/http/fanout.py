@@ -1,0 +1,223 @@
+"""Planned subscriptions delivered by callbacks: one feed per document and cell, shared by its subscribers.
+
+A refresh reaches a feed through the hub's callback; the feed renders the
+payload once per version (PayloadRenderer's cache) and hands that same string
+to each subscriber's outlet, which frames it with its operation id and writes
+it at once. No subscription holds a task, a generator or a frame while idle:
+at tens of thousands of subscribers, each of those shows in memory and every
+task a refresh wakes shows in its latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import types
+from collections.abc import Coroutine, Generator, Mapping
+from typing import Any, Protocol
+
+from weathernote.entries import Part
+from weathernote.graphql.fastpath import Bound, PayloadRenderer, Plan
+from weathernote.live import LiveWeather, Watch
+from weathernote.service import Reading
+
+log = logging.getLogger(__name__)
+
+Versions = tuple[int, ...]  # each part's fetched-at, in the watch's part order
+
+
+def run_now(coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+    """Run `coroutine` at once, up to its first wait: None if it finished, else the task that finishes it.
+
+    What Python 3.12's eager tasks do, for 3.11: writing to a socket that takes
+    the frame completes without a task, so a fan-out creates none. Its errors
+    up to the first wait are raised here; the task is referenced until done.
+    """
+    try:
+        awaited = coroutine.send(None)
+    except StopIteration:
+        return None
+    task = asyncio.ensure_future(_resume(coroutine, awaited))
+    _unfinished.add(task)  # a strong reference until it is done
+    task.add_done_callback(_unfinished.discard)
+    return task
+
+
+_unfinished: set[asyncio.Task[None]] = set()
+
+
+@types.coroutine
+def _resume(coroutine: Coroutine[Any, Any, None], awaited: Any) -> Generator[Any, None, None]:
+    """Go on with a coroutine suspended on `awaited`, as the task running it would have."""
+    while True:
+        try:
+            yield awaited
+        except BaseException as exc:  # thrown in by the task: cancellation
+            try:
+                awaited = coroutine.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                awaited = coroutine.send(None)
+            except StopIteration:
+                return
+
+
+class Outlet(Protocol):
+    """Where a feed's payloads go for one subscriber: `push` writes at once, or keeps the latest until it can."""
+
+    def push(self, payload: str) -> None: ...
+
+
+def _versions(parts: tuple[Part, ...], readings: Mapping[Part, Reading]) -> Versions:
+    return tuple(readings[part].entry.fetched_at_ms for part in parts)
+
+
+def _newer(versions: Versions, than: Versions) -> bool:
+    return versions != than and all(new >= old for new, old in zip(versions, than, strict=True))
+
+
+class Feed:
+    """One planned subscription document on one cell: watched once, rendered once per version.
+
+    Each subscriber is told every version newer than the last it was sent,
+    exactly once; it joins with the readings its own first payload showed, so
+    a refresh that landed meanwhile still reaches it, and a newer version its
+    own read found reaches the others.
+    """
+
+    __slots__ = (
+        "_again",
+        "_rendering",
+        "arguments",
+        "bound",
+        "key",
+        "opened",
+        "payload",
+        "plan",
+        "renderer",
+        "subscribers",
+        "users",
+        "versions",
+        "watch",
+    )
+
+    def __init__(
+        self,
+        key: tuple[int, bytes],
+        plan: Plan,
+        bound: Bound,
+        arguments: dict[str, Any],
+        renderer: PayloadRenderer,
+        live: LiveWeather,
+    ) -> None:
+        self.key = key
+        self.plan = plan
+        self.bound = bound
+        self.arguments = arguments
+        self.renderer = renderer
+        cell, parts = bound.reads[0]
+        self.watch: Watch = live.watch(cell, sorted(parts, key=lambda part: part.value), self._changed)
+        self.subscribers: dict[Outlet, Versions] = {}  # each one's last versions sent
+        self.payload: str | None = None  # rendered from the watch's readings at `versions`
+        self.versions: Versions = ()
+        self.users = 0  # subscribers, and those still joining: the feed closes after the last
+        self.opened: asyncio.Task[None] | None = None
+        self._rendering = False
+        self._again = False
+
+    async def read(self) -> dict[Part, Reading]:
+        """The cell's current readings, for a subscriber's first payload."""
+        return await self.watch.read()
+
+    async def render(self, readings: Mapping[Part, Reading]) -> str:
+        return await self.renderer.render(self.plan, self.bound, self.arguments, readings)
+
+    def add(self, outlet: Outlet, readings: Mapping[Part, Reading]) -> None:
+        """`outlet` was sent `readings`' payload: from now on it is sent every newer version."""
+        self.subscribers[outlet] = _versions(self.watch.parts, readings)
+        if self.watch.merge(readings) and self.watch.complete:
+            self._changed()  # its read found what this feed had not heard of yet
+        elif self.payload is not None and _newer(self.versions, self.subscribers[outlet]):
+            self.subscribers[outlet] = self.versions  # a refresh landed while it was joining
+            outlet.push(self.payload)
+
+    def discard(self, outlet: Outlet) -> None:
+        self.subscribers.pop(outlet, None)
+
+    def _changed(self) -> None:
+        if self._rendering:
+            self._again = True  # the render under way is already out of date: render again after it
+            return
+        self._rendering = True
+        run_now(self._render())
+
+    async def _render(self) -> None:
+        try:
+            while True:
+                self._again = False
+                readings = dict(self.watch.readings)
+                payload = await self.render(readings)
+                self._publish(_versions(self.watch.parts, readings), payload)
+                if not self._again:
+                    return
+        except Exception:  # the hub goes on; the next refresh renders again
+            log.exception("rendering a subscription payload failed")
+        finally:
+            self._rendering = False
+
+    def _publish(self, versions: Versions, payload: str) -> None:
+        self.payload, self.versions = payload, versions
+        for outlet, sent in self.subscribers.items():
+            if _newer(versions, sent):
+                self.subscribers[outlet] = versions
+                try:
+                    outlet.push(payload)
+                except Exception:  # one subscriber's failure must not keep the payload from the others
+                    log.exception("delivery to a subscriber failed")
+
+
+class Feeds:
+    """The process's feeds by (document plan, cell-normalised variables), each closed after its last subscriber."""
+
+    def __init__(self, renderer: PayloadRenderer) -> None:
+        self.renderer = renderer
+        self._feeds: dict[tuple[int, bytes], Feed] = {}
+
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+    async def join(self, plan: Plan, bound: Bound, arguments: dict[str, Any], live: LiveWeather) -> Feed:
+        """The feed of this document on this cell, listening; `leave` it after. Cancelled, it leaves."""
+        key = (plan.serial, bound.key)
+        feed = self._feeds.get(key)
+        if feed is None:
+            self._feeds[key] = feed = Feed(key, plan, bound, arguments, self.renderer, live)
+            feed.opened = asyncio.ensure_future(feed.watch.open())  # shared by whoever joins meanwhile
+        feed.users += 1
+        assert feed.opened is not None
+        try:
+            await asyncio.shield(feed.opened)
+        except BaseException:
+            await self.leave(feed, None)
+            raise
+        return feed
+
+    async def leave(self, feed: Feed, outlet: Outlet | None) -> None:
+        """`outlet` (if it was added) hears no more; the last to leave closes the feed. Not cancellable."""
+        if outlet is not None:
+            feed.discard(outlet)
+        feed.users -= 1
+        if feed.users:
+            return
+        if self._feeds.get(feed.key) is feed:
+            del self._feeds[feed.key]  # a subscriber arriving from now on opens a new feed
+        await asyncio.shield(self._close(feed))
+
+    @staticmethod
+    async def _close(feed: Feed) -> None:
+        assert feed.opened is not None
+        await asyncio.wait([feed.opened])  # an open that failed or was cancelled left nothing to close
+        if not feed.opened.cancelled() and feed.opened.exception() is None:
+            await feed.watch.close()
