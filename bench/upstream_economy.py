@@ -341,7 +341,8 @@ def run_row(row: Row, args: argparse.Namespace) -> dict[str, object]:
         if row.day == "uniform"
         else shaped_day(points, args.requests, args.seed)
     )
-    best15, best60 = best(day, row.budget)
+    replayed = (day.end - day.start) / DAY if row.day == "uniform" else 1.0  # --hours: a day's first hours
+    best15, best60 = best(day, row.budget * replayed)
     budget = row.budget
     with components() as running:
         sim_port, port = free_port("127.0.0.1"), free_port("127.0.0.1")
@@ -430,11 +431,11 @@ def run_row(row: Row, args: argparse.Namespace) -> dict[str, object]:
         ]
     late = counts.pop("late")
     total = sum(counts.values())
-    fraction = (day.end - day.start) / DAY if row.day == "uniform" else 1.0
     return {
         "row": row,
         "note": day.note,
-        "weight": at_day_end["weight"] / fraction,
+        "weight": at_day_end["weight"],
+        "per_day": at_day_end["weight"] / replayed,
         "upstream_429": at_day_end["statuses"].get("429", 0),
         "requests": total,
         "late": late,
@@ -458,11 +459,11 @@ def line(r: dict[str, object]) -> str:
     row = r["row"]
     assert isinstance(row, Row)
     f = {k: float(v) for k, v in r.items() if isinstance(v, int | float)}
-    held = "yes" if f["weight"] <= row.budget and not f["upstream_429"] else "NO"
+    held = "yes" if f["weight"] <= row.budget and not f["upstream_429"] else "NO"  # as the upstream counted it
     return (
         f"{row.day:>7} {row.budget:>10,} {row.target:>5}s {f['latest']:>7.1f}% {f['best15']:>5.1f}% "
         f"{f['latest'] / f['best15']:>6.2f} {f['hour']:>7.1f}% {f['best60']:>5.1f}% {f['hour'] / f['best60']:>6.2f} "
-        f"{f['stale']:>5.1f}% {f['none']:>5.1f}% {f['upstream_429']:>5.0f} {f['weight']:>9,.0f} {held:>5} {f['requests']:>9,.0f}"
+        f"{f['stale']:>5.1f}% {f['none']:>5.1f}% {f['upstream_429']:>5.0f} {f['per_day']:>9,.0f} {held:>5} {f['requests']:>9,.0f}"
     )
 
 
