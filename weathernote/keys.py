@@ -77,6 +77,13 @@ def persisted_query_key(sha256: str) -> str:
 POPULAR_CELLS = "popular_cells"
 """Sorted set: `<part>|<cell label>` -> requests, decayed by the pre-warmer."""
 
+
+def rhythm_key(day: str) -> str:
+    """Hash of `day`'s reads (YYYY-MM-DD on the service's clock) per longitude band and UTC hour,
+    and the hours the pre-warmer watched: the daily rhythm's counts (see rhythm.py)."""
+    return f"rhythm:{day}"
+
+
 PREWARM_LEADER = "prewarm:leader"
 """The instance holding the pre-warmer's lease."""
 

@@ -5,15 +5,19 @@ holder, released on shutdown, taken over within one lease period when the
 holder dies). Cycles start just after each period boundary; with the default
 period that is just after Open-Meteo's 15-minute step flips, before the
 entries it replaces lapse. Each cycle ranks candidates by value — cells users
-watch (live subscriptions), cells users ask for most (decayed counts), then
-the 100 most populous cities — and takes this step's share of the day's
-budget: what is left today, spread evenly over the steps left (misses spend
-first, so their part is already gone). It publishes the cells that share
-keeps fresh (a miss on any other cell serves its older data) and refreshes
-those of them the upstream has newer data for, in concurrent multi-location
-batches that hold the cells' refresh locks; entries whose data cannot have
-changed are renewed without an upstream call. A 429 or 5xx backs off with
-jitter instead of retrying hot.
+watch (live subscriptions), cells users ask for most, then the 100 most
+populous cities — and takes this step's share of the day's budget: what is
+left today, spread evenly over the steps left (misses spend first, so their
+part is already gone). A requested cell's value is the demand it expects over
+the period a refresh serves (the next step, or the next hour with a 3600 s
+target): its decayed count of requests times the daily rhythm's outlook at the
+cell's longitude (rhythm.py), so a cell whose morning starts outranks one with
+the same count whose night begins. It publishes the cells that share keeps
+fresh (a miss on any other cell serves its older data) and refreshes those of
+them the upstream has newer data for, in concurrent multi-location batches
+that hold the cells' refresh locks; entries whose data cannot have changed are
+renewed without an upstream call. A 429 or 5xx backs off with jitter instead
+of retrying hot.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from weathernote import metrics
+from weathernote import metrics, rhythm
 from weathernote.cells import Cell, Grid
 from weathernote.clock import clock
 from weathernote.entries import Entry, Part
@@ -44,6 +48,7 @@ from weathernote.keys import (
     PREWARM_LEADER,
     WATCHED_CELLS,
     entry_key,
+    rhythm_key,
     watched_member,
 )
 from weathernote.redis_gateway import AnyPipeline, AnyRedis, RedisGateway
@@ -79,6 +84,7 @@ class CycleReport:
     requests: int = 0
     weight: float = 0.0
     stopped_by: str | None = None  # "budget", "allowance", "upstream"
+    rhythm_hours: int = 0  # local hours the daily rhythm knows
     skipped: list[str] = field(default_factory=list)
 
 
@@ -189,11 +195,18 @@ class Prewarmer:
         """
         started = clock.now_ms()
         report = CycleReport()
-        candidates = await self._candidates()
+        candidates = await self._candidates(report)
         report.candidates = len(candidates)
         allowance = await self._allowance()
-        await self._publish_kept(candidates, allowance)
-        due = await self._due(candidates, report)
+        kept = await self._publish_kept(candidates, allowance)
+        due, early = await self._due(candidates, kept, report)
+        target_steps = self.refresher.freshness.target_steps
+        if target_steps > 1:
+            # After a cold start the kept cells were all fetched in the same hour and would fall
+            # due together, more than one cycle affords: a cycle with fewer due than an even share
+            # of the kept set refreshes the oldest early, so refreshes spread over the target.
+            current = sum(1 for part, _ in due if part is Part.CURRENT)
+            due += early[: max(0, math.ceil(kept / target_steps) - current)]
         report.due = len(due)
         planned: list[tuple[list[Part], list[Cell]]] = []
         for parts, cells in self._batches(due):
@@ -230,8 +243,9 @@ class Prewarmer:
         log.info("pre-warm cycle", extra={"report": asdict(report)})
         return report
 
-    async def _publish_kept(self, candidates: list[tuple[Part, Cell, float]], allowance: float) -> None:
-        """The cells this step's share keeps within the freshness target, most valuable first.
+    async def _publish_kept(self, candidates: list[tuple[Part, Cell, float]], allowance: float) -> int:
+        """The cells this step's share keeps within the freshness target, most valuable first:
+        how many of the candidates (their head) it keeps.
 
         Refreshing each once every `target_steps` steps, the share keeps that many
         times the cells it refreshes now. A miss on any other cell that has data serves
@@ -253,6 +267,7 @@ class Prewarmer:
 
         with contextlib.suppress(CacheError):
             await self.redis.pipeline(build, transaction=True)
+        return len(kept)
 
     async def _mark_done(self, started_ms: int) -> None:
         """This period's cycle is done: a new leader waits for the next period."""
@@ -260,7 +275,7 @@ class Prewarmer:
         with contextlib.suppress(CacheError):
             await self.redis.call(lambda client: client.set(PREWARM_LAST_CYCLE, started_ms, px=expiry))
 
-    async def _candidates(self) -> list[tuple[Part, Cell, float]]:
+    async def _candidates(self, report: CycleReport) -> list[tuple[Part, Cell, float]]:
         """(part, cell, value), most valuable first, each once."""
         values: dict[tuple[Part, str], float] = {}
         cells: dict[str, Cell] = {}
@@ -277,34 +292,47 @@ class Prewarmer:
         popular = await self._repairing(
             POPULAR_CELLS, lambda client: client.zrevrange(POPULAR_CELLS, 0, self.max_candidates - 1, withscores=True)
         )
+        shape = await self._rhythm()
+        report.rhythm_hours = shape.known
+        now = clock.now()
+        ahead = self.refresher.freshness.target_steps * STEP_SECONDS  # what a refresh now serves
+        period = self.interval_ms / 1000
+        outlooks: dict[float, float] = {}  # per half degree of longitude (two minutes of solar time)
         for (part, cell), score in zip(_parse_members((m for m, _ in popular), self.grid), (s for _, s in popular)):
-            add(part, cell, float(score))
+            meridian = round(cell.lon * 2) / 2
+            if meridian not in outlooks:
+                outlooks[meridian] = shape.outlook(meridian, now, ahead, period, self.decay)
+            add(part, cell, float(score) * outlooks[meridian])
         for rank, cell in enumerate(self.cities):
             add(Part.CURRENT, cell, _CITY_VALUE / (1 + rank / 100))
         ranked = sorted(values.items(), key=lambda item: -item[1])[: self.max_candidates]
         return [(part, cells[label], value) for (part, label), value in ranked]
 
-    async def _due(self, candidates: list[tuple[Part, Cell, float]], report: CycleReport) -> list[tuple[Part, Cell]]:
-        """Candidates to fetch, in value order; unchanged ones about to lapse are renewed here.
+    async def _due(
+        self, candidates: list[tuple[Part, Cell, float]], kept: int, report: CycleReport
+    ) -> tuple[list[tuple[Part, Cell]], list[tuple[Part, Cell]]]:
+        """Candidates to fetch, in value order, and the kept cells' current values that could be
+        refreshed early, oldest first; unchanged ones about to lapse are renewed here.
 
         Current values are due once they fall out of the freshness target (with the
         default, as soon as the upstream has a newer step); forecasts once a newer
         model run can have landed.
         """
         if not candidates:
-            return []
+            return [], []
         try:
             raws = await self.service.store.read([entry_key(part, cell) for part, cell, _ in candidates])
         except CacheError:
             report.skipped.append("redis unavailable")
-            return []
+            return [], []
         now = clock.now_ms()
         step_start = now // (STEP_SECONDS * 1000) * STEP_SECONDS * 1000
         target_ms = self.refresher.freshness.target_steps * STEP_SECONDS * 1000
         horizon = now + self.interval_ms
         due: list[tuple[Part, Cell]] = []
+        early: list[tuple[int, int, Part, Cell]] = []  # (observed step, value rank, ...)
         renew: list[Entry] = []
-        for (part, cell, _), raw in zip(candidates, raws):
+        for rank, ((part, cell, _), raw) in enumerate(zip(candidates, raws)):
             if raw is None:
                 due.append((part, cell))
                 continue
@@ -314,9 +342,12 @@ class Prewarmer:
                 continue
             changed = newer_data_from_ms(entry.next_update_ms) <= now
             if part is Part.CURRENT:
-                if observed_step_ms(entry.next_update_ms) + target_ms <= step_start:
+                observed = observed_step_ms(entry.next_update_ms)
+                if observed + target_ms <= step_start:
                     due.append((part, cell))
                     continue
+                if rank < kept and observed < step_start:
+                    early.append((observed, rank, part, cell))
             elif changed:
                 due.append((part, cell))
                 continue
@@ -325,7 +356,7 @@ class Prewarmer:
         if renew:
             await self.refresher.renew(renew)
             report.renewed = len(renew)
-        return due
+        return due, [(part, cell) for _, _, part, cell in sorted(early, key=lambda item: item[:2])]
 
     def _batches(self, due: list[tuple[Part, Cell]]) -> Iterable[tuple[list[Part], list[Cell]]]:
         """Multi-location batches by part set, most valuable cells first.
@@ -388,6 +419,36 @@ class Prewarmer:
         with contextlib.suppress(CacheError):
             await self.redis.pipeline(build)
 
+    async def _rhythm(self) -> rhythm.Shape:
+        """The daily rhythm fitted from the last week's counts; this cycle's hour marked as watched.
+
+        A rhythm hash holding another type is deleted (and that day counts as unseen).
+        """
+        now = clock.now()
+        days = [rhythm_key(rhythm.day(now - age * 86400)) for age in range(rhythm.DAYS)]
+        watched = min(self.interval_ms, 3_600_000) / 3_600_000  # of an hour, up to this cycle's next
+
+        def build(pipe: AnyPipeline) -> None:
+            pipe.hincrbyfloat(days[0], rhythm.seen_field(rhythm.utc_hour(now)), watched)
+            pipe.pexpire(days[0], clock.real_ms((rhythm.DAYS + 1) * 86400 * 1000))
+            for key in days:
+                pipe.hgetall(key)
+
+        try:
+            replies = await self.redis.pipeline(build)
+        except CacheError:
+            return rhythm.Shape()
+        read: list[dict[str, float]] = []
+        for key, reply in zip(days, replies[2:]):
+            if isinstance(reply, RedisKeyError):
+                metrics.REDIS_KEY_ERRORS.labels("prewarm").inc()
+                log.warning("%s is not a hash (%s): deleted", key, reply)
+                await self._delete(key)
+                read.append({})
+                continue
+            read.append(_numbers(reply))
+        return rhythm.fit(read)
+
     async def _repairing(self, key: str, read: Callable[[AnyRedis], Awaitable[list[Any]]]) -> list[Any]:
         """`read` of a sorted set of ours; one holding another type is deleted and reads as empty."""
         try:
@@ -395,9 +456,21 @@ class Prewarmer:
         except RedisKeyError as exc:
             metrics.REDIS_KEY_ERRORS.labels("prewarm").inc()
             log.warning("%s is not a sorted set (%s): deleted", key, exc)
-            with contextlib.suppress(CacheError):
-                await self.redis.call(lambda client: client.delete(key))
+            await self._delete(key)
             return []
+
+    async def _delete(self, key: str) -> None:
+        with contextlib.suppress(CacheError):
+            await self.redis.call(lambda client: client.delete(key))
+
+
+def _numbers(fields: dict[Any, Any]) -> dict[str, float]:
+    """A hash's fields as text and numbers; an unreadable value is skipped."""
+    parsed: dict[str, float] = {}
+    for name, value in fields.items():
+        with contextlib.suppress(ValueError, TypeError):
+            parsed[name.decode() if isinstance(name, bytes) else str(name)] = float(value)
+    return parsed
 
 
 def _parse_members(members: Iterable[bytes | str], grid: Grid) -> Iterable[tuple[Part, Cell]]:

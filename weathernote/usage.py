@@ -2,8 +2,9 @@
 
 Counted in memory and flushed every few seconds in one pipeline, so the hot
 path never waits on them: a HyperLogLog of hashed client ids per day, daily
-request and upstream-call counters, and a sorted set of requested cells that
-the pre-warmer decays and reads.
+request and upstream-call counters, a sorted set of requested cells that
+the pre-warmer decays and reads, and today's reads per longitude band and UTC
+hour (the daily rhythm's counts, see rhythm.py).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+from weathernote import rhythm
+from weathernote.clock import clock
 from weathernote.errors import CacheError
-from weathernote.keys import POPULAR_CELLS, active_clients_key, daily_stat_key
+from weathernote.keys import POPULAR_CELLS, active_clients_key, daily_stat_key, rhythm_key
 from weathernote.redis_gateway import AnyPipeline, AnyRedis, RedisGateway
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,13 @@ class Usage:
         requests, weight = self._requests, self._upstream_weight
         self._clients, self._cells, self._requests, self._upstream_weight = set(), Counter(), 0, 0.0
         day = today()
+        now = clock.now()
+        rhythm_counts: Counter[str] = Counter()
+        for member, count in cells.items():
+            band = rhythm.member_band(member)
+            if band is not None:
+                rhythm_counts[rhythm.field(band, rhythm.utc_hour(now))] += count
+        rhythm_of_today = rhythm_key(rhythm.day(now))
 
         def build(pipe: AnyPipeline) -> None:
             if clients:
@@ -87,6 +97,10 @@ class Usage:
                 pipe.expire(daily_stat_key("upstream_weight", day), _KEEP_SECONDS)
             for cell, count in cells.items():
                 pipe.zincrby(POPULAR_CELLS, count, cell)
+            for name, count in rhythm_counts.items():
+                pipe.hincrby(rhythm_of_today, name, count)
+            if rhythm_counts:
+                pipe.pexpire(rhythm_of_today, clock.real_ms((rhythm.DAYS + 1) * 86400 * 1000))
 
         try:
             results = await self.redis.pipeline(build)
