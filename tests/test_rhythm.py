@@ -1,0 +1,191 @@
+"""The daily rhythm: learned from requests, shared through Redis, ranking by the demand ahead."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+import redis
+
+from tests.conftest import Server, Simulator, graphql, server_env
+from weathernote import rhythm
+
+CURRENT = "query($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { temperature stale } }"
+
+
+def daytime(hour: float) -> float:
+    """A test rhythm: a tenth at night, full from 07:00 to 21:00 local."""
+    return 1.0 if 7 <= hour % 24 < 21 else 0.1
+
+
+def counted_day(levels: dict[int, float]) -> dict[str, float]:
+    """A rhythm hash of a whole watched day: each band's level times the test rhythm."""
+    fields = {rhythm.seen_field(u): 1.0 for u in range(24)}
+    for band, level in levels.items():
+        for u in range(24):
+            fields[rhythm.field(band, u)] = level * daytime(rhythm.local_hour(band, u))
+    return fields
+
+
+def test_the_fit_recovers_the_shape_pooled_over_bands_of_any_level() -> None:
+    shape = rhythm.fit([counted_day({3: 50, 12: 1000, 20: 7})])
+    assert shape.known == 24
+    night, day = shape.by_hour[3], shape.by_hour[12]
+    assert day / night == pytest.approx(10, rel=0.01)
+
+
+def test_a_storm_in_one_band_does_not_bend_the_shape_of_the_others() -> None:
+    today = counted_day({b: 100 for b in range(6, 18)})
+    today[rhythm.field(10, 13)] *= 8  # a storm: one band, one hour
+    shape = rhythm.fit([today])
+    assert shape.by_hour[rhythm.local_hour(10, 13)] == pytest.approx(shape.by_hour[12], rel=0.15)
+
+
+def test_hours_nobody_watched_stay_neutral_and_a_cold_start_learns_within_hours() -> None:
+    levels = {b: 100 * (1 + b % 3) for b in range(4, 20)}
+    full = counted_day(levels)
+    watched = (5, 6, 7)  # three hours since a cold start
+    partial = {
+        name: value
+        for name, value in full.items()
+        if int(name.split(":")[1]) in watched  # "seen:<hour>" and "<band>:<hour>" alike
+    }
+    shape = rhythm.fit([partial])
+    assert 0 < shape.known < 24
+    known = [h for h in range(24) if shape.by_hour[h] != 1.0]
+    # the bands sit at many local hours at once: three watched hours reveal far more than three
+    assert len(known) >= 12
+    assert max(shape.by_hour[h] for h in known) / min(shape.by_hour[h] for h in known) == pytest.approx(10, rel=0.1)
+    # a cell at lon 0 at 06:00 UTC: its morning is coming, its night is behind
+    assert shape.outlook(0.0, 6.5 * 3600, 3600, 900, 0.8) > 1
+
+
+def test_the_outlook_is_neutral_without_a_rhythm() -> None:
+    assert rhythm.Shape().outlook(-74.0, 1e9, 900, 900, 0.8) == pytest.approx(1.0)
+
+
+def midnight() -> float:
+    return (time.time() // 86400 + 1) * 86400
+
+
+def prewarm_once(env: dict[str, str]) -> dict:
+    run = subprocess.run(
+        [sys.executable, "-m", "weathernote", "prewarm", "--once"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def base_env(redis_url: str, simulator: Simulator, **overrides: object) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEATHERNOTE_")}
+    env.update(server_env(redis_url, simulator, **overrides))
+    return env
+
+
+def test_a_cell_whose_morning_starts_outranks_one_with_the_same_count_whose_night_begins(
+    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
+) -> None:
+    day = midnight()
+    yesterday = datetime.fromtimestamp(day - 86400, UTC).strftime("%Y-%m-%d")
+    redis_client.hset(f"rhythm:{yesterday}", mapping=counted_day({b: 100 for b in range(24)}))
+    # at 08:00 UTC it is 08:00 at lon 0 (the day ahead) and 22:00 at lon -150 (the night ahead)
+    redis_client.zadd("popular_cells", {"current|lat:10.0:lon:0.0": 50, "current|lat:10.0:lon:-150.0": 50})
+    # four 6-hour periods a day, 6 weighted calls: this period's share keeps one cell
+    env = base_env(redis_url, simulator, upstream_budget_per_day=6, prewarm_interval_seconds=21600)
+    env["WEATHERNOTE_CLOCK_ANCHOR"] = f"{time.time()}:{day + 8 * 3600 + 1}"
+    report = prewarm_once(env)
+    assert report["rhythm_hours"] == 24
+    kept = {m.decode() for m in redis_client.smembers("prewarm:kept")} - {""}
+    assert kept == {"current|lat:10.0:lon:0.0"}
+
+
+def test_without_a_rhythm_the_same_counts_rank_by_count_alone(
+    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
+) -> None:
+    redis_client.zadd("popular_cells", {"current|lat:10.0:lon:0.0": 40, "current|lat:10.0:lon:-150.0": 50})
+    env = base_env(redis_url, simulator, upstream_budget_per_day=6, prewarm_interval_seconds=21600)
+    env["WEATHERNOTE_CLOCK_ANCHOR"] = f"{time.time()}:{midnight() + 8 * 3600 + 1}"
+    assert prewarm_once(env)["rhythm_hours"] == 0
+    kept = {m.decode() for m in redis_client.smembers("prewarm:kept")} - {""}
+    assert kept == {"current|lat:10.0:lon:-150.0"}
+
+
+def test_the_rhythm_is_counted_in_redis_and_a_new_instance_fits_it_after_a_restart(
+    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
+) -> None:
+    # 1800x: a simulated hour every two real seconds; the pre-warmer marks each hour it watched
+    day = midnight()
+    anchor = f"{time.time()}:{day + 3 * 3600}"
+    overrides = {"clock_speed": 1800, "clock_anchor": anchor, "prewarm_interval_seconds": 900}
+    srv = Server(server_env(redis_url, simulator, **overrides))
+    points = [{"lat": 10, "lon": lon} for lon in (-60, 0, 30, 90, 120)]
+    try:
+        deadline = time.monotonic() + 8  # four simulated hours
+        while time.monotonic() < deadline:
+            for point in points:
+                assert graphql(srv.url, CURRENT, point).json()["data"]["current"]["temperature"] is not None
+    finally:
+        srv.stop()  # its last counts are flushed on the way out
+    today = datetime.fromtimestamp(day, UTC).strftime("%Y-%m-%d")
+    fields = {k.decode(): float(v) for k, v in redis_client.hgetall(f"rhythm:{today}").items()}
+    counted_bands = {int(k.split(":")[0]) for k in fields if not k.startswith("seen:")}
+    assert counted_bands == {rhythm.band(p["lon"]) for p in points}
+    assert sum(v for k, v in fields.items() if k.startswith("seen:")) >= 2
+    # a new process, nothing in memory: it ranks by what the first one learned
+    env = base_env(redis_url, simulator, **overrides)
+    assert prewarm_once(env)["rhythm_hours"] > 0
+
+
+def test_a_rhythm_key_of_another_type_is_repaired_and_requests_are_still_answered(
+    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
+) -> None:
+    day = midnight()
+    today = datetime.fromtimestamp(day, UTC).strftime("%Y-%m-%d")
+    redis_client.set(f"rhythm:{today}", "not a hash")
+    env = base_env(redis_url, simulator, prewarm_interval_seconds=21600)
+    env["WEATHERNOTE_CLOCK_ANCHOR"] = f"{time.time()}:{day + 3600}"
+    first = prewarm_once(env)
+    assert first["stopped_by"] in (None, "allowance") and first["refreshed"] > 0
+    assert redis_client.type(f"rhythm:{today}") in (b"none", b"hash")
+    prewarm_once(env)
+    assert redis_client.type(f"rhythm:{today}") == b"hash", "the next cycle counts again"
+
+
+@pytest.mark.topologies
+def test_two_instances_share_a_small_budget_and_misses_get_what_the_prewarmer_left(
+    redis_url: str, simulator: Simulator, clean: Simulator
+) -> None:
+    # 60 a day: the first cycle takes at most half (two 12-hour periods at most are left), misses the rest
+    overrides = {"upstream_budget_per_day": 60, "upstream_budget_per_hour": 60, "prewarm_interval_seconds": 43200}
+    first = Server(server_env(redis_url, simulator, **overrides))
+    second = Server(server_env(redis_url, simulator, **overrides))
+    try:
+
+        async def load() -> list[dict]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                responses = await asyncio.gather(
+                    *(
+                        client.post(
+                            f"{(first, second)[i % 2].url}/graphql",
+                            json={"query": CURRENT, "variables": {"lat": -30 - i / 10, "lon": 20}},
+                        )
+                        for i in range(80)
+                    )
+                )
+            return [r.json() for r in responses]
+
+        served = asyncio.run(load())
+        assert clean.stats()["weight"] <= 60, "the budget is shared, never exceeded"
+        assert clean.stats()["statuses"].get("429", 0) == 0
+        answered = [r for r in served if r.get("data")]
+        assert len(answered) >= 30 - 1  # what the cycle left, but for a misses' spend in flight
+    finally:
+        first.stop()
+        second.stop()
