@@ -421,9 +421,10 @@ class Connection:
         self._writing = None
         if writing.cancelled() or writing.exception() is not None:
             self._waiting = None  # closed: nothing more is written
-        elif self._waiting:
-            operation = next(iter(self._waiting))
-            self._write(operation.frame(self._waiting.pop(operation)))
+        else:  # each write that completes at once leaves the socket free for the next
+            while self._waiting and self._writing is None:
+                operation = next(iter(self._waiting))
+                self._write(operation.frame(self._waiting.pop(operation)))
 
     async def send_error(self, operation_id: str, errors: list[dict[str, Any]]) -> None:
         payload: Any = errors if not self.legacy else (errors[0] if len(errors) == 1 else {"errors": errors})
