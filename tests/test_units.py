@@ -23,7 +23,7 @@ from weathernote.budget import Limits, UpstreamBudget
 from weathernote.cells import Grid
 from weathernote.entries import Current, Daily, Entry, Part
 from weathernote.errors import RedisKeyError, RedisUnavailable, UndecodableEntry
-from weathernote.hub import Subscriber, Wakeup
+from weathernote.hub import Subscriber
 from weathernote.redis_gateway import RedisGateway, classify
 
 CELL = Grid(0.1).cell(40.7128, -74.006)
@@ -259,12 +259,11 @@ async def test_a_budget_window_of_the_wrong_type_starts_over(gateway: RedisGatew
 
 
 async def test_a_subscriber_keeps_only_the_latest_message() -> None:
-    wakeup = Wakeup()
-    first, second = Subscriber("a", wakeup), Subscriber("b", wakeup)
+    first, second = Subscriber("a"), Subscriber("b")
     first.offer(1)
     first.offer(2)
     second.offer(3)
-    await asyncio.wait_for(wakeup.wait(), 1)
+    await asyncio.wait_for(first.wakeup.wait(), 1)
     assert (first.take(), second.take()) == (2, 3)
     assert first.take() is None
     waiting = asyncio.ensure_future(first.next())
