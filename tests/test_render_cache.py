@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+import tracemalloc
+
+import orjson
 from prometheus_client import REGISTRY
 
-from weathernote.graphql.fastpath import ENTRY_OVERHEAD_BYTES, BoundedCache, Planner
+from weathernote.graphql.fastpath import ENTRY_OVERHEAD_BYTES, BoundedCache, Planner, kept_json
 from weathernote.graphql.schema import schema
 
 KIB = 1024
@@ -63,3 +67,18 @@ def test_the_planner_keeps_documents_within_its_budget() -> None:
         assert planner.plan(query, None) is plan, "planned once while the document is kept"
     assert 128 * KIB < held("document") <= 256 * KIB  # type: ignore[operator]
     assert planner.plan("query A { __typename } query B { __typename }", "Nope") is None
+
+
+def test_what_a_cache_keeps_weighs_what_it_is_charged() -> None:
+    # orjson's output sits in the 4 KB buffer it grew: kept as returned, a small key or body
+    # would hold about 80 times what the byte budget charges for it
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [kept_json({"lat": 52.5 + i / 10, "lon": 13.4}, orjson.OPT_SORT_KEYS) for i in range(2000)]
+        allocated = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert orjson.loads(kept[7]) == {"lat": 53.2, "lon": 13.4}
+    charged = sum(sys.getsizeof(item) for item in kept)
+    assert allocated < 2 * charged

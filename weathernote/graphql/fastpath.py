@@ -158,7 +158,7 @@ class Plan:
                     normalized[source] = getattr(cell, axis)
             reads.append((cell, read.parts))
         try:
-            key = orjson.dumps(normalized, option=orjson.OPT_SORT_KEYS)
+            key = kept_json(normalized, orjson.OPT_SORT_KEYS)
         except TypeError:
             return None
         return Bound(tuple(reads), normalized, key)
@@ -346,6 +346,16 @@ def _variable_usages(operation: Any, fragments: Mapping[str, FragmentDefinitionN
     for fragment in fragments.values():
         visit(fragment.selection_set, Counter())
     return counts
+
+
+def kept_json(value: Any, option: int = 0) -> bytes:
+    """`value` as JSON bytes sized to their length, for anything a cache keeps.
+
+    orjson returns its output inside the buffer it grew (4 KB at least): a
+    50-byte key kept as returned holds 4 KB of memory that `len` and
+    `sys.getsizeof` do not show, and a byte budget would be off by 80 times.
+    """
+    return bytes(memoryview(orjson.dumps(value, option=option)))
 
 
 class BoundedCache(Generic[V]):

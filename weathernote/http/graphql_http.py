@@ -34,7 +34,7 @@ from weathernote.graphql.errors import (
     QUERY_TOO_COMPLEX,
     UPSTREAM_UNAVAILABLE,
 )
-from weathernote.graphql.fastpath import DEFAULT_CACHE_BYTES, Bound, BoundedCache, Plan, Planner
+from weathernote.graphql.fastpath import DEFAULT_CACHE_BYTES, Bound, BoundedCache, Plan, Planner, kept_json
 from weathernote.graphql.persisted import PersistedQueries, PersistedQueryError
 from weathernote.http import csp
 from weathernote.http.admission import Admission, rate_limited_body
@@ -328,7 +328,7 @@ class GraphQLEndpoint:
         if result.errors:
             requestlog.note(outcome=outcome_of(result.errors))
         status, body = render(result, media)
-        answer = Answer(status, orjson.dumps(body))
+        answer = Answer(status, kept_json(body) if render_key is not None else orjson.dumps(body))
         if render_key is not None and bound is not None and not result.errors:
             answer.fresh_until_ms = fresh_until
             self.renders.put(render_key, answer, sys.getsizeof(answer.body) + len(bound.key))
