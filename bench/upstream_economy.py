@@ -93,6 +93,7 @@ from harness import components, free_port, wait_http
 
 DAY = 86400
 STEP = 900
+RANK_BANDS = ((0, 100), (100, 400), (400, 1000), (1000, 1_000_000))  # popularity ranks, for the diagnostics
 HOUR_STEPS = 3600 // STEP
 QUERY = "query($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { time temperature stale } }"
 STORM_CELLS = 300
@@ -282,7 +283,7 @@ def _envelope(covered: list[float]) -> list[tuple[float, int, int]]:
 
 async def replay(
     url: str, points: list[tuple[float, float]], day: Day, speed: float, anchor: tuple[float, float]
-) -> dict[str, int]:
+) -> tuple[dict[str, int], dict[tuple[int, int], list[int]]]:
     """Send `day`'s requests on its schedule (the simulated clock at `anchor`), count what they got."""
     host, port = url.split("//")[1].split("/")[0].split(":")
     bodies = [orjson.dumps({"query": QUERY, "variables": {"lat": lat, "lon": lon}}) for lat, lon in points]
@@ -293,7 +294,9 @@ async def replay(
     ]
     midnight = (anchor[1] + (time.time() - anchor[0]) * speed) // DAY * DAY
     real_of = lambda moment: anchor[0] + (midnight + moment - anchor[1]) / speed  # noqa: E731
-    counts = {"latest": 0, "hour": 0, "stale": 0, "none": 0, "late": 0, "lag_ms": 0}
+    counts = {"latest": 0, "hour": 0, "stale": 0, "none": 0, "late": 0, "lag_ms": 0, "lag_at": 0}
+    # per popularity band (a cell's index is its Zipf rank): requests, and those within the hour
+    by_rank = {band: [0, 0] for band in RANK_BANDS}
     next_index = 0
     total = len(day.times)
 
@@ -309,8 +312,12 @@ async def replay(
                     await asyncio.sleep(delay)
                 elif delay < -1:
                     counts["late"] += 1  # the load generator fell behind the day's schedule
-                counts["lag_ms"] = max(counts["lag_ms"], int(-delay * 1000))
-                writer.write(requests[day.picks[index]])
+                if -delay * 1000 > counts["lag_ms"]:
+                    counts["lag_ms"], counts["lag_at"] = int(-delay * 1000), int(day.times[index])
+                pick = day.picks[index]
+                band = by_rank[next(band for band in RANK_BANDS if pick < band[1])]
+                band[0] += 1
+                writer.write(requests[pick])
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
                 body = orjson.loads(await reader.readexactly(length))
@@ -322,15 +329,17 @@ async def replay(
                 observed = datetime.fromisoformat(current["time"]).timestamp()  # its step's start
                 if observed >= simulated_now // STEP * STEP:
                     counts["latest"] += 1
+                    band[1] += 1
                 elif simulated_now - observed <= 3600:
                     counts["hour"] += 1
+                    band[1] += 1
                 else:
                     counts["stale"] += 1
         finally:
             writer.close()
 
     await asyncio.gather(*(worker() for _ in range(64)))
-    return counts
+    return counts, by_rank
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,14 +440,19 @@ def run_row(row: Row, args: argparse.Namespace) -> dict[str, object]:
             lambda: at_day_end.update(httpx.get(f"http://127.0.0.1:{sim_port}/__simulator/stats").json()),
         )
         snapshot.start()
-        counts = uvloop.run(replay(f"http://127.0.0.1:{port}/graphql", points, day, speed, (real, simulated)))
+        counts, by_rank = uvloop.run(replay(f"http://127.0.0.1:{port}/graphql", points, day, speed, (real, simulated)))
         snapshot.join()
         diagnostics = [
             line
             for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines()
             if line.startswith(("weathernote_upstream_calls_total", "weathernote_prewarm_cycles_total"))
         ]
-    late, lag = counts.pop("late"), counts.pop("lag_ms") / 1000
+    late, lag, lag_at = counts.pop("late"), counts.pop("lag_ms") / 1000, counts.pop("lag_at")
+    ranks = ", ".join(
+        f"{first + 1}-{min(last, args.cells)} {100 * within / asked:.0f} %"
+        for (first, last), (asked, within) in by_rank.items()
+        if asked
+    )
     total = sum(counts.values())
     return {
         "row": row,
@@ -449,6 +463,8 @@ def run_row(row: Row, args: argparse.Namespace) -> dict[str, object]:
         "requests": total,
         "late": late,
         "lag": lag,
+        "lag_at": f"{lag_at // 3600:02d}:{lag_at % 3600 // 60:02d}",
+        "ranks": ranks,
         "latest": 100 * counts["latest"] / total,
         "hour": 100 * (counts["latest"] + counts["hour"]) / total,
         "stale": 100 * counts["stale"] / total,
@@ -511,10 +527,11 @@ def main() -> None:
             result = future.result()
             results.append(result)
             print(f"   {line(result)}   [{result['note']}; server: {result['server']}]", flush=True)
+            print(f"   <=60min by popularity rank: {result['ranks']}")
             if result["late"]:
                 print(
                     f"   warning: {result['late']:,} requests of that row left over a second behind schedule, at most "
-                    f"{result['lag']:.1f} s (the machine is too slow)"
+                    f"{result['lag']:.1f} s at {result['lag_at']} UTC (the machine is too slow)"
                 )
     print(HEADER)
     order = {row: index for index, row in enumerate(rows)}

@@ -96,6 +96,32 @@ def test_prewarm_once_warms_the_hundred_cities_in_at_most_four_requests(
     assert clean.stats()["served"] == stats["served"]
 
 
+def test_with_the_hour_target_a_cell_refreshed_this_hour_is_not_refetched_when_its_entry_lapses(
+    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEATHERNOTE_")}
+    env.update(
+        server_env(
+            redis_url,
+            simulator,
+            upstream_budget_per_day=1_000_000,
+            upstream_budget_per_hour=100_000,
+            freshness_target_seconds=3600,
+        )
+    )
+    started = time.time()
+    assert prewarm_once(env)["refreshed"] == 100  # the cities, all kept
+    # each entry lapses at its step's end, its last good copy stays: what Redis holds an hour later
+    lapsed = list(redis_client.scan_iter("weather:*"))
+    assert len(lapsed) == 100 and redis_client.delete(*lapsed) == 100
+    again = prewarm_once(env)
+    if time.time() // 900 == started // 900:
+        assert again["refreshed"] == 0, "the same step's values, an hour from the target"
+    else:  # a step flipped meanwhile: the oldest quarter goes early, so refreshes spread over the hour
+        assert again["refreshed"] == 25
+    assert clean.stats()["locations"] == 100 + again["refreshed"]
+
+
 @pytest.mark.topologies
 def test_one_leader_runs_the_cycles_and_another_takes_over_when_it_dies(
     redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis

@@ -49,6 +49,7 @@ from weathernote.keys import (
     WATCHED_CELLS,
     entry_key,
     rhythm_key,
+    stale_key,
     watched_member,
 )
 from weathernote.redis_gateway import AnyPipeline, AnyRedis, RedisGateway
@@ -320,8 +321,12 @@ class Prewarmer:
         """
         if not candidates:
             return [], []
+        # Judged by the last good copies: an entry lapses at its step's end, yet with a target
+        # of an hour its values stay within it for three steps more (and are not due).
+        store = self.service.store
+        key = stale_key if store.stale_ms else entry_key
         try:
-            raws = await self.service.store.read([entry_key(part, cell) for part, cell, _ in candidates])
+            raws = await store.read([key(part, cell) for part, cell, _ in candidates])
         except CacheError:
             report.skipped.append("redis unavailable")
             return [], []
@@ -336,7 +341,7 @@ class Prewarmer:
             if raw is None:
                 due.append((part, cell))
                 continue
-            entry = self.service.checked(part, cell, raw)
+            entry = self.service.checked(part, cell, raw, stale=store.stale_ms > 0)
             if entry is None:
                 due.append((part, cell))
                 continue
