@@ -93,6 +93,7 @@ from harness import components, free_port, wait_http
 
 DAY = 86400
 STEP = 900
+CONNECTIONS = 256
 RANK_BANDS = ((0, 100), (100, 400), (400, 1000), (1000, 1_000_000))  # popularity ranks, for the diagnostics
 HOUR_STEPS = 3600 // STEP
 QUERY = "query($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { time temperature stale } }"
@@ -338,7 +339,8 @@ async def replay(
         finally:
             writer.close()
 
-    await asyncio.gather(*(worker() for _ in range(64)))
+    # enough connections that misses waiting on the upstream do not hold the schedule back
+    await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
     return counts, by_rank
 
 
