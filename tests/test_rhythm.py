@@ -162,8 +162,14 @@ def test_a_rhythm_key_of_another_type_is_repaired_and_requests_are_still_answere
 def test_two_instances_share_a_small_budget_and_misses_get_what_the_prewarmer_left(
     redis_url: str, simulator: Simulator, clean: Simulator
 ) -> None:
-    # 60 a day: the first cycle takes at most half (two 12-hour periods at most are left), misses the rest
-    overrides = {"upstream_budget_per_day": 60, "upstream_budget_per_hour": 60, "prewarm_interval_seconds": 43200}
+    # 60 a day, started at 01:00: two 12-hour periods are left, so the first cycle takes at most half and
+    # misses the rest (after noon the one period left would take the whole day: the clock is pinned)
+    overrides = {
+        "upstream_budget_per_day": 60,
+        "upstream_budget_per_hour": 60,
+        "prewarm_interval_seconds": 43200,
+        "clock_anchor": f"{time.time()}:{midnight() + 3600}",
+    }
     first = Server(server_env(redis_url, simulator, **overrides))
     second = Server(server_env(redis_url, simulator, **overrides))
     try:
