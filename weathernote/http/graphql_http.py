@@ -38,6 +38,7 @@ from weathernote.graphql.fastpath import DEFAULT_CACHE_BYTES, Bound, BoundedCach
 from weathernote.graphql.persisted import PersistedQueries, PersistedQueryError
 from weathernote.http import csp
 from weathernote.http.admission import Admission, rate_limited_body
+from weathernote.http.querystring import query_params
 from weathernote.keys import entry_key
 from weathernote.service import UpstreamUnavailable, now_ms
 
@@ -120,7 +121,7 @@ class GraphQLParams:
 
 
 def _json_param(request: Request, name: str) -> Any:
-    text = request.query_params.get(name)
+    text = query_params(request).get(name)
     if text is None or text == "":
         return None
     try:
@@ -132,12 +133,13 @@ def _json_param(request: Request, name: str) -> Any:
 async def read_operations(request: Request, max_batch: int) -> tuple[list[GraphQLParams], bool]:
     """The request's operations, and whether it was a batch (a JSON array)."""
     if request.method == "GET":
+        params = query_params(request)
         return [
             GraphQLParams(
                 {
-                    "query": request.query_params.get("query"),
+                    "query": params.get("query"),
                     "variables": _json_param(request, "variables"),
-                    "operationName": request.query_params.get("operationName") or None,
+                    "operationName": params.get("operationName") or None,
                     "extensions": _json_param(request, "extensions"),
                 }
             )
@@ -272,7 +274,8 @@ class GraphQLEndpoint:
         return HTMLResponse(html, headers={**headers, "Cache-Control": "no-store"})
 
     def _wants_ide(self, request: Request) -> bool:
-        if self.ide_html is None or "query" in request.query_params or "extensions" in request.query_params:
+        params = query_params(request)
+        if self.ide_html is None or "query" in params or "extensions" in params:
             return False
         return "text/html" in request.headers.get("accept", "")
 

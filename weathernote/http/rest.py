@@ -14,6 +14,7 @@ from weathernote.cells import Cell, Grid, InvalidCoordinates
 from weathernote.entries import FORECAST_DAYS, Current, Daily, Part
 from weathernote.errors import BadRequest
 from weathernote.http.admission import Admission
+from weathernote.http.querystring import query_params
 from weathernote.keys import entry_key
 from weathernote.service import Reading, UpstreamUnavailable, WeatherService
 
@@ -27,7 +28,7 @@ def error(status: int, code: str, message: str, headers: dict[str, str] | None =
 
 
 def _number(request: Request, name: str) -> float:
-    text = request.query_params.get(name)
+    text = query_params(request).get(name)
     if text is None:
         raise BadRequest(f"query parameter `{name}` is required")
     try:
@@ -47,7 +48,7 @@ def _cell(request: Request, grid: Grid) -> Cell:
 
 
 def _days(request: Request) -> int:
-    text = request.query_params.get("days", "7")
+    text = query_params(request).get("days", "7")
     try:
         days = int(text)
     except ValueError:
