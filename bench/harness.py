@@ -60,5 +60,11 @@ def components() -> Iterator[Components]:
         for process in running.processes:
             process.terminate()
         for process in running.processes:
-            process.wait(20)
+            try:
+                # a server's graceful shutdown may take its whole 20 s for requests in flight, then its lifespan's
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                print(f"(pid {process.pid} did not exit within 30 s of SIGTERM: killed)", file=sys.stderr, flush=True)
+                process.kill()
+                process.wait()
         redis.stop()
