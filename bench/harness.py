@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,7 +45,10 @@ class Components:
         return self.redis.url
 
     def start(self, command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # its own process group: a server's worker processes go with it when it must be killed
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         self.processes.append(process)
         return process
 
@@ -65,6 +70,7 @@ def components() -> Iterator[Components]:
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 print(f"(pid {process.pid} did not exit within 30 s of SIGTERM: killed)", file=sys.stderr, flush=True)
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         redis.stop()
