@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,8 +120,8 @@ class GraphQLParams:
         self.extensions: dict[str, Any] | None = extensions
 
 
-def _json_param(request: Request, name: str) -> Any:
-    text = query_params(request).get(name)
+def _json_param(params: Mapping[str, str], name: str) -> Any:
+    text = params.get(name)
     if text is None or text == "":
         return None
     try:
@@ -138,9 +138,9 @@ async def read_operations(request: Request, max_batch: int) -> tuple[list[GraphQ
             GraphQLParams(
                 {
                     "query": params.get("query"),
-                    "variables": _json_param(request, "variables"),
+                    "variables": _json_param(params, "variables"),
                     "operationName": params.get("operationName") or None,
-                    "extensions": _json_param(request, "extensions"),
+                    "extensions": _json_param(params, "extensions"),
                 }
             )
         ], False
