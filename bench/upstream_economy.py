@@ -198,8 +198,9 @@ def shaped_day(points: list[tuple[float, float]], total: int, seed: int) -> Day:
     return Day(times, picks, float(start), float(DAY), expected, note)
 
 
-def best(day: Day, budget: float) -> tuple[float, float]:
-    """The best shares (latest step, within 60 minutes) with hindsight, in percent.
+def best(day: Day, budget: float) -> tuple[float, float, list[int], list[float]]:
+    """The best shares (latest step, within 60 minutes) with hindsight, in percent, and the
+    requests of each UTC hour each allocation answers with the latest step, and within the hour.
 
     The allocation knows every cell's demand at every moment (`day.expected`), not
     which requests the dice then drew; it is scored on the requests replayed.
@@ -221,10 +222,23 @@ def best(day: Day, budget: float) -> tuple[float, float]:
         ),
         reverse=True,
     )
-    latest = sum(realized[cell][first[cell]] for cell in realized)
-    latest += sum(realized[cell].get(step, 0) for _, cell, step in pairs[: max(0, int(spare))])
+    by_hour = [0] * 24
+    for cell in realized:
+        by_hour[first[cell] // HOUR_STEPS] += realized[cell][first[cell]]
+    for _, cell, step in pairs[: max(0, int(spare))]:
+        by_hour[step // HOUR_STEPS] += realized[cell].get(step, 0)
+    latest = sum(by_hour)
     # within the hour: the first fetch covers four steps, the spare budget the steepest gains
-    hour = sum(sum(realized[cell].get(first[cell] + i, 0) for i in range(HOUR_STEPS)) for cell in realized)
+    hour_by_hour = [0.0] * 24
+
+    def cover(cell: int, starts: list[int], share: float) -> None:
+        for start in starts:
+            for step in range(start, start + HOUR_STEPS):
+                if step in realized[cell]:
+                    hour_by_hour[step // HOUR_STEPS % 24] += share * realized[cell][step]
+
+    for cell in realized:
+        cover(cell, [first[cell]], 1.0)
     segments: list[tuple[float, int, int, int]] = []  # (demand per fetch, cell, from k, to k)
     placements: dict[int, list[list[int]]] = {}
     for cell in realized:
@@ -234,14 +248,12 @@ def best(day: Day, budget: float) -> tuple[float, float]:
     left = spare
     for _, cell, a, b in segments:
         take = min(1.0, left / (b - a))
-        steps = realized[cell]
-        gained = sum(steps.get(s + i, 0) for s in placements[cell][b] for i in range(HOUR_STEPS))
-        had = sum(steps.get(s + i, 0) for s in placements[cell][a] for i in range(HOUR_STEPS))
-        hour += take * (gained - had)
+        cover(cell, placements[cell][b], take)
+        cover(cell, placements[cell][a], -take)
         left -= b - a
         if left <= 0:
             break
-    return 100 * latest / total, 100 * hour / total
+    return 100 * latest / total, 100 * sum(hour_by_hour) / total, by_hour, hour_by_hour
 
 
 def _windows(expected: list[float], begin: int) -> tuple[list[float], list[list[int]]]:
@@ -284,7 +296,7 @@ def _envelope(covered: list[float]) -> list[tuple[float, int, int]]:
 
 async def replay(
     url: str, points: list[tuple[float, float]], day: Day, speed: float, anchor: tuple[float, float]
-) -> tuple[dict[str, int], dict[tuple[int, int], list[int]]]:
+) -> tuple[dict[str, int], dict[tuple[int, int], list[int]], list[int], list[int]]:
     """Send `day`'s requests on its schedule (the simulated clock at `anchor`), count what they got."""
     host, port = url.split("//")[1].split("/")[0].split(":")
     bodies = [orjson.dumps({"query": QUERY, "variables": {"lat": lat, "lon": lon}}) for lat, lon in points]
@@ -296,6 +308,8 @@ async def replay(
     midnight = (anchor[1] + (time.time() - anchor[0]) * speed) // DAY * DAY
     real_of = lambda moment: anchor[0] + (midnight + moment - anchor[1]) / speed  # noqa: E731
     counts = {"latest": 0, "hour": 0, "stale": 0, "none": 0, "late": 0, "lag_ms": 0, "lag_at": 0}
+    # by the hour each request was scheduled in: answered with the latest step, within the hour
+    latest_by_hour, hour_by_hour = [0] * 24, [0] * 24
     # per popularity band (a cell's index is its Zipf rank): requests, and those within the hour
     by_rank = {band: [0, 0] for band in RANK_BANDS}
     next_index = 0
@@ -330,9 +344,12 @@ async def replay(
                 observed = datetime.fromisoformat(current["time"]).timestamp()  # its step's start
                 if observed >= simulated_now // STEP * STEP:
                     counts["latest"] += 1
+                    latest_by_hour[int(day.times[index] // 3600) % 24] += 1
+                    hour_by_hour[int(day.times[index] // 3600) % 24] += 1
                     band[1] += 1
                 elif simulated_now - observed <= 3600:
                     counts["hour"] += 1
+                    hour_by_hour[int(day.times[index] // 3600) % 24] += 1
                     band[1] += 1
                 else:
                     counts["stale"] += 1
@@ -341,7 +358,7 @@ async def replay(
 
     # enough connections that misses waiting on the upstream do not hold the schedule back
     await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
-    return counts, by_rank
+    return counts, by_rank, latest_by_hour, hour_by_hour
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +379,7 @@ def run_row(row: Row, args: argparse.Namespace) -> dict[str, object]:
         else shaped_day(points, args.requests, args.seed)
     )
     replayed = (day.end - day.start) / DAY if row.day == "uniform" else 1.0  # --hours: a day's first hours
-    best15, best60 = best(day, row.budget * replayed)
+    best15, best60, best15_by_hour, best60_by_hour = best(day, row.budget * replayed)
     budget = row.budget
     with components() as running:
         sim_port, port = free_port("127.0.0.1"), free_port("127.0.0.1")
@@ -442,7 +459,9 @@ def run_row(row: Row, args: argparse.Namespace) -> dict[str, object]:
             lambda: at_day_end.update(httpx.get(f"http://127.0.0.1:{sim_port}/__simulator/stats").json()),
         )
         snapshot.start()
-        counts, by_rank = uvloop.run(replay(f"http://127.0.0.1:{port}/graphql", points, day, speed, (real, simulated)))
+        counts, by_rank, latest_by_hour, hour_by_hour = uvloop.run(
+            replay(f"http://127.0.0.1:{port}/graphql", points, day, speed, (real, simulated))
+        )
         snapshot.join()
         diagnostics = [
             line
@@ -456,6 +475,17 @@ def run_row(row: Row, args: argparse.Namespace) -> dict[str, object]:
         if asked
     )
     total = sum(counts.values())
+    asked_by_hour = [0] * 24
+    for moment in day.times:
+        asked_by_hour[int(moment // 3600) % 24] += 1
+    latest_hours, hour_hours = (
+        " ".join(
+            f"{hour:02d} {100 * server[hour] / asked:.0f}/{100 * hindsight[hour] / asked:.0f}"
+            for hour, asked in enumerate(asked_by_hour)
+            if asked
+        )
+        for server, hindsight in ((latest_by_hour, best15_by_hour), (hour_by_hour, best60_by_hour))
+    )
     return {
         "row": row,
         "note": day.note,
@@ -467,6 +497,8 @@ def run_row(row: Row, args: argparse.Namespace) -> dict[str, object]:
         "lag": lag,
         "lag_at": f"{lag_at // 3600:02d}:{lag_at % 3600 // 60:02d}",
         "ranks": ranks,
+        "latest_hours": latest_hours,
+        "hour_hours": hour_hours,
         "latest": 100 * counts["latest"] / total,
         "hour": 100 * (counts["latest"] + counts["hour"]) / total,
         "stale": 100 * counts["stale"] / total,
@@ -530,6 +562,8 @@ def main() -> None:
             results.append(result)
             print(f"   {line(result)}   [{result['note']}; server: {result['server']}]", flush=True)
             print(f"   <=60min by popularity rank: {result['ranks']}")
+            print(f"   latest step by UTC hour, % (server/best): {result['latest_hours']}")
+            print(f"   <=60min by UTC hour, % (server/best): {result['hour_hours']}")
             if result["late"]:
                 print(
                     f"   warning: {result['late']:,} requests of that row left over a second behind schedule, at most "
