@@ -60,7 +60,16 @@ pessimistic for the server (it ranks on fewer counts), not for the best
 carry over is the machine: 4,000,000 at 144x is 6,700 requests a second for
 one row, and the rows here share 2 cores with their own simulators, Redis and
 load generators (each row also warns, with its worst lag, when its load falls
-behind the schedule, which would shift requests into later steps).
+behind the schedule, which would shift requests into later steps). Nor does the
+pre-warmer's own time: from a step's flip to its refreshes landing takes tens of
+real milliseconds, during which the kept cells serve the previous step; 144x
+makes that seconds of each 900-second step. The server reports it
+(weathernote_prewarm_landed_seconds, printed with each row, on the simulated
+clock); at 1x the same work is a thousandth of the step, so a row's loss from it
+is the compressed clock's, not the day's.
+
+Each row also prints both shares by UTC hour beside the best's, which tells a
+cold start's loss (the first hours) from a steady one.
 
 Usage: python bench/upstream_economy.py --requests 200000 --duration 600 --parallel 4
   [--days uniform,shaped] [--targets 900,3600] [--budgets 10000,33000,166000]
@@ -84,7 +93,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import httpx
 import orjson
@@ -247,12 +256,12 @@ def best(day: Day, budget: float) -> tuple[float, float, list[int], list[float]]
     segments.sort(reverse=True)
     left = spare
     for _, cell, a, b in segments:
+        if left <= 0:
+            break
         take = min(1.0, left / (b - a))
         cover(cell, placements[cell][b], take)
         cover(cell, placements[cell][a], -take)
         left -= b - a
-        if left <= 0:
-            break
     return 100 * latest / total, 100 * sum(hour_by_hour) / total, by_hour, hour_by_hour
 
 
@@ -388,6 +397,7 @@ def run_row(row: Row, args: argparse.Namespace) -> dict[str, object]:
         per_minute = budget * 0.06 if free_tier else budget
         # 40 real seconds before the day's cold start: time for the server to start, on a busy machine too
         cold_start = (time.time() // DAY + 1) * DAY + day.start
+        replayed_date = datetime.fromtimestamp(cold_start - day.start, UTC).strftime("%Y-%m-%d")
         running.start(
             [
                 sys.executable,
@@ -413,8 +423,10 @@ def run_row(row: Row, args: argparse.Namespace) -> dict[str, object]:
         deadline = time.monotonic() + 60
         while True:
             try:
-                real = time.time()
-                simulated = httpx.get(f"http://127.0.0.1:{sim_port}/__simulator/clock", timeout=1).json()["now"]
+                reading = httpx.get(f"http://127.0.0.1:{sim_port}/__simulator/clock", timeout=1).json()
+                # the simulator's own pair: at 144x a millisecond of round trip would put the server's
+                # clock 0.14 s off the upstream's, and its cycles would fetch before the step flips
+                real, simulated = reading["real"], reading["now"]
                 break
             except httpx.HTTPError:
                 if time.monotonic() > deadline:
@@ -451,8 +463,8 @@ def run_row(row: Row, args: argparse.Namespace) -> dict[str, object]:
             # the start-up cycle spent on the day before: count this day only (the budget's
             # day window, Open-Meteo's too, is a fixed UTC day, so the day measured is the day budgeted)
             httpx.post(f"http://127.0.0.1:{sim_port}/__simulator/reset")
-        # the upstream's figures as the replayed day ends: a load that falls behind
-        # still sends its last requests after midnight, into the next day's budget
+        # the upstream's figures as the replayed day ends; its weight as the upstream's day counts it
+        # (the next day's first cycle fetches a second after midnight: not this day's budget)
         at_day_end: dict = {}
         snapshot = threading.Timer(
             (day.end - day.start) / speed,
@@ -466,7 +478,14 @@ def run_row(row: Row, args: argparse.Namespace) -> dict[str, object]:
         diagnostics = [
             line
             for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines()
-            if line.startswith(("weathernote_upstream_calls_total", "weathernote_prewarm_cycles_total"))
+            if line.startswith(
+                (
+                    "weathernote_upstream_calls_total",
+                    "weathernote_prewarm_cycles_total",
+                    "weathernote_prewarm_landed_seconds_",
+                )
+            )
+            and "_bucket" not in line
         ]
     late, lag, lag_at = counts.pop("late"), counts.pop("lag_ms") / 1000, counts.pop("lag_at")
     ranks = ", ".join(
@@ -489,8 +508,8 @@ def run_row(row: Row, args: argparse.Namespace) -> dict[str, object]:
     return {
         "row": row,
         "note": day.note,
-        "weight": at_day_end["weight"],
-        "per_day": at_day_end["weight"] / replayed,
+        "weight": at_day_end["weight_by_day"].get(replayed_date, 0.0),
+        "per_day": at_day_end["weight_by_day"].get(replayed_date, 0.0) / replayed,
         "upstream_429": at_day_end["statuses"].get("429", 0),
         "requests": total,
         "late": late,

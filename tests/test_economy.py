@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -16,6 +17,11 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Server, Simulator, graphql, server_env, wait_until
+from weathernote import clock
+from weathernote.cells import Grid
+from weathernote.entries import Entry, Part
+from weathernote.http.app import Services
+from weathernote.settings import Settings
 
 CURRENT = "query($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { temperature cached stale } }"
 
@@ -323,6 +329,37 @@ def test_a_cycle_spends_what_is_left_of_the_day_evenly_over_the_periods_left(
     evening = prewarm_once(at(18))
     assert (evening["refreshed"], evening["stopped_by"]) == (79, "allowance")
     assert clean.stats()["locations"] == 49 + 79
+
+
+async def test_a_cycle_ranks_ahead_of_its_slot_and_fetches_at_it(
+    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
+) -> None:
+    """A cycle fetches a second after its period's boundary (when the upstream's step has surely
+    flipped); it ranks and reads ahead of that, so a cycle started 0.5 s before 18:00:01 is the
+    18:00 period's: its allowance (the day's last: all of it), its hour, and fetches at 18:00:01."""
+    day = (time.time() // 86400 + 1) * 86400
+    settings = Settings(**{**settings_overrides(redis_url, simulator), "prewarm_interval_seconds": 21600})
+    services = Services(settings, prewarm_in_background=False)
+    await services.start()
+    try:
+        slot = day + 18 * 3600 + 1
+        clock.configure(1.0, origin=slot - 0.5)
+        report = await services.prewarmer.cycle()
+    finally:
+        await services.stop()
+        clock.configure(1.0)
+    # the last period of the day spends what is left of it (200 - 0.5 % for misses): every city
+    assert (report.refreshed, report.stopped_by) == (100, None)
+    tokyo = Entry.decode(Part.CURRENT, Grid().cell(35.7, 139.7), redis_client.get("weather:lat:35.7:lon:139.7"))
+    assert tokyo.fetched_at_ms >= slot * 1000
+    watched = redis_client.hgetall(f"rhythm:{datetime.fromtimestamp(day, UTC):%Y-%m-%d}")
+    assert b"seen:18" in watched and b"seen:17" not in watched
+
+
+def settings_overrides(redis_url: str, simulator: Simulator) -> dict[str, str]:
+    """server_env's settings with a budget of 200 a day, as Settings takes them."""
+    env = server_env(redis_url, simulator, upstream_budget_per_day=200)
+    return {name.removeprefix("WEATHERNOTE_").lower(): value for name, value in env.items()}
 
 
 @pytest.mark.topologies

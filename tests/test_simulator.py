@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import re
 import select
@@ -424,6 +425,10 @@ def test_weight_is_counted_per_location_variable_and_day(sim: httpx.Client) -> N
     assert counters["weight"] == pytest.approx(2.0 + 1.5 * 16 / 14)
     assert (counters["requests"], counters["served"], counters["locations"]) == (3, 2, 3)
     assert counters["statuses"] == {"200": 2, "400": 1}
+    # by the UTC day of the simulator's clock, as its daily limit counts
+    today = dt.datetime.fromtimestamp(sim.get("/__simulator/clock").json()["now"], dt.UTC).strftime("%Y-%m-%d")
+    assert list(counters["weight_by_day"]) == [today]
+    assert counters["weight_by_day"][today] == pytest.approx(counters["weight"])
     assert counters["last_requests"][-1] == {
         "locations": 1,
         "current": [],
@@ -542,6 +547,20 @@ def test_clock_speed_moves_current_time_across_15_minute_steps(sim: httpx.Client
     assert second - first >= 900
     elapsed = sim.get("/__simulator/clock").json()["now"] - after_change
     assert elapsed >= 0.6 * 3600
+
+
+def test_the_clock_says_the_wall_time_of_its_reading_so_another_process_can_anchor_to_it(
+    sim: httpx.Client,
+) -> None:
+    configure(sim, clock_speed=3600)
+    first = sim.get("/__simulator/clock").json()
+    time.sleep(0.2)
+    sent = time.time()
+    second = sim.get("/__simulator/clock").json()
+    assert sent <= second["real"] <= time.time()
+    # anchored at the first pair, the second reading is predicted to within a millisecond's worth
+    predicted = first["now"] + (second["real"] - first["real"]) * 3600
+    assert second["now"] == pytest.approx(predicted, abs=3.6)
 
 
 def test_post_form_and_json_bodies_answer_like_get(sim: httpx.Client) -> None:

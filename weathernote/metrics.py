@@ -75,6 +75,12 @@ BUDGET_WAITS = Counter(
 )
 PREWARM_CYCLES = Counter("weathernote_prewarm_cycles_total", "Pre-warm cycles run, by outcome", ["outcome"])
 PREWARM_CELLS = Counter("weathernote_prewarm_cells_total", "Cell parts refreshed by the pre-warmer")
+PREWARM_LANDED = Histogram(
+    "weathernote_prewarm_landed_seconds",
+    "From a pre-warm period's boundary (the upstream's step flip) to the end of its cycle, on the service's clock:"
+    " until then the kept cells serve the previous step",
+    buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 900),
+)
 BREAKER_STATE = Gauge(
     "weathernote_breaker_state",
     "Circuit breaker state: 0 closed, 1 half-open, 2 open",

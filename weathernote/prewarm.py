@@ -2,9 +2,12 @@
 
 Exactly one instance runs it at a time (a lease in Redis, renewed by its
 holder, released on shutdown, taken over within one lease period when the
-holder dies). Cycles start just after each period boundary; with the default
+holder dies). Cycles fetch just after each period boundary; with the default
 period that is just after Open-Meteo's 15-minute step flips, before the
-entries it replaces lapse. Each cycle ranks candidates by value — cells users
+entries it replaces lapse. A cycle ranks and reads its candidates a moment
+before (a real second at most), so that only the judging and the fetches
+stand between the new step and the kept cells: until they land, the kept
+cells serve the previous step. Each cycle ranks candidates by value — cells users
 watch (live subscriptions), cells users ask for most, then the 100 most
 populous cities — and takes this step's share of the day's budget: what is
 left today, spread evenly over the steps left (misses spend first, so their
@@ -66,9 +69,11 @@ _WATCHED_VALUE = 1e9  # live subscribers outrank any request count
 # A city nobody asked for yet ranks below any cell someone asked for: a prior,
 # spent only from what the cycle's allowance leaves over.
 _CITY_VALUE = 0.01
-# How long after a period boundary a cycle starts: the upstream's step has flipped
+# How long after a period boundary a cycle fetches: the upstream's step has flipped
 # (clocks agree within this), and the entries it replaces are still fresh.
 _CYCLE_OFFSET_MS = 1000
+# How long before its boundary a cycle ranks and reads (real time: that work takes tens of milliseconds).
+_PLAN_LEAD_REAL_MS = 1000
 
 
 def top_cities(grid: Grid) -> list[Cell]:
@@ -150,6 +155,8 @@ class Prewarmer:
         self.max_candidates = max_candidates
         self.decay = decay
         self.lease = Lease(redis, lease_seconds or max(3.0, min(interval_seconds, 60.0)))
+        # within a third of the lease: the lease, renewed before the cycle, outlasts the wait
+        self.lead_ms = int(min(_PLAN_LEAD_REAL_MS * clock.speed, self.lease.seconds * 1000 / 3, self.interval_ms / 10))
         self.cities = top_cities(grid)
         self._task: asyncio.Task[None] | None = None
 
@@ -174,33 +181,43 @@ class Prewarmer:
             except Exception:  # a failed cycle must not end the pre-warmer
                 log.exception("pre-warm cycle failed")
                 metrics.PREWARM_CYCLES.labels("error").inc()
-            next_slot = self._slot(clock.now_ms()) + self.interval_ms
-            await clock.sleep(min(self.lease.seconds / 3, max(0.001, (next_slot - clock.now_ms()) / 1000)))
+            next_plan = self._slot(clock.now_ms() + self.lead_ms) + self.interval_ms - self.lead_ms
+            await clock.sleep(min(self.lease.seconds / 3, max(0.001, (next_plan - clock.now_ms()) / 1000)))
 
     def _slot(self, now_ms: int) -> int:
         """When the current period's cycle is due: just after the period's boundary."""
         return (now_ms - self.offset_ms) // self.interval_ms * self.interval_ms + self.offset_ms
 
     async def _cycle_due(self) -> bool:
+        """Has nobody run the cycle of the period about to start (or started)?"""
         [last] = await self.redis.get_many([PREWARM_LAST_CYCLE])
         try:
-            return last is None or int(last) < self._slot(clock.now_ms())
+            return last is None or int(last) < self._slot(clock.now_ms() + self.lead_ms)
         except ValueError:
             return True  # unreadable: as if no cycle had run
 
     async def cycle(self) -> CycleReport:
-        """One pass: rank, take this step's share, publish what it keeps, refresh what is due.
+        """One pass: rank and read (ahead of the period's boundary), then at the boundary take
+        this step's share, publish what it keeps, refresh what is due.
 
         Only a cycle that completes counts as this period's: one stopped by the upstream
         or Redis runs again at the next try (within a third of the lease), not a period later.
         """
-        started = clock.now_ms()
+        now = clock.now_ms()
+        slot = self._slot(now + self.lead_ms)  # the period this cycle serves
         report = CycleReport()
-        candidates = await self._candidates(report)
+        candidates = await self._candidates(report, max(now, slot) / 1000)  # ranked for when it fetches
         report.candidates = len(candidates)
+        entries = await self._read(candidates, report)
+        # Until the boundary the upstream has nothing newer; entries written meanwhile hold the old step.
+        if (wait := slot - clock.now_ms()) > 0:
+            await clock.sleep(wait / 1000)
         allowance = await self._allowance()
         kept = await self._publish_kept(candidates, allowance)
-        due, early = await self._due(candidates, kept, report)
+        due, early = self._due(candidates, entries, kept)
+        if renew := self._to_renew(candidates, entries):
+            await self.refresher.renew(renew)
+            report.renewed = len(renew)
         target_steps = self.refresher.freshness.target_steps
         if target_steps > 1:
             # After a cold start the kept cells were all fetched in the same hour and would fall
@@ -237,9 +254,10 @@ class Prewarmer:
                 report.weight += request_weight(len(outcome), parts)
                 report.refreshed += len(outcome) * len(parts)
         metrics.PREWARM_CELLS.inc(report.refreshed)
+        metrics.PREWARM_LANDED.observe((clock.now_ms() - slot + self.offset_ms) / 1000)
         metrics.PREWARM_CYCLES.labels("ok" if report.stopped_by is None else report.stopped_by).inc()
         if report.stopped_by not in ("upstream", "redis") and not report.skipped:
-            await self._mark_done(started)
+            await self._mark_done(slot)
         await self._decay()
         log.info("pre-warm cycle", extra={"report": asdict(report)})
         return report
@@ -270,14 +288,14 @@ class Prewarmer:
             await self.redis.pipeline(build, transaction=True)
         return len(kept)
 
-    async def _mark_done(self, started_ms: int) -> None:
-        """This period's cycle is done: a new leader waits for the next period."""
+    async def _mark_done(self, slot_ms: int) -> None:
+        """The cycle of the period starting at `slot_ms` is done: a new leader waits for the next period."""
         expiry = clock.real_ms(self.interval_ms * 2)
         with contextlib.suppress(CacheError):
-            await self.redis.call(lambda client: client.set(PREWARM_LAST_CYCLE, started_ms, px=expiry))
+            await self.redis.call(lambda client: client.set(PREWARM_LAST_CYCLE, slot_ms, px=expiry))
 
-    async def _candidates(self, report: CycleReport) -> list[tuple[Part, Cell, float]]:
-        """(part, cell, value), most valuable first, each once."""
+    async def _candidates(self, report: CycleReport, at: float) -> list[tuple[Part, Cell, float]]:
+        """(part, cell, value) for the period starting at `at`, most valuable first, each once."""
         values: dict[tuple[Part, str], float] = {}
         cells: dict[str, Cell] = {}
 
@@ -293,75 +311,79 @@ class Prewarmer:
         popular = await self._repairing(
             POPULAR_CELLS, lambda client: client.zrevrange(POPULAR_CELLS, 0, self.max_candidates - 1, withscores=True)
         )
-        shape = await self._rhythm()
+        shape = await self._rhythm(at)
         report.rhythm_hours = shape.known
-        now = clock.now()
         ahead = self.refresher.freshness.target_steps * STEP_SECONDS  # what a refresh now serves
         period = self.interval_ms / 1000
         outlooks: dict[float, float] = {}  # per half degree of longitude (two minutes of solar time)
         for (part, cell), score in zip(_parse_members((m for m, _ in popular), self.grid), (s for _, s in popular)):
             meridian = round(cell.lon * 2) / 2
             if meridian not in outlooks:
-                outlooks[meridian] = shape.outlook(meridian, now, ahead, period, self.decay)
+                outlooks[meridian] = shape.outlook(meridian, at, ahead, period, self.decay)
             add(part, cell, float(score) * outlooks[meridian])
         for rank, cell in enumerate(self.cities):
             add(Part.CURRENT, cell, _CITY_VALUE / (1 + rank / 100))
         ranked = sorted(values.items(), key=lambda item: -item[1])[: self.max_candidates]
         return [(part, cells[label], value) for (part, label), value in ranked]
 
-    async def _due(
-        self, candidates: list[tuple[Part, Cell, float]], kept: int, report: CycleReport
-    ) -> tuple[list[tuple[Part, Cell]], list[tuple[Part, Cell]]]:
-        """Candidates to fetch, in value order, and the kept cells' current values that could be
-        refreshed early, oldest first; unchanged ones about to lapse are renewed here.
+    async def _read(self, candidates: list[tuple[Part, Cell, float]], report: CycleReport) -> list[Entry | None]:
+        """The candidates' entries, judged by their last good copies: an entry lapses at its step's
+        end, yet with a target of an hour its values stay within it for three steps more.
 
-        Current values are due once they fall out of the freshness target (with the
-        default, as soon as the upstream has a newer step); forecasts once a newer
-        model run can have landed.
+        An undecodable one reads as None (due); Redis unavailable reads every one as unknown:
+        the cycle is skipped rather than refetch cells that may be fresh.
         """
         if not candidates:
-            return [], []
-        # Judged by the last good copies: an entry lapses at its step's end, yet with a target
-        # of an hour its values stay within it for three steps more (and are not due).
+            return []
         store = self.service.store
         key = stale_key if store.stale_ms else entry_key
         try:
             raws = await store.read([key(part, cell) for part, cell, _ in candidates])
         except CacheError:
             report.skipped.append("redis unavailable")
-            return [], []
+            return []
+        return [
+            None if raw is None else self.service.checked(part, cell, raw, stale=store.stale_ms > 0)
+            for (part, cell, _), raw in zip(candidates, raws)
+        ]
+
+    def _due(
+        self, candidates: list[tuple[Part, Cell, float]], entries: list[Entry | None], kept: int
+    ) -> tuple[list[tuple[Part, Cell]], list[tuple[Part, Cell]]]:
+        """Candidates to fetch, in value order, and the kept cells' current values that could be
+        refreshed early, oldest first.
+
+        Current values are due once they fall out of the freshness target (with the
+        default, as soon as the upstream has a newer step); forecasts once a newer
+        model run can have landed.
+        """
         now = clock.now_ms()
         step_start = now // (STEP_SECONDS * 1000) * STEP_SECONDS * 1000
         target_ms = self.refresher.freshness.target_steps * STEP_SECONDS * 1000
-        horizon = now + self.interval_ms
         due: list[tuple[Part, Cell]] = []
         early: list[tuple[int, int, Part, Cell]] = []  # (observed step, value rank, ...)
-        renew: list[Entry] = []
-        for rank, ((part, cell, _), raw) in enumerate(zip(candidates, raws)):
-            if raw is None:
-                due.append((part, cell))
-                continue
-            entry = self.service.checked(part, cell, raw, stale=store.stale_ms > 0)
+        for rank, ((part, cell, _), entry) in enumerate(zip(candidates, entries)):
             if entry is None:
                 due.append((part, cell))
-                continue
-            changed = newer_data_from_ms(entry.next_update_ms) <= now
-            if part is Part.CURRENT:
+            elif part is Part.CURRENT:
                 observed = observed_step_ms(entry.next_update_ms)
                 if observed + target_ms <= step_start:
                     due.append((part, cell))
-                    continue
-                if rank < kept and observed < step_start:
+                elif rank < kept and observed < step_start:
                     early.append((observed, rank, part, cell))
-            elif changed:
+            elif newer_data_from_ms(entry.next_update_ms) <= now:
                 due.append((part, cell))
-                continue
-            if not changed and entry.fresh_until_ms < horizon:
-                renew.append(entry)  # would lapse before the next cycle, yet cannot have changed
-        if renew:
-            await self.refresher.renew(renew)
-            report.renewed = len(renew)
         return due, [(part, cell) for _, _, part, cell in sorted(early, key=lambda item: item[:2])]
+
+    def _to_renew(self, candidates: list[tuple[Part, Cell, float]], entries: list[Entry | None]) -> list[Entry]:
+        """Entries that would lapse before the next cycle, yet cannot have changed."""
+        now = clock.now_ms()
+        horizon = now + self.interval_ms
+        return [
+            entry
+            for entry in entries
+            if entry is not None and newer_data_from_ms(entry.next_update_ms) > now and entry.fresh_until_ms < horizon
+        ]
 
     def _batches(self, due: list[tuple[Part, Cell]]) -> Iterable[tuple[list[Part], list[Cell]]]:
         """Multi-location batches by part set, most valuable cells first.
@@ -424,12 +446,12 @@ class Prewarmer:
         with contextlib.suppress(CacheError):
             await self.redis.pipeline(build)
 
-    async def _rhythm(self) -> rhythm.Shape:
-        """The daily rhythm fitted from the last week's counts; this cycle's hour marked as watched.
+    async def _rhythm(self, now: float) -> rhythm.Shape:
+        """The daily rhythm fitted from the last week's counts; the hour of this cycle's period
+        (starting at `now`) marked as watched.
 
         A rhythm hash holding another type is deleted (and that day counts as unseen).
         """
-        now = clock.now()
         days = [rhythm_key(rhythm.day(now - age * 86400)) for age in range(rhythm.DAYS)]
         watched = min(self.interval_ms, 3_600_000) / 3_600_000  # of an hour, up to this cycle's next
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -109,8 +110,9 @@ class Simulator:
             self.rate_limiter.charge(client, now, 1)
             body = corrupt(body, config.corrupt)
         else:
-            self.rate_limiter.charge(client, self.clock.now(), query.weight)
-            self.stats.served_data(len(query.locations), query.weight)
+            charged_at = self.clock.now()
+            self.rate_limiter.charge(client, charged_at, query.weight)
+            self.stats.served_data(len(query.locations), query.weight, charged_at)
         return deliver(
             body, padding_bytes=config.body_padding_bytes, trickle_bytes_per_second=config.trickle_bytes_per_second
         )
@@ -147,7 +149,11 @@ class Simulator:
         return _json(self._stats())
 
     async def clock_endpoint(self, request: Request) -> Response:
-        return _json({"now": self.clock.now()})
+        """The simulated time, and the wall clock's at that moment: another process anchors its own
+        clock to this one exactly (a pair taken on either side of the request would be off by
+        its round trip, times the clock's speed)."""
+        now = self.clock.now()
+        return _json({"now": now, "real": time.time()})
 
     def _stats(self) -> dict[str, Any]:
         return self.stats.snapshot(self.concurrency.in_flight, self.concurrency.max_in_flight)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, deque
+from datetime import UTC, datetime
 from typing import Any
 
 _RECENT = 50
@@ -17,6 +18,7 @@ class Stats:
         self.served = 0  # 200 answers that carried data
         self.locations = 0  # locations in those answers
         self.weight = 0.0  # their weighted call count
+        self.weight_by_day: Counter[str] = Counter()  # the same by UTC day of the simulated clock, as the limits count
         self.statuses: Counter[int] = Counter()
         self.last_requests: deque[dict[str, Any]] = deque(maxlen=_RECENT)
 
@@ -29,10 +31,11 @@ class Stats:
         self.statuses[status] += 1
         self.last_requests.append({**summary, "status": status})
 
-    def served_data(self, locations: int, weight: float) -> None:
+    def served_data(self, locations: int, weight: float, now: float) -> None:
         self.served += 1
         self.locations += locations
         self.weight += weight
+        self.weight_by_day[datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")] += weight
 
     def snapshot(self, in_flight: int, max_in_flight: int) -> dict[str, Any]:
         return {
@@ -40,6 +43,7 @@ class Stats:
             "served": self.served,
             "locations": self.locations,
             "weight": self.weight,
+            "weight_by_day": dict(sorted(self.weight_by_day.items())),
             "statuses": {str(status): count for status, count in sorted(self.statuses.items())},
             "in_flight": in_flight,
             "max_in_flight": max_in_flight,
