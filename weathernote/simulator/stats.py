@@ -18,7 +18,7 @@ class Stats:
         self.served = 0  # 200 answers that carried data
         self.locations = 0  # locations in those answers
         self.weight = 0.0  # their weighted call count
-        self.weight_by_day: Counter[str] = Counter()  # the same by UTC day of the simulated clock, as the limits count
+        self.weight_by_day: dict[str, float] = {}  # the same by UTC day of the simulated clock, as the limits count
         self.statuses: Counter[int] = Counter()
         self.last_requests: deque[dict[str, Any]] = deque(maxlen=_RECENT)
 
@@ -35,7 +35,8 @@ class Stats:
         self.served += 1
         self.locations += locations
         self.weight += weight
-        self.weight_by_day[datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")] += weight
+        day = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+        self.weight_by_day[day] = self.weight_by_day.get(day, 0.0) + weight
 
     def snapshot(self, in_flight: int, max_in_flight: int) -> dict[str, Any]:
         return {
