@@ -99,7 +99,7 @@ class PlainPubSub:
 
     async def close(self) -> None:
         with contextlib.suppress(RedisError, OSError):
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            await self._pubsub.aclose()
         with contextlib.suppress(RedisError, OSError):
             await self.redis.aclose()
 
@@ -146,7 +146,7 @@ class _Shard:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.reader
         with contextlib.suppress(RedisError, OSError):
-            await self.pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            await self.pubsub.aclose()
         with contextlib.suppress(RedisError, OSError):
             await self.redis.aclose()
 
