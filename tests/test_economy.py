@@ -16,11 +16,12 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Server, Simulator, graphql, server_env, wait_until
-from weathernote import clock
+from tests.conftest import Server, Simulator, eventually, graphql, server_env, wait_until
+from weathernote import clock, metrics
 from weathernote.cells import Grid
 from weathernote.entries import Entry, Part
 from weathernote.http.app import Services
+from weathernote.prewarm import Prewarmer
 from weathernote.settings import Settings
 
 CURRENT = "query($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { temperature cached stale } }"
@@ -354,6 +355,48 @@ async def test_a_cycle_ranks_ahead_of_its_slot_and_fetches_at_it(
     assert tokyo.fetched_at_ms >= slot * 1000
     watched = redis_client.hgetall(f"rhythm:{datetime.fromtimestamp(day, UTC):%Y-%m-%d}")
     assert b"seen:18" in watched and b"seen:17" not in watched
+
+
+def cycles_run() -> float:
+    """Pre-warm cycles this process ran, whatever their outcome."""
+    [family] = metrics.PREWARM_CYCLES.collect()
+    return sum(sample.value for sample in family.samples if sample.name.endswith("_total"))
+
+
+async def test_a_cycle_that_outlasts_its_lease_keeps_it_and_the_period_runs_once(
+    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
+) -> None:
+    """Two instances with a 1 s lease, an upstream answering in 3 s: the leader renews its
+    lease while its cycle waits, so the other does not run the period again (with a second
+    share of the day, spent on the cells the first left out)."""
+    clean.configure(latency_ms=3000)
+    day = (time.time() // 86400 + 1) * 86400
+    settings = Settings(**{**settings_overrides(redis_url, simulator), "upstream_timeout_seconds": 10})
+    instances = [Services(settings, prewarm_in_background=False) for _ in range(2)]
+    clock.configure(1.0, origin=day + 10)  # the first of four 6-hour periods: a share of 49 cities
+    prewarmers: list[Prewarmer] = []
+    before = cycles_run()
+    try:
+        for services in instances:
+            await services.start()
+            prewarmers.append(
+                Prewarmer(services.redis, services.weather, services.grid, interval_seconds=21600, lease_seconds=1)
+            )
+        for prewarmer in prewarmers:
+            await prewarmer.start()
+        await eventually(lambda: any(p.lease.held for p in prewarmers), timeout=5)
+        [leader] = [p for p in prewarmers if p.lease.held]
+        await asyncio.sleep(2)  # twice the lease, the cycle still waiting for the upstream
+        assert redis_client.get("prewarm:leader") == leader.lease.token.encode()
+        await eventually(lambda: redis_client.get("prewarm:last_cycle") is not None, timeout=10)
+        assert cycles_run() - before == 1
+        assert clean.stats()["locations"] == 49
+    finally:
+        for prewarmer in prewarmers:
+            await prewarmer.stop()
+        for services in instances:
+            await services.stop()
+        clock.configure(1.0)
 
 
 def settings_overrides(redis_url: str, simulator: Simulator) -> dict[str, str]:

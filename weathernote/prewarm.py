@@ -1,26 +1,26 @@
 """The pre-warmer: keeps what users will ask for fresh, within the upstream budget.
 
 Exactly one instance runs it at a time (a lease in Redis, renewed by its
-holder, released on shutdown, taken over within one lease period when the
-holder dies). Cycles fetch just after each period boundary; with the default
-period that is just after Open-Meteo's 15-minute step flips, before the
-entries it replaces lapse. A cycle ranks and reads its candidates a moment
-before (a real second at most), so that only the judging and the fetches
-stand between the new step and the kept cells: until they land, the kept
-cells serve the previous step. Each cycle ranks candidates by value — cells users
-watch (live subscriptions), cells users ask for most, then the 100 most
-populous cities — and takes this step's share of the day's budget: what is
-left today, spread evenly over the steps left (misses spend first, so their
-part is already gone). A requested cell's value is the demand it expects over
-the period a refresh serves (the next step, or the next hour with a 3600 s
-target): its decayed count of requests times the daily rhythm's outlook at the
-cell's longitude (rhythm.py), so a cell whose morning starts outranks one with
-the same count whose night begins. It publishes the cells that share keeps
-fresh (a miss on any other cell serves its older data) and refreshes those of
-them the upstream has newer data for, in concurrent multi-location batches
-that hold the cells' refresh locks; entries whose data cannot have changed are
-renewed without an upstream call. A 429 or 5xx backs off with jitter instead
-of retrying hot.
+holder, while a cycle runs too, released on shutdown, taken over within one
+lease period when the holder dies), one cycle per period. Cycles fetch just
+after each period boundary; with the default period that is just after
+Open-Meteo's 15-minute step flips, before the entries it replaces lapse. A
+cycle ranks and reads its candidates a moment before (a real second at most),
+so that only the judging and the fetches stand between the new step and the
+kept cells: until they land, the kept cells serve the previous step. Each
+cycle ranks candidates by value — cells users watch (live subscriptions),
+cells users ask for most, then the 100 most populous cities — and takes this
+step's share of the day's budget: what is left today, spread evenly over the
+steps left (misses spend first, so their part is already gone). A requested
+cell's value is the demand it expects over the period a refresh serves (the
+next step, or the next hour with a 3600 s target): its decayed count of
+requests times the daily rhythm's outlook at the cell's longitude (rhythm.py),
+so a cell whose morning starts outranks one with the same count whose night
+begins. It publishes the cells that share keeps fresh (a miss on any other
+cell serves its older data) and refreshes those of them the upstream has newer
+data for, in concurrent multi-location batches that hold the cells' refresh
+locks; entries whose data cannot have changed are renewed without an upstream
+call. A 429 or 5xx backs off with jitter instead of retrying hot.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ class Prewarmer:
         while True:
             try:
                 if await self.lease.acquire_or_renew() and await self._cycle_due():
-                    await self.cycle()
+                    await self._cycle_holding_lease()
             except CacheError as exc:
                 log.warning("pre-warm cycle skipped: Redis unavailable (%s)", exc)
                 metrics.PREWARM_CYCLES.labels("redis").inc()
@@ -183,6 +183,21 @@ class Prewarmer:
                 metrics.PREWARM_CYCLES.labels("error").inc()
             next_plan = self._slot(clock.now_ms() + self.lead_ms) + self.interval_ms - self.lead_ms
             await clock.sleep(min(self.lease.seconds / 3, max(0.001, (next_plan - clock.now_ms()) / 1000)))
+
+    async def _cycle_holding_lease(self) -> CycleReport:
+        """This period's cycle, renewing the lease while it runs.
+
+        A cycle can outlast the lease (a slow upstream, thousands of cells on a fast
+        clock); were the lease to lapse, another instance would run the same period
+        again and spend a second share of the day on it.
+        """
+        cycle = asyncio.create_task(self.cycle(), name="prewarm-cycle")
+        try:
+            while not (await asyncio.wait({cycle}, timeout=clock.real_seconds(self.lease.seconds / 3)))[0]:
+                await self.lease.acquire_or_renew()
+        finally:
+            cycle.cancel()  # a no-op once it is done; on stop() it stops with us
+        return cycle.result()
 
     def _slot(self, now_ms: int) -> int:
         """When the current period's cycle is due: just after the period's boundary."""
