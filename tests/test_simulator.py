@@ -20,6 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import wait_until
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DEFAULTS: dict[str, Any] = {
     "latency_ms": 0,
@@ -520,6 +522,15 @@ def test_latency_is_added_to_each_request(sim: httpx.Client) -> None:
     started = time.monotonic()
     assert sim.get("/v1/forecast", params=CURRENT_ONLY).status_code == 200
     assert time.monotonic() - started >= 0.3
+
+
+def test_a_caller_that_gives_up_is_counted_as_gone_not_as_a_failure(base_url: str, sim: httpx.Client) -> None:
+    configure(sim, latency_ms=500)
+    with httpx.Client(base_url=base_url, timeout=0.1) as impatient, pytest.raises(httpx.ReadTimeout):
+        impatient.post("/v1/forecast", data=CURRENT_ONLY)
+    # once the latency passes the body is read, from a closed connection
+    wait_until(lambda: stats(sim)["statuses"], timeout=5)
+    assert stats(sim)["statuses"] == {"499": 1}
 
 
 async def test_sixth_simultaneous_request_is_refused(base_url: str, sim: httpx.Client) -> None:

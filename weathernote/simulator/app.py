@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -51,6 +51,7 @@ MAX_BODY_BYTES = 128 * 1024
 _FAULT_KEY = 0xFA017
 _JITTER_KEY = 0x7177E8
 _FAULT_KINDS = 3  # 502, 503, 200 with a broken stream, in rotation
+_CLIENT_CLOSED = 499  # nginx's "client closed request": counted, never sent
 
 
 class Simulator:
@@ -73,6 +74,9 @@ class Simulator:
         else:
             try:
                 response = await self._answer(request, sequence, client, summary)
+            except ClientDisconnect:
+                # the caller gave up (its timeout, its shutdown) before its body was read
+                response = Response(status_code=_CLIENT_CLOSED)
             except Exception:
                 log.exception("simulator failed on %s", request.url)
                 response = error_response(500, "Internal Server Error")
