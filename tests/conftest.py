@@ -29,6 +29,7 @@ import httpx
 import pytest
 import redis
 
+from weathernote import keys
 from weathernote.embedded_cluster import EmbeddedCluster
 from weathernote.embedded_redis import EmbeddedRedis
 
@@ -221,6 +222,14 @@ def spell_key(key: str, topology: str) -> str:
 @pytest.fixture
 def spell(topology: str) -> Any:
     return lambda key: spell_key(key, topology)
+
+
+@pytest.fixture
+def spelling() -> Iterator[None]:
+    """For a test that spells keys in this process (a gateway it connects does, for its topology):
+    the seed's spelling again afterwards, as the other tests expect."""
+    yield
+    keys.configure(cluster=False)
 
 
 @pytest.fixture

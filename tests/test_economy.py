@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -332,8 +333,9 @@ def test_a_cycle_spends_what_is_left_of_the_day_evenly_over_the_periods_left(
     assert clean.stats()["locations"] == 49 + 79
 
 
+@pytest.mark.topologies
 async def test_a_cycle_ranks_ahead_of_its_slot_and_fetches_at_it(
-    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
+    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis, spell: Any, spelling: None
 ) -> None:
     """A cycle fetches a second after its period's boundary (when the upstream's step has surely
     flipped); it ranks and reads ahead of that, so a cycle started 0.5 s before 18:00:01 is the
@@ -351,7 +353,7 @@ async def test_a_cycle_ranks_ahead_of_its_slot_and_fetches_at_it(
         clock.configure(1.0)
     # the last period of the day spends what is left of it (200 - 0.5 % for misses): every city
     assert (report.refreshed, report.stopped_by) == (100, None)
-    tokyo = Entry.decode(Part.CURRENT, Grid().cell(35.7, 139.7), redis_client.get("weather:lat:35.7:lon:139.7"))
+    tokyo = Entry.decode(Part.CURRENT, Grid().cell(35.7, 139.7), redis_client.get(spell("weather:lat:35.7:lon:139.7")))
     assert tokyo.fetched_at_ms >= slot * 1000
     watched = redis_client.hgetall(f"rhythm:{datetime.fromtimestamp(day, UTC):%Y-%m-%d}")
     assert b"seen:18" in watched and b"seen:17" not in watched
@@ -363,8 +365,9 @@ def cycles_run() -> float:
     return sum(sample.value for sample in family.samples if sample.name.endswith("_total"))
 
 
+@pytest.mark.topologies
 async def test_a_cycle_that_outlasts_its_lease_keeps_it_and_the_period_runs_once(
-    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
+    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis, spelling: None
 ) -> None:
     """Two instances with a 1 s lease, an upstream answering in 3 s: the leader renews its
     lease while its cycle waits, so the other does not run the period again (with a second

@@ -11,7 +11,7 @@ session's server.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -152,12 +152,6 @@ def test_forecast_columns_are_checked_for_dates_and_lengths() -> None:
     for bad in (_daily(date=["not-a-date", "2026-12-02"]), _daily(temperature_max=[5.0]), _daily(sunrise="x")):
         with pytest.raises(UndecodableEntry):
             Entry.decode(Part.DAILY, CELL, b"wn2 2 1 3\n" + orjson.dumps(bad))
-
-
-@pytest.fixture
-def spelling() -> Iterator[None]:
-    yield
-    keys.configure(cluster=False)
 
 
 def test_keys_keep_the_seed_spelling_on_one_server_and_share_a_slot_on_a_cluster(spelling: None) -> None:
