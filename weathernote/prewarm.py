@@ -196,7 +196,10 @@ class Prewarmer:
             while not (await asyncio.wait({cycle}, timeout=clock.real_seconds(self.lease.seconds / 3)))[0]:
                 await self.lease.acquire_or_renew()
         finally:
-            cycle.cancel()  # a no-op once it is done; on stop() it stops with us
+            if not cycle.done():  # we are being stopped: so is the cycle, before the lease is released
+                cycle.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await cycle
         return cycle.result()
 
     def _slot(self, now_ms: int) -> int:
