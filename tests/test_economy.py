@@ -270,16 +270,18 @@ def test_misses_keep_to_the_days_pace_when_recent_data_can_stand_in(
 def test_a_miss_spends_only_on_cells_popular_enough_when_older_data_can_stand_in(
     redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
 ) -> None:
-    # The server's clock runs a day ahead of the upstream's, and 100x: every entry fetched is
-    # due for newer data a simulated minute later (0.6 s), whatever the wall clock says.
+    # The server's clock runs a day ahead of the upstream's, and 50x: every entry fetched is
+    # due for newer data a simulated minute later (1.2 s), whatever the wall clock says. It
+    # starts at a step's start, so that no step flips (18 s later) while a choice stands.
     real = time.time()
-    srv = Server(server_env(redis_url, simulator, clock_speed=100, clock_anchor=f"{real}:{real + 86400}"))
+    step_start = (real + 86400) // 900 * 900 + 1
+    srv = Server(server_env(redis_url, simulator, clock_speed=50, clock_anchor=f"{real}:{step_start}"))
     try:
         for lat in (46, 47):
             assert graphql(srv.url, CURRENT, {"lat": lat, "lon": 46}).json()["data"]["current"]["cached"] is False
         # what the pre-warmer publishes: the budget keeps the first cell fresh, not the second
         redis_client.sadd("prewarm:kept", "", "current|lat:46.0:lon:46.0")
-        time.sleep(1.2)  # 120 simulated seconds: both are due for newer data
+        time.sleep(2.4)  # 120 simulated seconds: both are due for newer data
         redis_client.delete("weather:lat:46.0:lon:46.0", "weather:lat:47.0:lon:46.0")
         popular = graphql(srv.url, CURRENT, {"lat": 46, "lon": 46}).json()["data"]["current"]
         assert popular["cached"] is False and clean.stats()["served"] == 3
