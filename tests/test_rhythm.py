@@ -75,27 +75,6 @@ def midnight() -> float:
     return (time.time() // 86400 + 1) * 86400
 
 
-def test_each_period_spending_its_share_of_what_is_left_spends_the_day_in_proportion_to_demand() -> None:
-    shape = rhythm.fit([counted_day({12: 1000})])  # the band of lon 7.5: local solar time is UTC + 0:30
-    day = midnight()
-    left, spent = 1.0, []
-    for step in range(96):
-        share = shape.share_of_day(day + step * 900, day + (step + 1) * 900)
-        spent.append(left * share)
-        left -= left * share
-    assert left == pytest.approx(0, abs=1e-9)
-    demand = [shape.demand(day + step * 900, 900) for step in range(96)]
-    assert spent == pytest.approx([d / sum(demand) for d in demand])
-    night, day_time = spent[8], spent[44]  # 02:00 and 11:00 UTC
-    assert day_time / night == pytest.approx(10, rel=0.02)
-
-
-def test_without_a_rhythm_a_period_takes_its_share_of_the_day_in_time() -> None:
-    day = midnight()
-    assert rhythm.Shape().share_of_day(day + 6 * 3600, day + 12 * 3600) == pytest.approx(1 / 3)
-    assert rhythm.Shape().share_of_day(day + 18 * 3600, day + 30 * 3600) == 1.0  # the day's last: all of it
-
-
 def prewarm_once(env: dict[str, str]) -> dict:
     run = subprocess.run(
         [sys.executable, "-m", "weathernote", "prewarm", "--once"], env=env, capture_output=True, text=True, timeout=120
@@ -136,27 +115,6 @@ def test_without_a_rhythm_the_same_counts_rank_by_count_alone(
     assert prewarm_once(env)["rhythm_hours"] == 0
     kept = {m.decode() for m in redis_client.smembers("prewarm:kept")} - {""}
     assert kept == {"current|lat:10.0:lon:-150.0"}
-
-
-def test_a_cycle_spends_less_of_the_day_before_a_quiet_period_and_more_before_a_busy_one(
-    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
-) -> None:
-    """Only the band of lon 7.5 asked yesterday: 00:00-06:00 UTC is its night, 06:00-12:00 its
-    morning. Evenly, four 6-hour periods would take 49 cities from midnight and 66 from 06:00
-    ((200 - 0.5 % for misses) / periods left)."""
-    day = midnight()
-    yesterday = datetime.fromtimestamp(day - 86400, UTC).strftime("%Y-%m-%d")
-    env = base_env(redis_url, simulator, upstream_budget_per_day=200, prewarm_interval_seconds=21600)
-    spent = {}
-    for hour in (0, 6):
-        clean.reset()
-        redis_client.flushdb()
-        redis_client.hset(f"rhythm:{yesterday}", mapping=counted_day({12: 1000}))
-        env["WEATHERNOTE_CLOCK_ANCHOR"] = f"{time.time()}:{day + hour * 3600 + 1}"
-        report = prewarm_once(env)
-        assert report["stopped_by"] == "allowance"
-        spent[hour] = report["refreshed"]
-    assert spent[0] < 49 and spent[6] > 66, spent
 
 
 def test_the_rhythm_is_counted_in_redis_and_a_new_instance_fits_it_after_a_restart(

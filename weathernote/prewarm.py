@@ -10,18 +10,17 @@ so that only the judging and the fetches stand between the new step and the
 kept cells: until they land, the kept cells serve the previous step. Each
 cycle ranks candidates by value — cells users watch (live subscriptions),
 cells users ask for most, then the 100 most populous cities — and takes this
-step's share of the day's budget: what is left today, spread over the steps
-left in proportion to the demand the daily rhythm expects in each (evenly
-until it knows; misses spend first, so their part is already gone). A
-requested cell's value is the demand it expects over the period a refresh
-serves (the next step, or the next hour with a 3600 s target): its decayed
-count of requests times the daily rhythm's outlook at the cell's longitude
-(rhythm.py), so a cell whose morning starts outranks one with the same count
-whose night begins. It publishes the cells that share keeps fresh (a miss on
-any other cell serves its older data) and refreshes those of them the upstream
-has newer data for, in concurrent multi-location batches that hold the cells'
-refresh locks; entries whose data cannot have changed are renewed without an
-upstream call. A 429 or 5xx backs off with jitter instead of retrying hot.
+step's share of the day's budget: what is left today, spread evenly over the
+steps left (misses spend first, so their part is already gone). A requested
+cell's value is the demand it expects over the period a refresh serves (the
+next step, or the next hour with a 3600 s target): its decayed count of
+requests times the daily rhythm's outlook at the cell's longitude (rhythm.py),
+so a cell whose morning starts outranks one with the same count whose night
+begins. It publishes the cells that share keeps fresh (a miss on any other
+cell serves its older data) and refreshes those of them the upstream has newer
+data for, in concurrent multi-location batches that hold the cells' refresh
+locks; entries whose data cannot have changed are renewed without an upstream
+call. A 429 or 5xx backs off with jitter instead of retrying hot.
 """
 
 from __future__ import annotations
@@ -225,14 +224,13 @@ class Prewarmer:
         now = clock.now_ms()
         slot = self._slot(now + self.lead_ms)  # the period this cycle serves
         report = CycleReport()
-        shape = await self._rhythm(max(now, slot) / 1000)
-        candidates = await self._candidates(report, shape, max(now, slot) / 1000)  # ranked for when it fetches
+        candidates = await self._candidates(report, max(now, slot) / 1000)  # ranked for when it fetches
         report.candidates = len(candidates)
         entries = await self._read(candidates, report)
         # Until the boundary the upstream has nothing newer; entries written meanwhile hold the old step.
         if (wait := slot - clock.now_ms()) > 0:
             await clock.sleep(wait / 1000)
-        allowance = await self._allowance(shape.share_of_day(max(now, slot) / 1000, (slot + self.interval_ms) / 1000))
+        allowance = await self._allowance()
         kept = await self._publish_kept(candidates, allowance)
         due, early = self._due(candidates, entries, kept)
         if renew := self._to_renew(candidates, entries):
@@ -314,7 +312,7 @@ class Prewarmer:
         with contextlib.suppress(CacheError):
             await self.redis.call(lambda client: client.set(PREWARM_LAST_CYCLE, slot_ms, px=expiry))
 
-    async def _candidates(self, report: CycleReport, shape: rhythm.Shape, at: float) -> list[tuple[Part, Cell, float]]:
+    async def _candidates(self, report: CycleReport, at: float) -> list[tuple[Part, Cell, float]]:
         """(part, cell, value) for the period starting at `at`, most valuable first, each once."""
         values: dict[tuple[Part, str], float] = {}
         cells: dict[str, Cell] = {}
@@ -331,6 +329,7 @@ class Prewarmer:
         popular = await self._repairing(
             POPULAR_CELLS, lambda client: client.zrevrange(POPULAR_CELLS, 0, self.max_candidates - 1, withscores=True)
         )
+        shape = await self._rhythm(at)
         report.rhythm_hours = shape.known
         ahead = self.refresher.freshness.target_steps * STEP_SECONDS  # what a refresh now serves
         period = self.interval_ms / 1000
@@ -428,12 +427,14 @@ class Prewarmer:
             for start in range(0, len(cells), self.batch_size):
                 yield list(group), cells[start : start + self.batch_size]
 
-    async def _allowance(self, share: float) -> float:
-        """This period's `share` of what the pre-warmer may still spend today, but never more
-        than the shorter windows have now."""
+    async def _allowance(self) -> float:
+        """This period's share of the day: what the pre-warmer may still spend today, spread
+        evenly over the periods left, but never more than the shorter windows have now."""
+        now = clock.now()
+        periods_left = max(1, math.ceil((86400 - now % 86400) * 1000 / self.interval_ms))
         budget = self.refresher.budget
         day_left = budget.limits.of_prewarm("day") - await budget.used("day")
-        return max(0.0, min(day_left * share, await budget.remaining(prewarm=True)))
+        return max(0.0, min(day_left / periods_left, await budget.remaining(prewarm=True)))
 
     async def _fetch_with_backoff(self, cells: list[Cell], parts: list[Part]) -> list[Cell]:
         retrying = AsyncRetrying(

@@ -7,9 +7,7 @@ the pre-warmer's leader marks each UTC hour it watched. A fit splits the counts
 into each band's level times one shape over the local hour, shared by every
 band: at any moment the bands sit at many local hours, so a service that starts
 cold knows the shape of most hours within its first hour or two. Days weigh half
-the day after them; hours nobody has watched stay neutral (1). The bands' levels
-times the shape say how the day's demand is spread over its hours: the
-pre-warmer's pace.
+the day after them; hours nobody has watched stay neutral (1).
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ _SAMPLES = 12  # points per averaged period: enough for a shape that changes by 
 _FIT_ROUNDS = 100  # alternating ratios converge slowly along a chain of bands: enough for 2 %
 _OUTLIER = 2.0  # a band-hour counted at most this many times its fit: one storm bends no one else's shape
 _FLOOR = 0.05  # the quietest hour's share of the mean, so no cell's outlook falls to nothing
-_PACE_SAMPLE_SECONDS = 900  # the shape is linear within an hour: a sample per step is enough
 
 
 def day(seconds: float) -> str:
@@ -73,7 +70,6 @@ class Shape:
 
     by_hour: tuple[float, ...] = (1.0,) * HOURS
     known: int = 0  # local hours fitted from counts (the others are neutral)
-    levels: tuple[float, ...] = ()  # each band's demand at the shape's mean; none: the same everywhere
 
     def at(self, lon: float, utc_seconds: float) -> float:
         """Relative demand at a longitude and moment, between the whole local hours around it."""
@@ -92,38 +88,6 @@ class Shape:
         weights = [decay**k for k in range(int(math.log(0.01) / math.log(decay)) + 1)] if 0 < decay < 1 else [1.0]
         seen = sum(w * self.at(lon, now - (k + 0.5) * period) for k, w in enumerate(weights)) / sum(weights)
         return self.mean(lon, now, ahead) / seen
-
-    def demand(self, start: float, seconds: float) -> float:
-        """Demand over [start, start + seconds), summed over the bands (in their levels' units)."""
-        if not self.levels:
-            return float(seconds)
-        samples = max(1, math.ceil(seconds / _PACE_SAMPLE_SECONDS))
-        moments = [start + (i + 0.5) * seconds / samples for i in range(samples)]
-        return seconds * sum(
-            level * sum(self.at(_band_middle(b), moment) for moment in moments) / samples
-            for b, level in enumerate(self.levels)
-            if level > 0
-        )
-
-    def share_of_day(self, start: float, end: float) -> float:
-        """The part of the demand left in `start`'s UTC day that falls before `end`: a period's
-        share of what is left of the day's budget.
-
-        With popularity like Zipf's, k refreshes in a period serve about its demand times
-        log k, so refreshes spread in proportion to demand serve the most. Without a
-        rhythm that is in proportion to time.
-        """
-        day_end = (start // 86400 + 1) * 86400
-        end = min(end, day_end)
-        if end <= start:
-            return 1.0
-        part = self.demand(start, end - start)
-        rest = self.demand(end, day_end - end) if end < day_end else 0.0
-        return part / (part + rest) if part + rest > 0 else (end - start) / (day_end - start)
-
-
-def _band_middle(band_index: int) -> float:
-    return band_index * 15 - 172.5
 
 
 def fit(days: Sequence[Mapping[str, float]]) -> Shape:
@@ -153,14 +117,10 @@ def fit(days: Sequence[Mapping[str, float]]) -> Shape:
         key: min(value, _OUTLIER * level[key[0]] * shape[local_hour(*key)] * seen[key[1]])
         for key, value in cells.items()
     }
-    shape, level = _fitted(clipped, seen, [value or 1.0 for value in shape], _FIT_ROUNDS // 5)  # from the first fit
+    shape, _ = _fitted(clipped, seen, [value or 1.0 for value in shape], _FIT_ROUNDS // 5)  # from the first fit
     known = [value for value in shape if value > 0]
     mean = sum(known) / len(known)
-    return Shape(
-        tuple(max(_FLOOR, value / mean) if value > 0 else 1.0 for value in shape),
-        len(known),
-        tuple(value * mean for value in level),
-    )
+    return Shape(tuple(max(_FLOOR, value / mean) if value > 0 else 1.0 for value in shape), len(known))
 
 
 def _fitted(
