@@ -184,7 +184,7 @@ class Prewarmer:
             next_plan = self._slot(clock.now_ms() + self.lead_ms) + self.interval_ms - self.lead_ms
             await clock.sleep(min(self.lease.seconds / 3, max(0.001, (next_plan - clock.now_ms()) / 1000)))
 
-    async def _cycle_holding_lease(self) -> CycleReport:
+    async def _cycle_holding_lease(self) -> None:
         """This period's cycle, renewing the lease while it runs.
 
         A cycle can outlast the lease (a slow upstream, thousands of cells on a fast
@@ -200,7 +200,7 @@ class Prewarmer:
                 cycle.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await cycle
-        return cycle.result()
+        cycle.result()  # its failure is the loop's to log and count
 
     def _slot(self, now_ms: int) -> int:
         """When the current period's cycle is due: just after the period's boundary."""
