@@ -17,7 +17,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from weathernote.embedded_redis import EmbeddedRedis, _free_port  # noqa: E402
+from weathernote.redis.embedded import EmbeddedRedis, _free_port  # noqa: E402
 
 free_port = _free_port
 

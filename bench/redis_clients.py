@@ -2,7 +2,7 @@
 
 What a cached request asks of Redis, done by N concurrent asyncio callers in one process
 (default 32, under uvloop), each in a closed loop for a fixed time after a warm-up:
-  - limiter+entry: in one round trip, EVALSHA of weathernote.ratelimit's sliding-window
+  - limiter+entry: in one round trip, EVALSHA of weathernote.fairuse.limiter's sliding-window
                    script (a client key and an address key, both per caller; limits of
                    100,000,000 a second, so every call records; cost 1) and MGET of one
                    ~300-byte entry: what `RateLimiter.check` sends for a cached request
@@ -118,7 +118,7 @@ class Ops:
 
 @contextlib.asynccontextmanager
 async def redis_py(setup: Setup) -> AsyncIterator[Ops]:
-    from weathernote.redis_gateway import standalone
+    from weathernote.redis.gateway import standalone
 
     client = standalone(setup.url, TIMEOUT, max_connections=128)
     sha = setup.sha
@@ -141,7 +141,7 @@ async def redis_py(setup: Setup) -> AsyncIterator[Ops]:
 
 @contextlib.asynccontextmanager
 async def wire(setup: Setup) -> AsyncIterator[Ops]:
-    from weathernote.redis_wire import MultiplexedConnection
+    from weathernote.redis.wire import MultiplexedConnection
 
     connection = MultiplexedConnection(setup.url, TIMEOUT)
     sha = setup.sha
@@ -163,8 +163,8 @@ async def wire(setup: Setup) -> AsyncIterator[Ops]:
 @contextlib.asynccontextmanager
 async def gateway(setup: Setup) -> AsyncIterator[Ops]:
     from weathernote.breaker import CircuitBreaker
-    from weathernote.ratelimit import _SLIDING_WINDOW
-    from weathernote.redis_gateway import RedisGateway
+    from weathernote.fairuse.limiter import _SLIDING_WINDOW
+    from weathernote.redis.gateway import RedisGateway
 
     redis = await RedisGateway.connect(setup.url, TIMEOUT, CircuitBreaker("redis"))
     if redis.wire is None:
@@ -436,7 +436,7 @@ def main() -> None:
 
     from redis import Redis
 
-    from weathernote.ratelimit import _SLIDING_WINDOW
+    from weathernote.fairuse.limiter import _SLIDING_WINDOW
 
     load = os.getloadavg()
     with components() as running:

@@ -47,11 +47,11 @@ from ws_clients import cell_point
 from yoga_peer import yoga_cmd, yoga_env, yoga_ready, yoga_versions
 
 from weathernote.breaker import CircuitBreaker
-from weathernote.cache import EntryStore
-from weathernote.cells import Grid
-from weathernote.entries import Current, Entry, Part
-from weathernote.keys import update_channel
-from weathernote.redis_gateway import RedisGateway
+from weathernote.cache.store import EntryStore
+from weathernote.model.cells import Grid
+from weathernote.model.entries import Current, Entry, Part
+from weathernote.redis.gateway import RedisGateway
+from weathernote.redis.keys import update_channel
 
 SPARE_FILES = 200  # what a server holds besides its sockets: Redis, logs, modules, the listener
 

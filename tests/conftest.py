@@ -29,9 +29,9 @@ import httpx
 import pytest
 import redis
 
-from weathernote import keys
-from weathernote.embedded_cluster import EmbeddedCluster
-from weathernote.embedded_redis import EmbeddedRedis
+from weathernote.redis import keys
+from weathernote.redis.cluster import EmbeddedCluster
+from weathernote.redis.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 

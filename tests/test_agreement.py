@@ -33,8 +33,7 @@ from hypothesis import strategies as st
 from hypothesis_graphql import queries
 from strawberry.types import ExecutionResult
 
-from weathernote.cells import Cell, Grid, InvalidCoordinates
-from weathernote.entries import Entry, Part
+from weathernote.cache.service import Reading, WeatherService
 from weathernote.graphql.context import Context
 from weathernote.graphql.errors import INTERNAL_SERVER_ERROR, QUERY_TOO_COMPLEX
 from weathernote.graphql.extensions import UncheckedDocument
@@ -42,7 +41,8 @@ from weathernote.graphql.fastpath import PayloadRenderer, Planner
 from weathernote.graphql.schema import build_root, schema
 from weathernote.http.graphql_http import JSON, render
 from weathernote.http.graphql_ws import _valid_days
-from weathernote.service import Reading, WeatherService
+from weathernote.model.cells import Cell, Grid, InvalidCoordinates
+from weathernote.model.entries import Entry, Part
 from weathernote.upstream.contract import parse_locations
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from weathernote.cells import Grid, InvalidCoordinates
-from weathernote.entries import Part
-from weathernote.keys import entry_key
+from weathernote.model.cells import Grid, InvalidCoordinates
+from weathernote.model.entries import Part
+from weathernote.redis.keys import entry_key
 
 latitudes = st.floats(min_value=-90, max_value=90, allow_nan=False)
 longitudes = st.floats(min_value=-180, max_value=180, allow_nan=False)

@@ -3,7 +3,7 @@ config and the Grafana dashboard.
 
 Checked with promtool (Debian package `prometheus`): the rules and every dashboard expression
 must parse, the alert unit tests must pass, and every `weathernote_*` series they query must be
-one that `weathernote/metrics.py` actually exposes. promtool is required: without it these tests
+one that `weathernote/ops/metrics.py` actually exposes. promtool is required: without it these tests
 fail (they never skip), so a CI that forgot to install it does not pass silently.
 """
 
@@ -20,7 +20,7 @@ import pytest
 import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
-from weathernote import metrics
+from weathernote.ops import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
@@ -81,7 +81,7 @@ def run_promtool(*args: str | Path, cwd: Path | None = None) -> str:
 
 
 def exposed_names() -> set[str]:
-    """Every series name weathernote/metrics.py exposes, with the exposition suffixes."""
+    """Every series name weathernote/ops/metrics.py exposes, with the exposition suffixes."""
     names: set[str] = set()
     for value in vars(metrics).values():
         if isinstance(value, Counter | Gauge | Histogram):
@@ -276,7 +276,7 @@ def test_every_queried_metric_exists_in_metrics_module() -> None:
             queried.setdefault(name, set()).add("alerts_test.yml input series")
     assert queried, "no weathernote_* metric found in the dashboard or the rules"
     unknown = {name: sorted(where) for name, where in queried.items() if name not in known}
-    assert not unknown, f"not exposed by weathernote/metrics.py: {unknown}"
+    assert not unknown, f"not exposed by weathernote/ops/metrics.py: {unknown}"
 
 
 def test_dashboard_shows_every_metric() -> None:

@@ -18,11 +18,12 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Server, Simulator, eventually, graphql, server_env, wait_until
-from weathernote import clock, metrics
-from weathernote.cells import Grid
-from weathernote.entries import Entry, Part
+from weathernote import clock
 from weathernote.http.app import Services
-from weathernote.prewarm import Prewarmer
+from weathernote.model.cells import Grid
+from weathernote.model.entries import Entry, Part
+from weathernote.ops import metrics
+from weathernote.prewarm.cycle import Prewarmer
 from weathernote.settings import Settings
 
 CURRENT = "query($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { temperature cached stale } }"

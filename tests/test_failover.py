@@ -23,7 +23,7 @@ import redis
 
 from tests.conftest import Server, Simulator, server_env, spell_key
 from tests.wsclient import GraphQLSocket
-from weathernote.embedded_cluster import EmbeddedCluster
+from weathernote.redis.cluster import EmbeddedCluster
 
 CURRENT = "query($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { temperature cached stale } }"
 WEATHER = "subscription($lat: Float!, $lon: Float!) { weatherUpdates(lat: $lat, lon: $lon) { fetchedAt } }"

@@ -16,7 +16,7 @@ import redis
 import websockets
 
 from tests.conftest import Server, Simulator, graphql, server_env, wait_until
-from weathernote.embedded_redis import EmbeddedRedis
+from weathernote.redis.embedded import EmbeddedRedis
 
 QUERY = "{ current(lat: 40.7128, lon: -74.0060) { temperature cached } }"
 

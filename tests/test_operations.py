@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Server, Simulator, free_port, graphql, server_env, wait_until
 from tests.wsclient import GraphQLSocket
-from weathernote.embedded_redis import EmbeddedRedis
+from weathernote.redis.embedded import EmbeddedRedis
 
 CURRENT = "query($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { temperature cached } }"
 

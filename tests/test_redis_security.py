@@ -10,7 +10,7 @@ import trustme
 
 from tests.conftest import Server, Simulator, graphql, server_env
 from tests.tcp_proxy import TcpProxy
-from weathernote.embedded_redis import EmbeddedRedis
+from weathernote.redis.embedded import EmbeddedRedis
 
 QUERY = "{ current(lat: 59.33, lon: 18.07) { cached } }"
 

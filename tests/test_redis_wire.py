@@ -15,10 +15,10 @@ from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from weathernote.breaker import CircuitBreaker, State
-from weathernote.embedded_redis import EmbeddedRedis
 from weathernote.errors import RedisKeyError, RedisUnavailable
-from weathernote.redis_gateway import RedisGateway
-from weathernote.redis_wire import MultiplexedConnection
+from weathernote.redis.embedded import EmbeddedRedis
+from weathernote.redis.gateway import RedisGateway
+from weathernote.redis.wire import MultiplexedConnection
 
 
 @pytest.fixture

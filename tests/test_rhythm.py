@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from tests.conftest import Server, Simulator, graphql, server_env
-from weathernote import rhythm
+from weathernote.demand import rhythm
 
 CURRENT = "query($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { temperature stale } }"
 

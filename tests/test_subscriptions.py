@@ -157,7 +157,7 @@ async def test_a_stalled_subscriber_neither_delays_others_nor_queues_without_bou
 
 
 async def test_redis_restart_under_live_subscriptions(tmp_path: Path, simulator: Simulator) -> None:
-    from weathernote.embedded_redis import EmbeddedRedis
+    from weathernote.redis.embedded import EmbeddedRedis
 
     own = EmbeddedRedis(tmp_path / "redis", persistent=False)
     own.start()

@@ -17,14 +17,14 @@ import orjson
 import pytest
 import redis
 
-from weathernote import keys
 from weathernote.breaker import CircuitBreaker, State
-from weathernote.budget import Limits, UpstreamBudget
-from weathernote.cells import Grid
-from weathernote.entries import Current, Daily, Entry, Part
 from weathernote.errors import RedisKeyError, RedisUnavailable, UndecodableEntry
-from weathernote.hub import Subscriber
-from weathernote.redis_gateway import RedisGateway, classify
+from weathernote.live.hub import Subscriber
+from weathernote.model.cells import Grid
+from weathernote.model.entries import Current, Daily, Entry, Part
+from weathernote.redis import keys
+from weathernote.redis.gateway import RedisGateway, classify
+from weathernote.upstream.budget import Limits, UpstreamBudget
 
 CELL = Grid(0.1).cell(40.7128, -74.006)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from weathernote.entries import Current, Daily, Hourly, Part
 from weathernote.errors import ContractError
+from weathernote.model.entries import Current, Daily, Hourly, Part
 from weathernote.upstream import request_weight
 from weathernote.upstream.contract import parse_locations, query_params
 

@@ -24,9 +24,9 @@ import redis
 
 from tests.conftest import DEFAULT_KNOBS, Server, Simulator, free_port, graphql, server_env, wait_until
 from tests.test_upstream_faults import code_of
-from weathernote.cells import Cell, Grid
-from weathernote.entries import FORECAST_DAYS, Part
 from weathernote.errors import ContractError, UpstreamError
+from weathernote.model.cells import Cell, Grid
+from weathernote.model.entries import FORECAST_DAYS, Part
 from weathernote.simulator.params import parse_query
 from weathernote.simulator.render import render_forecast
 from weathernote.simulator.weather import WeatherModel

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from weathernote.logs import configure_logging
+from weathernote.ops.logs import configure_logging
 from weathernote.settings import Settings
 
 log = logging.getLogger("weathernote")
@@ -56,7 +56,7 @@ class _LocalSimulator:
     """The Open-Meteo simulator as a child process, for running offline."""
 
     def __init__(self) -> None:
-        from weathernote.embedded_redis import _free_port
+        from weathernote.redis.embedded import _free_port
 
         self.port = _free_port("127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port}"
@@ -80,9 +80,9 @@ class _LocalSimulator:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from weathernote.embedded_redis import EmbeddedRedis
+    from weathernote.fairuse.identity import load_or_create_secret
     from weathernote.http import server
-    from weathernote.identity import load_or_create_secret
+    from weathernote.redis.embedded import EmbeddedRedis
 
     settings = _settings_from(args)
     simulator = embedded = None
@@ -134,9 +134,9 @@ def prewarm(args: argparse.Namespace) -> int:
 
     import orjson
 
-    from weathernote.embedded_redis import EmbeddedRedis
     from weathernote.errors import CacheError
     from weathernote.http.app import Services
+    from weathernote.redis.embedded import EmbeddedRedis
 
     settings = _settings_from(args)
     embedded = None
@@ -179,7 +179,7 @@ def export_schema(args: argparse.Namespace) -> int:
 def redis_cli(args: argparse.Namespace) -> int:
     """valkey-cli against the configured Redis (WEATHERNOTE_REDIS_URL, cluster mode on), else the
     embedded one of the data directory."""
-    from weathernote.embedded_redis import binary_path
+    from weathernote.redis.embedded import binary_path
 
     settings = Settings()
     cli = binary_path("valkey-cli")

@@ -53,7 +53,7 @@ from typing import Any
 
 import httpx
 
-from weathernote.embedded_cluster import EmbeddedCluster, free_cluster_ports
+from weathernote.redis.cluster import EmbeddedCluster, free_cluster_ports
 
 HOST = "127.0.0.1"
 TEMPLATE = Path(__file__).resolve().with_name("nginx.conf.template")

@@ -8,11 +8,11 @@ from typing import Any
 
 from graphql import DocumentNode
 
-from weathernote.cells import Cell, Grid, InvalidCoordinates
-from weathernote.entries import FORECAST_DAYS, Part
+from weathernote.cache.service import Reading, UpstreamUnavailable, WeatherService
 from weathernote.graphql.errors import bad_user_input, upstream_unavailable
-from weathernote.live import LiveWeather
-from weathernote.service import Reading, UpstreamUnavailable, WeatherService
+from weathernote.live.watches import LiveWeather
+from weathernote.model.cells import Cell, Grid, InvalidCoordinates
+from weathernote.model.entries import FORECAST_DAYS, Part
 
 Prefetched = dict[tuple[str, frozenset[Part]], "Mapping[Part, Reading] | UpstreamUnavailable"]
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from graphql import GraphQLError
 
-from weathernote import requestlog
+from weathernote.ops import requestlog
 
 log = logging.getLogger(__name__)
 

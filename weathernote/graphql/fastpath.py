@@ -45,15 +45,15 @@ from graphql import (
 from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.language import Visitor, visit
 
-from weathernote import metrics
-from weathernote.cells import Cell, Grid, InvalidCoordinates
-from weathernote.entries import Part
+from weathernote.graphql.documents.limits import DocumentChecker, DocumentLimits
 from weathernote.graphql.errors import BAD_USER_INPUT, OPERATION_RESOLUTION_FAILURE, coded, mask_internal
-from weathernote.graphql.limits import DocumentChecker, DocumentLimits
 from weathernote.graphql.selection import forecast_parts_for
+from weathernote.model.cells import Cell, Grid, InvalidCoordinates
+from weathernote.model.entries import Part
+from weathernote.ops import metrics
 
 if TYPE_CHECKING:
-    from weathernote.service import Reading
+    from weathernote.cache.service import Reading
 
 _COORDINATES = ("lat", "lon")
 

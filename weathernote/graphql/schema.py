@@ -11,8 +11,7 @@ from graphql import GraphQLError
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext, Info
 
-from weathernote.cells import Cell as GridCell
-from weathernote.entries import FORECAST_DAYS, Current, Daily, Hourly, Part
+from weathernote.cache.service import Reading
 from weathernote.graphql.context import Context, check_days
 from weathernote.graphql.errors import mask_internal
 from weathernote.graphql.extensions import schema_extensions
@@ -26,8 +25,9 @@ from weathernote.graphql.types import (
     hourly_rows,
     utc_from_ms,
 )
-from weathernote.service import Reading
-from weathernote.units import Units as UnitSystem
+from weathernote.model.cells import Cell as GridCell
+from weathernote.model.entries import FORECAST_DAYS, Current, Daily, Hourly, Part
+from weathernote.model.units import Units as UnitSystem
 
 
 def build_current(cell: GridCell, reading: Reading, units: UnitSystem) -> CurrentWeather:

@@ -7,7 +7,7 @@ from typing import Any
 
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
 
-from weathernote.entries import Part
+from weathernote.model.entries import Part
 
 # Forecast fields that any read part can answer (they describe the part read).
 _FORECAST_METADATA = frozenset({"timezone", "cached", "stale", "fetchedAt"})

@@ -11,12 +11,12 @@ from typing import TypeAlias
 
 import strawberry
 
-from weathernote import conditions
-from weathernote import units as convert
-from weathernote.cells import Cell as GridCell
-from weathernote.entries import Current, Daily, Hourly
 from weathernote.graphql.errors import bad_user_input
-from weathernote.units import Units as UnitSystem
+from weathernote.model import conditions
+from weathernote.model import units as convert
+from weathernote.model.cells import Cell as GridCell
+from weathernote.model.entries import Current, Daily, Hourly
+from weathernote.model.units import Units as UnitSystem
 
 # strawberry.enum registers the GraphQL enum on the class itself; the alias keeps it a type for mypy
 strawberry.enum(UnitSystem, name="Units", description="Unit system of the values")

@@ -22,36 +22,36 @@ from starlette.websockets import WebSocket
 
 from weathernote import clock
 from weathernote.breaker import CircuitBreaker, State
-from weathernote.budget import Limits as BudgetLimits
-from weathernote.budget import UpstreamBudget
-from weathernote.cache import EntryStore
-from weathernote.cells import Grid
-from weathernote.entries import Part
+from weathernote.cache.refresh import Freshness, Refresher
+from weathernote.cache.service import WeatherService
+from weathernote.cache.store import EntryStore
+from weathernote.demand.usage import Usage
 from weathernote.errors import CacheError
+from weathernote.fairuse.admission import Admission
+from weathernote.fairuse.identity import Identifier
+from weathernote.fairuse.limiter import RateLimiter
 from weathernote.graphql.context import Context
+from weathernote.graphql.documents.limits import DocumentLimits
+from weathernote.graphql.documents.persisted import PersistedQueries, load_manifest
 from weathernote.graphql.fastpath import PayloadRenderer, Planner
-from weathernote.graphql.limits import DocumentLimits
-from weathernote.graphql.persisted import PersistedQueries, load_manifest
 from weathernote.graphql.schema import build_root, schema
 from weathernote.http import csp, lifecycle
-from weathernote.http.admission import Admission
 from weathernote.http.graphql_http import GraphQLEndpoint
 from weathernote.http.graphql_ws import GraphQLWebSocket, Limits, Operations
 from weathernote.http.observability import RequestObservability, metrics_endpoint
 from weathernote.http.rest import RestRoutes
-from weathernote.identity import Identifier
-from weathernote.live import LiveWeather
-from weathernote.logs import configure_logging
-from weathernote.metrics import breaker_changed
-from weathernote.prewarm import Prewarmer
-from weathernote.ratelimit import RateLimiter
-from weathernote.redis_gateway import RedisGateway, redacted
-from weathernote.refresh import Freshness, Refresher
-from weathernote.service import WeatherService
+from weathernote.live.watches import LiveWeather
+from weathernote.model.cells import Grid
+from weathernote.model.entries import Part
+from weathernote.ops.logs import configure_logging
+from weathernote.ops.metrics import breaker_changed
+from weathernote.prewarm.cycle import Prewarmer
+from weathernote.redis.gateway import RedisGateway, redacted
 from weathernote.settings import Settings
 from weathernote.upstream import OpenMeteoClient
+from weathernote.upstream.budget import Limits as BudgetLimits
+from weathernote.upstream.budget import UpstreamBudget
 from weathernote.upstream.pace import STEP_SECONDS
-from weathernote.usage import Usage
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import types
 from collections.abc import Coroutine, Generator, Mapping
 from typing import Any, Protocol
 
-from weathernote.entries import Part
+from weathernote.cache.service import Reading
 from weathernote.graphql.fastpath import Bound, PayloadRenderer, Plan
-from weathernote.live import LiveWeather, Watch
-from weathernote.service import Reading
+from weathernote.live.watches import LiveWeather, Watch
+from weathernote.model.entries import Part
 
 log = logging.getLogger(__name__)
 

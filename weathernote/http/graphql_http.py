@@ -24,10 +24,11 @@ from strawberry import Schema
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
-from weathernote import metrics, requestlog
-from weathernote.cells import Grid
+from weathernote.cache.service import UpstreamUnavailable, now_ms
 from weathernote.errors import BadRequest
+from weathernote.fairuse.admission import Admission, rate_limited_body
 from weathernote.graphql.context import Context
+from weathernote.graphql.documents.persisted import PersistedQueries, PersistedQueryError
 from weathernote.graphql.errors import (
     BAD_REQUEST,
     INTERNAL_SERVER_ERROR,
@@ -35,12 +36,11 @@ from weathernote.graphql.errors import (
     UPSTREAM_UNAVAILABLE,
 )
 from weathernote.graphql.fastpath import DEFAULT_CACHE_BYTES, Bound, BoundedCache, Plan, Planner, kept_json
-from weathernote.graphql.persisted import PersistedQueries, PersistedQueryError
 from weathernote.http import csp
-from weathernote.http.admission import Admission, rate_limited_body
 from weathernote.http.querystring import query_params
-from weathernote.keys import entry_key
-from weathernote.service import UpstreamUnavailable, now_ms
+from weathernote.model.cells import Grid
+from weathernote.ops import metrics, requestlog
+from weathernote.redis.keys import entry_key
 
 log = logging.getLogger(__name__)
 

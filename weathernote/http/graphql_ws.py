@@ -24,17 +24,17 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry import Schema
 from strawberry.types import ExecutionResult
 
-from weathernote import metrics, requestlog
+from weathernote.cache.service import UpstreamUnavailable
 from weathernote.errors import BadRequest
+from weathernote.fairuse.admission import Admission, rate_limited_error
 from weathernote.graphql.context import Context, check_days
+from weathernote.graphql.documents.persisted import PersistedQueries, PersistedQueryError
 from weathernote.graphql.errors import BAD_REQUEST, error_dict, internal_error, upstream_unavailable
 from weathernote.graphql.fastpath import Bound, PayloadRenderer, Plan, Planner
-from weathernote.graphql.persisted import PersistedQueries, PersistedQueryError
-from weathernote.http.admission import Admission, rate_limited_error
 from weathernote.http.fanout import Feed, Feeds, run_now
 from weathernote.http.observability import access_log
-from weathernote.requestlog import RequestInfo
-from weathernote.service import UpstreamUnavailable
+from weathernote.ops import metrics, requestlog
+from weathernote.ops.requestlog import RequestInfo
 
 log = logging.getLogger(__name__)
 

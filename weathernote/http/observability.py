@@ -15,9 +15,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from weathernote import metrics, requestlog
-from weathernote.logs import AccessLog
-from weathernote.requestlog import RequestInfo
+from weathernote.ops import metrics, requestlog
+from weathernote.ops.logs import AccessLog
+from weathernote.ops.requestlog import RequestInfo
 
 access_log = AccessLog()
 

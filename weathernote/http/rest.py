@@ -9,14 +9,15 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from weathernote import conditions, requestlog
-from weathernote.cells import Cell, Grid, InvalidCoordinates
-from weathernote.entries import FORECAST_DAYS, Current, Daily, Part
+from weathernote.cache.service import Reading, UpstreamUnavailable, WeatherService
 from weathernote.errors import BadRequest
-from weathernote.http.admission import Admission
+from weathernote.fairuse.admission import Admission
 from weathernote.http.querystring import query_params
-from weathernote.keys import entry_key
-from weathernote.service import Reading, UpstreamUnavailable, WeatherService
+from weathernote.model import conditions
+from weathernote.model.cells import Cell, Grid, InvalidCoordinates
+from weathernote.model.entries import FORECAST_DAYS, Current, Daily, Part
+from weathernote.ops import requestlog
+from weathernote.redis.keys import entry_key
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:

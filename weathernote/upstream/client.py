@@ -8,10 +8,10 @@ from collections.abc import Collection, Sequence
 import httpx
 import orjson
 
-from weathernote import metrics
-from weathernote.cells import Cell
-from weathernote.entries import Model, Part
 from weathernote.errors import ContractError, UpstreamError
+from weathernote.model.cells import Cell
+from weathernote.model.entries import Model, Part
+from weathernote.ops import metrics
 from weathernote.upstream.contract import forecast_days, parse_locations, query_params, request_weight
 from weathernote.upstream.health import UpstreamHealth, connection_symptom
 

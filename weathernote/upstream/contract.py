@@ -23,8 +23,8 @@ from typing import Any, TypeGuard
 
 from astral import Observer, sun
 
-from weathernote.entries import FORECAST_DAYS, Current, Daily, Hourly, Model, Part
 from weathernote.errors import ContractError
+from weathernote.model.entries import FORECAST_DAYS, Current, Daily, Hourly, Model, Part
 
 # Our field name -> Open-Meteo variable, in request order.
 CURRENT_VARIABLES: dict[str, str] = {

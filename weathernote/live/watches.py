@@ -16,15 +16,15 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Any
 
-from weathernote import metrics
-from weathernote.cells import Cell
+from weathernote.cache.service import Reading, WeatherService
 from weathernote.clock import clock
-from weathernote.entries import Entry, Part
 from weathernote.errors import CacheError, RedisKeyError
-from weathernote.hub import Hub, Listener, Subscriber, Wakeup
-from weathernote.keys import WATCHED_CELLS, entry_key, update_channel, watched_member
-from weathernote.redis_gateway import AnyPipeline, RedisGateway
-from weathernote.service import Reading, WeatherService
+from weathernote.live.hub import Hub, Listener, Subscriber, Wakeup
+from weathernote.model.cells import Cell
+from weathernote.model.entries import Entry, Part
+from weathernote.ops import metrics
+from weathernote.redis.gateway import AnyPipeline, RedisGateway
+from weathernote.redis.keys import WATCHED_CELLS, entry_key, update_channel, watched_member
 
 log = logging.getLogger(__name__)
 

@@ -21,25 +21,25 @@ from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from weathernote import metrics, requestlog
 from weathernote.breaker import State as BreakerState
-from weathernote.cache import EntryStore
-from weathernote.cells import Cell
+from weathernote.cache.refresh import Refresher
+from weathernote.cache.store import EntryStore
 from weathernote.clock import clock
-from weathernote.entries import Entry, Part
+from weathernote.demand.usage import Usage
 from weathernote.errors import CacheError, UndecodableEntry, UpstreamError, UpstreamSkipped, UpstreamUnavailable
-from weathernote.keys import (
+from weathernote.model.cells import Cell
+from weathernote.model.entries import Entry, Part
+from weathernote.ops import metrics, requestlog
+from weathernote.redis.gateway import AnyPipeline
+from weathernote.redis.keys import (
     PREWARM_KEPT,
     WATCHED_CELLS,
     entry_key,
     stale_key,
     watched_member,
 )
-from weathernote.redis_gateway import AnyPipeline
-from weathernote.refresh import Refresher
 from weathernote.upstream import request_weight
 from weathernote.upstream.pace import STEP_SECONDS
-from weathernote.usage import Usage
 
 log = logging.getLogger(__name__)
 

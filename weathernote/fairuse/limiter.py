@@ -30,11 +30,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from weathernote import metrics
 from weathernote.errors import CacheError, RedisKeyError, RedisUnavailable
-from weathernote.identity import Identity
-from weathernote.keys import address_rate_limit_key, rate_limit_key
-from weathernote.redis_gateway import AnyRedis, RedisGateway
+from weathernote.fairuse.identity import Identity
+from weathernote.ops import metrics
+from weathernote.redis.gateway import AnyRedis, RedisGateway
+from weathernote.redis.keys import address_rate_limit_key, rate_limit_key
 
 log = logging.getLogger(__name__)
 

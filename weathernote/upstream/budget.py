@@ -15,10 +15,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from weathernote import metrics
 from weathernote.clock import clock
 from weathernote.errors import CacheError, RedisKeyError, RedisUnavailable
-from weathernote.redis_gateway import RedisGateway
+from weathernote.ops import metrics
+from weathernote.redis.gateway import RedisGateway
 
 log = logging.getLogger(__name__)
 

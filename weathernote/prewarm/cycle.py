@@ -39,12 +39,16 @@ from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from weathernote import metrics, rhythm
-from weathernote.cells import Cell, Grid
+from weathernote.cache.refresh import Refresher
+from weathernote.cache.service import WeatherService
 from weathernote.clock import clock
-from weathernote.entries import Entry, Part
+from weathernote.demand import rhythm
 from weathernote.errors import CacheError, RedisKeyError, UpstreamError, UpstreamSkipped
-from weathernote.keys import (
+from weathernote.model.cells import Cell, Grid
+from weathernote.model.entries import Entry, Part
+from weathernote.ops import metrics
+from weathernote.redis.gateway import AnyPipeline, AnyRedis, RedisGateway
+from weathernote.redis.keys import (
     POPULAR_CELLS,
     PREWARM_KEPT,
     PREWARM_LAST_CYCLE,
@@ -55,9 +59,6 @@ from weathernote.keys import (
     stale_key,
     watched_member,
 )
-from weathernote.redis_gateway import AnyPipeline, AnyRedis, RedisGateway
-from weathernote.refresh import Refresher
-from weathernote.service import WeatherService
 from weathernote.upstream import request_weight
 from weathernote.upstream.pace import STEP_SECONDS, newer_data_from_ms, observed_step_ms
 

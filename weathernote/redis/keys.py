@@ -9,8 +9,8 @@ round trip reads a cell, and a refresh is announced inside the shard holding it.
 
 from __future__ import annotations
 
-from weathernote.cells import Cell
-from weathernote.entries import FORECAST_DAYS, Part
+from weathernote.model.cells import Cell
+from weathernote.model.entries import FORECAST_DAYS, Part
 
 _hash_tags = False
 

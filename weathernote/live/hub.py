@@ -19,11 +19,11 @@ import random
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-from weathernote import metrics
 from weathernote.breaker import CircuitBreaker
 from weathernote.breaker import State as BreakerState
 from weathernote.errors import RedisUnavailable, WeatherNoteError
-from weathernote.redis_pubsub import PubSubBackend
+from weathernote.ops import metrics
+from weathernote.redis.pubsub import PubSubBackend
 
 log = logging.getLogger(__name__)
 

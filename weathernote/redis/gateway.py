@@ -44,11 +44,11 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from weathernote import keys
 from weathernote.breaker import CircuitBreaker, State
 from weathernote.errors import RedisKeyError, RedisUnavailable
-from weathernote.redis_pubsub import PlainPubSub, PubSubBackend, ShardedPubSub
-from weathernote.redis_wire import Command, MultiplexedConnection
+from weathernote.redis import keys
+from weathernote.redis.pubsub import PlainPubSub, PubSubBackend, ShardedPubSub
+from weathernote.redis.wire import Command, MultiplexedConnection
 
 log = logging.getLogger(__name__)
 

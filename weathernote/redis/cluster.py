@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from weathernote.embedded_redis import EmbeddedRedis, binary_path
 from weathernote.errors import EmbeddedRedisError
+from weathernote.redis.embedded import EmbeddedRedis, binary_path
 
 # The cluster bus listens on port + 10000, so a node's port must leave room for it.
 _MAX_PORT = 55535

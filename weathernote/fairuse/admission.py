@@ -8,11 +8,11 @@ from typing import Any
 import orjson
 from starlette.requests import HTTPConnection
 
-from weathernote import metrics, requestlog
+from weathernote.demand.usage import Usage
+from weathernote.fairuse.identity import Identifier, Identity
+from weathernote.fairuse.limiter import Decision, RateLimiter
 from weathernote.graphql.errors import RATE_LIMITED
-from weathernote.identity import Identifier, Identity
-from weathernote.ratelimit import Decision, RateLimiter
-from weathernote.usage import Usage
+from weathernote.ops import metrics, requestlog
 
 
 class Admission:

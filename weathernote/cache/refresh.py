@@ -22,15 +22,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from weathernote.breaker import CircuitBreaker
-from weathernote.budget import UpstreamBudget
-from weathernote.cache import EntryStore
-from weathernote.cells import Cell
+from weathernote.cache.store import EntryStore
 from weathernote.clock import clock
-from weathernote.entries import Current, Entry, Model, Part
 from weathernote.errors import CacheError, UpstreamError, UpstreamSkipped
-from weathernote.keys import entry_key, refresh_lock_key
-from weathernote.redis_gateway import AnyPipeline
+from weathernote.model.cells import Cell
+from weathernote.model.entries import Current, Entry, Model, Part
+from weathernote.redis.gateway import AnyPipeline
+from weathernote.redis.keys import entry_key, refresh_lock_key
 from weathernote.upstream import OpenMeteoClient, request_weight
+from weathernote.upstream.budget import UpstreamBudget
 from weathernote.upstream.pace import (
     STEP_SECONDS,
     next_current_update_ms,

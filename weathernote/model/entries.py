@@ -29,8 +29,8 @@ from typing import Any
 
 import orjson
 
-from weathernote.cells import Cell
 from weathernote.errors import UndecodableEntry
+from weathernote.model.cells import Cell
 
 FORMAT = b"wn2"
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from weathernote.errors import CacheError, DocumentError
 from weathernote.graphql.errors import PERSISTED_QUERY_NOT_FOUND
-from weathernote.keys import persisted_query_key
-from weathernote.redis_gateway import RedisGateway
+from weathernote.redis.gateway import RedisGateway
+from weathernote.redis.keys import persisted_query_key
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from weathernote.clock import clock
-from weathernote.entries import Entry
-from weathernote.keys import entry_key, stale_key, update_channel
-from weathernote.redis_gateway import AnyPipeline, RedisGateway
+from weathernote.model.entries import Entry
+from weathernote.redis.gateway import AnyPipeline, RedisGateway
+from weathernote.redis.keys import entry_key, stale_key, update_channel
 
 
 class EntryStore:

@@ -16,11 +16,11 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from weathernote import rhythm
 from weathernote.clock import clock
+from weathernote.demand import rhythm
 from weathernote.errors import CacheError
-from weathernote.keys import POPULAR_CELLS, active_clients_key, daily_stat_key, rhythm_key
-from weathernote.redis_gateway import AnyPipeline, AnyRedis, RedisGateway
+from weathernote.redis.gateway import AnyPipeline, AnyRedis, RedisGateway
+from weathernote.redis.keys import POPULAR_CELLS, active_clients_key, daily_stat_key, rhythm_key
 
 log = logging.getLogger(__name__)
 

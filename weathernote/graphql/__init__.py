@@ -1,0 +1,1 @@
+"""The GraphQL layer: schema and types, documents (limits, persisted queries, plans), rendering."""
