@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # deploy/nginx and fronts the local topology, chromium runs GraphiQL in a real browser
 DEBIAN_TOOLS := promtool:prometheus nginx:nginx chromium:chromium
 
-.PHONY: serve offline test lint debian-tools topology-up topology-down bench schema manifest clean
+.PHONY: serve offline test lint debian-tools topology-up topology-down bench schema manifest models clean
 
 $(INSTALLED): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,10 +54,10 @@ test: $(INSTALLED) $(NODE_TESTS) $(TS_CLIENT) debian-tools lint
 
 # the scale-out topology on loopback: a 3+3 Redis Cluster, three instances, nginx on :8080
 topology-up: $(INSTALLED) debian-tools
-	$(BIN)/python deploy/local/topology.py up $(ARGS)
+	$(BIN)/python -m weathernote.topology up $(ARGS)
 
 topology-down: $(INSTALLED)
-	$(BIN)/python deploy/local/topology.py down $(ARGS)
+	$(BIN)/python -m weathernote.topology down $(ARGS)
 
 bench: $(INSTALLED)
 	$(BIN)/python bench/cached_current.py $(ARGS)
@@ -68,6 +68,10 @@ schema: $(INSTALLED)
 # the persisted-query manifest of clients/operations (and its copy in the Python client)
 manifest: $(INSTALLED)
 	$(BIN)/python clients/operations/build_manifest.py
+
+# the Python client's models, generated from schema.graphql and clients/operations
+models: $(INSTALLED)
+	$(BIN)/python clients/python/generate_models.py
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules clients/typescript/node_modules clients/typescript/dist clients/typescript/build clients/node_modules

@@ -44,6 +44,8 @@ from harness import ROOT, components, free_port, wait_http
 from redis import Redis
 from yoga_peer import yoga_cmd, yoga_env, yoga_ready, yoga_versions
 
+from weathernote.simulator import SimulatorProcess
+
 QUERY = "{ current(lat: 40.7128, lon: -74.0060) { temperature cached cell { lat lon } } }"
 BODY = json.dumps({"query": QUERY})
 # the APQ form: the same selection with its coordinates as variables, by hash in a GET URL
@@ -154,17 +156,15 @@ def main() -> None:
     yoga_skipped = "--no-yoga" if args.no_yoga else yoga_ready()
     unlimited = "1000000000"
 
-    with components() as running:
-        sim_port = free_port("127.0.0.1")
-        limits = [f"--rate-limit-per-{window}={unlimited}" for window in ("minute", "hour", "day")]
-        running.start([sys.executable, "-m", "weathernote", "simulate-upstream", "--port", str(sim_port), *limits])
-        wait_http(f"http://127.0.0.1:{sim_port}/__simulator/stats")
+    limits = {f"rate_limit_per_{window}": int(unlimited) for window in ("minute", "hour", "day")}
+    # the simulator outside: it outlives the servers, which stop first
+    with SimulatorProcess(**limits) as simulator, components() as running:
         names = ["weathernote", "bare-asgi", "plain-strawberry"] + ([] if yoga_skipped else ["graphql-yoga"])
         ports = {name: free_port("127.0.0.1") for name in names}
         env = {
             **os.environ,
             "WEATHERNOTE_REDIS_URL": running.redis_url,
-            "WEATHERNOTE_UPSTREAM_URL": f"http://127.0.0.1:{sim_port}",
+            "WEATHERNOTE_UPSTREAM_URL": simulator.url,
             "WEATHERNOTE_LOG_LEVEL": "info",  # request logs on, as users run it (written to /dev/null)
             "WEATHERNOTE_WEATHER_TTL_SECONDS": "3600",
             # One load generator is one client far over any real limit: keep the limiter

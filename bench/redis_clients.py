@@ -164,9 +164,10 @@ async def wire(setup: Setup) -> AsyncIterator[Ops]:
 async def gateway(setup: Setup) -> AsyncIterator[Ops]:
     from weathernote.breaker import CircuitBreaker
     from weathernote.fairuse.limiter import _SLIDING_WINDOW
-    from weathernote.redis.gateway import RedisGateway
+    from weathernote.redis import RedisGateway
 
-    redis = await RedisGateway.connect(setup.url, TIMEOUT, CircuitBreaker("redis"))
+    redis = RedisGateway(setup.url, timeout=TIMEOUT, breaker=CircuitBreaker("redis"))
+    await redis.connect()
     if redis.wire is None:
         raise RuntimeError("the gateway did not take the multiplexed connection")
     script = redis.script(_SLIDING_WINDOW)

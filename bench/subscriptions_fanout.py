@@ -47,11 +47,12 @@ from ws_clients import cell_point
 from yoga_peer import yoga_cmd, yoga_env, yoga_ready, yoga_versions
 
 from weathernote.breaker import CircuitBreaker
-from weathernote.cache.store import EntryStore
-from weathernote.model.cells import Grid
-from weathernote.model.entries import Current, Entry, Part
-from weathernote.redis.gateway import RedisGateway
-from weathernote.redis.keys import update_channel
+from weathernote.cache import EntryStore
+from weathernote.clock import Clock
+from weathernote.model import Current, Entry, Grid, Part
+from weathernote.redis import RedisGateway
+from weathernote.redis.keys import SEED_SPELLING
+from weathernote.simulator import SimulatorProcess
 
 SPARE_FILES = 200  # what a server holds besides its sockets: Redis, logs, modules, the listener
 
@@ -96,8 +97,9 @@ async def write_entries(redis_url: str, cells: int, announce: bool) -> None:
 
     Without `announce`, the entries are only put in place: what a subscriber gets at once.
     """
-    redis = await RedisGateway.connect(redis_url, 5.0, CircuitBreaker("bench"))
-    store = EntryStore(redis, stale_ms=0)
+    redis = RedisGateway(redis_url, timeout=5.0, breaker=CircuitBreaker("bench"))
+    await redis.connect()
+    store = EntryStore(redis, Clock(), stale_ms=0)
     await redis.call(lambda client: client.ping())  # connected before the clock starts
     now_ms = time.time_ns() // 1_000_000
     await store.write([current_entry(index, now_ms) for index in range(cells)], announce=announce)
@@ -157,7 +159,9 @@ def run_peer(kind: str, server_pid: int, url: str, args: argparse.Namespace, ref
     time.sleep(1)
     after = rss_kb(server_pid)
     if kind == "weathernote":  # only the server under test listens: no other peer shares the work
-        channels = [update_channel(Part.CURRENT, grid.cell(*cell_point(index))) for index in range(args.cells)]
+        channels = [
+            SEED_SPELLING.update_channel(Part.CURRENT, grid.cell(*cell_point(index))) for index in range(args.cells)
+        ]
         with SyncRedis.from_url(args.redis_url) as redis:
             listeners = {count for _, count in redis.pubsub_numsub(*channels)}
         assert listeners == {1}, f"{url}: channels with {sorted(listeners)} listeners, expected 1 each"
@@ -181,27 +185,13 @@ def run_peer(kind: str, server_pid: int, url: str, args: argparse.Namespace, ref
     }
 
 
-def start_servers(running: Components, cells: int, with_yoga: bool) -> dict[str, tuple[int, str]]:
+def start_servers(running: Components, upstream_url: str, cells: int, with_yoga: bool) -> dict[str, tuple[int, str]]:
     """WeatherNote, the bare broadcast and (if wanted) Yoga, ready, every cell warm: name -> (pid, URL)."""
-    sim_port, wn_port, bare_port, yoga_port = (free_port("127.0.0.1") for _ in range(4))
-    running.start(
-        [
-            sys.executable,
-            "-m",
-            "weathernote",
-            "simulate-upstream",
-            "--port",
-            str(sim_port),
-            "--max-concurrent",
-            "0",
-            "--rate-limit-per-minute",
-            "1000000",
-        ]
-    )
+    wn_port, bare_port, yoga_port = (free_port("127.0.0.1") for _ in range(3))
     env = {
         **os.environ,
         "WEATHERNOTE_REDIS_URL": running.redis_url,
-        "WEATHERNOTE_UPSTREAM_URL": f"http://127.0.0.1:{sim_port}",
+        "WEATHERNOTE_UPSTREAM_URL": upstream_url,
         "WEATHERNOTE_PORT": str(wn_port),
         "WEATHERNOTE_LOG_LEVEL": "warning",
         "WEATHERNOTE_WEATHER_TTL_SECONDS": "3600",
@@ -229,7 +219,6 @@ def start_servers(running: Components, cells: int, with_yoga: bool) -> dict[str,
         env,
     )
     yoga = running.start(yoga_cmd(yoga_port, running.redis_url), yoga_env(env)) if with_yoga else None
-    wait_http(f"http://127.0.0.1:{sim_port}/__simulator/stats")
     wait_http(f"http://127.0.0.1:{wn_port}/ready")
     for index in range(cells):  # warm every cell, so subscribing costs no upstream call
         lat, lon = cell_point(index)
@@ -251,9 +240,10 @@ def start_servers(running: Components, cells: int, with_yoga: bool) -> dict[str,
 
 def measure(args: argparse.Namespace, with_yoga: bool) -> dict[str, dict[str, float]]:
     """Every peer at `args.subscribers`, on fresh servers (so one count's memory never shows in the next)."""
-    with components() as running:
+    # the simulator outside: it outlives the servers, which stop first
+    with SimulatorProcess(max_concurrent=0, rate_limit_per_minute=1_000_000) as simulator, components() as running:
         args.redis_url = running.redis_url
-        servers = start_servers(running, args.cells, with_yoga)
+        servers = start_servers(running, simulator.url, args.cells, with_yoga)
         results = {}
         for name, (pid, url) in servers.items():
             kind = "bare" if name == "bare-broadcast" else "weathernote"  # Yoga: WeatherNote's subscriber

@@ -1,7 +1,7 @@
 """Delivery of one refresh to subscribers spread over the local topology's instances, through nginx.
 
 The issue's figure: "p99 delivery of one refresh to subscribers spread over the three instances,
-through nginx". The benchmark starts the local topology (deploy/local/topology.py: a 3+3 Valkey
+through nginx". The benchmark starts the local topology (weathernote.topology: a 3+3 Valkey
 Cluster, the simulator, three instances, nginx) in a temporary directory, or uses the one running
 in `--dir`; opens `--subscribers` WebSocket subscriptions to one cell, all through nginx (which
 balances them by open connections, so each instance holds about a third: the benchmark reads
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import json
 import shutil
 import statistics
@@ -45,20 +44,7 @@ import redis
 import websockets
 from websockets.typing import Subprotocol
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load_topology_module() -> Any:
-    name = "weathernote_local_topology"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "deploy" / "local" / "topology.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
+from weathernote.topology import Topology
 
 SUBSCRIPTION = (
     "subscription($lat: Float!, $lon: Float!) { weatherUpdates(lat: $lat, lon: $lon) { temperature fetchedAt } }"
@@ -130,7 +116,7 @@ class Report:
         return "\n".join(lines)
 
 
-async def _open(topology: Any, index: int, first_timeout: float) -> Subscriber:
+async def _open(topology: Topology, index: int, first_timeout: float) -> Subscriber:
     """One subscriber through nginx holding the cell's current value, as its own client (id and
     address, so no rate limit is shared). Raises when the server refuses or fails it."""
     url = topology.url.replace("http://", "ws://", 1) + "/graphql"
@@ -242,7 +228,7 @@ async def _miss(client: httpx.AsyncClient, direct: Any, url: str) -> tuple[float
 
 
 async def run(
-    topology: Any,
+    topology: Topology,
     subscribers: int = 300,
     refreshes: int = 20,
     *,
@@ -323,16 +309,17 @@ async def run(
 
 
 async def _main(args: argparse.Namespace) -> int:
-    topology_module = _load_topology_module()
     own = None
     if args.dir:
-        topology = topology_module.Topology(args.dir)
+        topology = Topology(args.dir)
         if not topology.attach():
-            print(f"no running topology in {args.dir}: start one with deploy/local/topology.py up", file=sys.stderr)
+            print(
+                f"no running topology in {args.dir}: start one with python -m weathernote.topology up", file=sys.stderr
+            )
             return 2
     else:
         state = Path(tempfile.mkdtemp(prefix="weathernote-topology-bench-"))
-        own = topology = topology_module.Topology(
+        own = topology = Topology(
             state,
             port=args.port,
             log_level="warning",

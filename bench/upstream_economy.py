@@ -100,6 +100,8 @@ import orjson
 import uvloop
 from harness import components, free_port, wait_http
 
+from weathernote.simulator import SimulatorProcess
+
 DAY = 86400
 STEP = 900
 CONNECTIONS = 64  # 256 measured no less lag and upstream timeouts at the cold start (misses piling on the simulator)
@@ -390,53 +392,32 @@ def run_row(row: Row, args: argparse.Namespace) -> dict[str, object]:
     replayed = (day.end - day.start) / DAY if row.day == "uniform" else 1.0  # --hours: a day's first hours
     best15, best60, best15_by_hour, best60_by_hour = best(day, row.budget * replayed)
     budget = row.budget
-    with components() as running:
-        sim_port, port = free_port("127.0.0.1"), free_port("127.0.0.1")
-        free_tier = budget <= 10_000
-        per_hour = budget / 2 if free_tier else budget
-        per_minute = budget * 0.06 if free_tier else budget
-        # 40 real seconds before the day's cold start: time for the server to start, on a busy machine too
-        cold_start = (time.time() // DAY + 1) * DAY + day.start
-        replayed_date = datetime.fromtimestamp(cold_start - day.start, UTC).strftime("%Y-%m-%d")
-        running.start(
-            [
-                sys.executable,
-                "-m",
-                "weathernote",
-                "simulate-upstream",
-                "--port",
-                str(sim_port),
-                "--clock-speed",
-                str(speed),
-                "--rate-limit-per-day",
-                str(budget),
-                "--rate-limit-per-hour",
-                str(per_hour),
-                "--rate-limit-per-minute",
-                str(per_minute),
-                "--max-concurrent",
-                "0",
-                "--clock-start",
-                str(cold_start - 40 * speed),
-            ],
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                reading = httpx.get(f"http://127.0.0.1:{sim_port}/__simulator/clock", timeout=1).json()
-                # the simulator's own pair: at 144x a millisecond of round trip would put the server's
-                # clock 0.14 s off the upstream's, and its cycles would fetch before the step flips
-                real, simulated = reading["real"], reading["now"]
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+    # 40 real seconds before the day's cold start: time for the server to start, on a busy machine too
+    cold_start = (time.time() // DAY + 1) * DAY + day.start
+    replayed_date = datetime.fromtimestamp(cold_start - day.start, UTC).strftime("%Y-%m-%d")
+    free_tier = budget <= 10_000
+    per_hour = budget / 2 if free_tier else budget
+    per_minute = budget * 0.06 if free_tier else budget
+    simulator = SimulatorProcess(
+        clock_speed=speed,
+        rate_limit_per_day=budget,
+        rate_limit_per_hour=per_hour,
+        rate_limit_per_minute=per_minute,
+        max_concurrent=0,
+        clock_start=cold_start - 40 * speed,
+    )
+    # the simulator outside: it outlives the server, which stops first
+    with simulator.start(timeout=60), components() as running:
+        port = free_port("127.0.0.1")
+        # the simulator's own pair: at 144x a millisecond of round trip would put the server's
+        # clock 0.14 s off the upstream's, and its cycles would fetch before the step flips
+        reading = simulator.clock()
+        real, simulated = reading["real"], reading["now"]
         env = {
             **os.environ,
             "WEATHERNOTE_CLOCK_ANCHOR": f"{real}:{simulated}",  # the server's clock is the simulator's
             "WEATHERNOTE_REDIS_URL": running.redis_url,
-            "WEATHERNOTE_UPSTREAM_URL": f"http://127.0.0.1:{sim_port}",
+            "WEATHERNOTE_UPSTREAM_URL": simulator.url,
             "WEATHERNOTE_PORT": str(port),
             "WEATHERNOTE_LOG_LEVEL": "warning",
             "WEATHERNOTE_CLOCK_SPEED": str(speed),
@@ -462,13 +443,13 @@ def run_row(row: Row, args: argparse.Namespace) -> dict[str, object]:
         if row.day == "uniform":
             # the start-up cycle spent on the day before: count this day only (the budget's
             # day window, Open-Meteo's too, is a fixed UTC day, so the day measured is the day budgeted)
-            httpx.post(f"http://127.0.0.1:{sim_port}/__simulator/reset")
+            simulator.reset()
         # the upstream's figures as the replayed day ends; its weight as the upstream's day counts it
         # (the next day's first cycle fetches a second after midnight: not this day's budget)
         at_day_end: dict = {}
         snapshot = threading.Timer(
             (day.end - day.start) / speed,
-            lambda: at_day_end.update(httpx.get(f"http://127.0.0.1:{sim_port}/__simulator/stats").json()),
+            lambda: at_day_end.update(simulator.stats()),
         )
         snapshot.start()
         counts, by_rank, latest_by_hour, hour_by_hour = uvloop.run(

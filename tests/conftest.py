@@ -29,9 +29,9 @@ import httpx
 import pytest
 import redis
 
-from weathernote.redis import keys
 from weathernote.redis.cluster import EmbeddedCluster
 from weathernote.redis.embedded import EmbeddedRedis
+from weathernote.simulator import SimulatorProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,32 +67,13 @@ async def eventually(predicate: Any, timeout: float = 15.0, interval: float = 0.
         await asyncio.sleep(interval)
 
 
-class Simulator:
-    """A running `weathernote simulate-upstream` process and its control endpoints."""
+class Simulator(SimulatorProcess):
+    """The upstream simulator for a test session, started and answering; its control endpoints are
+    `stats`, `configure` and `reset`."""
 
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "weathernote", "simulate-upstream", "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_until(lambda: httpx.get(f"{self.url}/__simulator/stats", timeout=1).status_code == 200)
-
-    def stats(self) -> dict[str, Any]:
-        return httpx.get(f"{self.url}/__simulator/stats", timeout=5).json()
-
-    def configure(self, **knobs: Any) -> dict[str, Any]:
-        response = httpx.post(f"{self.url}/__simulator/config", json=knobs, timeout=5)
-        response.raise_for_status()
-        return response.json()
-
-    def reset(self) -> None:
-        httpx.post(f"{self.url}/__simulator/reset", timeout=5).raise_for_status()
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(port)
+        self.start(timeout=15)
 
 
 DEFAULT_KNOBS: dict[str, Any] = {
@@ -225,14 +206,6 @@ def spell(topology: str) -> Any:
 
 
 @pytest.fixture
-def spelling() -> Iterator[None]:
-    """For a test that spells keys in this process (a gateway it connects does, for its topology):
-    the seed's spelling again afterwards, as the other tests expect."""
-    yield
-    keys.configure(cluster=False)
-
-
-@pytest.fixture
 def redis_client(redis_url: str, topology: str) -> Iterator[Any]:
     """A client of the topology's Redis: a cluster client on a Cluster (it routes by key)."""
     client: Any = redis.RedisCluster.from_url(redis_url) if topology == "cluster" else redis.Redis.from_url(redis_url)
@@ -267,6 +240,11 @@ def server_env(redis_url: str, simulator: Simulator, **overrides: Any) -> dict[s
         "WEATHERNOTE_LOG_LEVEL": "warning",
         # limits are tested on their own; elsewhere they would only get in the way
         "WEATHERNOTE_RATE_LIMIT_PER_MINUTE": "1000000",
+        **{
+            f"WEATHERNOTE_UPSTREAM_{who}_SHARE_PER_{window}": "1"
+            for who in ("CLIENT", "ADDRESS")
+            for window in ("MINUTE", "DAY")
+        },
         "WEATHERNOTE_CLIENT_ID_SECRET": "test-secret",
         # the pre-warmer has tests of its own; elsewhere it would add upstream calls
         "WEATHERNOTE_PREWARM_INTERVAL_SECONDS": "0",

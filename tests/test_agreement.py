@@ -33,14 +33,15 @@ from hypothesis import strategies as st
 from hypothesis_graphql import queries
 from strawberry.types import ExecutionResult
 
-from weathernote.cache.service import Reading, WeatherService
+from weathernote.cache import Reading, WeatherService
+from weathernote.graphql import PayloadRenderer
 from weathernote.graphql.context import Context
+from weathernote.graphql.documents import Planner
 from weathernote.graphql.errors import INTERNAL_SERVER_ERROR, QUERY_TOO_COMPLEX
 from weathernote.graphql.extensions import UncheckedDocument
-from weathernote.graphql.fastpath import PayloadRenderer, Planner
+from weathernote.graphql.operations import valid_days
 from weathernote.graphql.schema import build_root, schema
 from weathernote.http.graphql_http import JSON, render
-from weathernote.http.graphql_ws import _valid_days
 from weathernote.model.cells import Cell, Grid, InvalidCoordinates
 from weathernote.model.entries import Entry, Part
 from weathernote.upstream.contract import parse_locations
@@ -233,7 +234,7 @@ async def planned_answer(query: str, variables: dict[str, Any]) -> dict[str, Any
     if plan.is_subscription:
         # as graphql_ws.Operations decides
         arguments = plan.arguments(schema._schema, bound.variables)
-        if arguments is None or not _valid_days(arguments[0]):
+        if arguments is None or not valid_days(arguments[0]):
             return None
         [(cell, parts)] = bound.reads
         payload = await RENDERER.render(plan, bound, arguments[0], prefetched[(cell.label, parts)])

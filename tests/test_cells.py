@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from weathernote.model.cells import Grid, InvalidCoordinates
 from weathernote.model.entries import Part
-from weathernote.redis.keys import entry_key
+from weathernote.redis.keys import SEED_SPELLING
 
 latitudes = st.floats(min_value=-90, max_value=90, allow_nan=False)
 longitudes = st.floats(min_value=-180, max_value=180, allow_nan=False)
@@ -20,8 +20,8 @@ steps = st.sampled_from([0.1, 0.25, 0.5, 0.05, 1.0])
 def test_seed_example_rounds_to_the_seed_key() -> None:
     cell = Grid(0.1).cell(40.7128, -74.0060)
     assert (cell.lat, cell.lon) == (40.7, -74.0)
-    assert entry_key(Part.CURRENT, cell) == "weather:lat:40.7:lon:-74.0"
-    assert entry_key(Part.DAILY, cell) == "forecast:lat:40.7:lon:-74.0:days:16"
+    assert SEED_SPELLING.entry(Part.CURRENT, cell) == "weather:lat:40.7:lon:-74.0"
+    assert SEED_SPELLING.entry(Part.DAILY, cell) == "forecast:lat:40.7:lon:-74.0:days:16"
 
 
 @given(latitudes, longitudes, steps)

@@ -18,12 +18,11 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Server, Simulator, eventually, graphql, server_env, wait_until
-from weathernote import clock
-from weathernote.http.app import Services
 from weathernote.model.cells import Grid
 from weathernote.model.entries import Entry, Part
 from weathernote.ops import metrics
-from weathernote.prewarm.cycle import Prewarmer
+from weathernote.prewarm import Prewarmer
+from weathernote.services import Services
 from weathernote.settings import Settings
 
 CURRENT = "query($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { temperature cached stale } }"
@@ -244,11 +243,10 @@ def test_misses_keep_to_the_days_pace_when_recent_data_can_stand_in(
     # the server's day starts two simulated hours ago: an even pace allows (2/24 + 10%) of it by now
     real = time.time()
     day = (real // 86400 + 1) * 86400
-    srv = Server(
-        server_env(
-            redis_url, simulator, upstream_budget_per_day=100, clock_anchor=f"{real}:{day + 7200}", clock_speed=100
-        )
+    env = server_env(
+        redis_url, simulator, upstream_budget_per_day=100, clock_anchor=f"{real}:{day + 7200}", clock_speed=100
     )
+    srv = Server(env)
     budget_key = f"{{upstream_budget}}:day:{int(day)}"
     try:
         assert graphql(srv.url, CURRENT, {"lat": 44, "lon": 44}).json()["data"]["current"]["cached"] is False
@@ -259,11 +257,16 @@ def test_misses_keep_to_the_days_pace_when_recent_data_can_stand_in(
         assert served["stale"] is True and clean.stats()["served"] == 1, "recent data stood in"
         assert graphql(srv.url, CURRENT, {"lat": 45, "lon": 45}).json()["data"]["current"]["cached"] is False
         assert clean.stats()["served"] == 2, "a cell without data is always fetched"
-        redis_client.set(budget_key, 5)  # behind pace
+        assert 'weathernote_stale_served_total{cause="pace",part="current"} 1.0' in httpx.get(f"{srv.url}/metrics").text
+    finally:
+        srv.stop()
+    # behind pace (an instance that never saw more spent: one that did keeps the day from going back)
+    redis_client.set(budget_key, 5)
+    srv = Server(env)
+    try:
         time.sleep(0.8)
         redis_client.delete("weather:lat:44.0:lon:44.0")
         assert graphql(srv.url, CURRENT, {"lat": 44, "lon": 44}).json()["data"]["current"]["cached"] is False
-        assert 'weathernote_stale_served_total{cause="pace",part="current"} 1.0' in httpx.get(f"{srv.url}/metrics").text
     finally:
         srv.stop()
 
@@ -338,22 +341,21 @@ def test_a_cycle_spends_what_is_left_of_the_day_evenly_over_the_periods_left(
 
 @pytest.mark.topologies
 async def test_a_cycle_ranks_ahead_of_its_slot_and_fetches_at_it(
-    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis, spell: Any, spelling: None
+    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis, spell: Any
 ) -> None:
     """A cycle fetches a second after its period's boundary (when the upstream's step has surely
     flipped); it ranks and reads ahead of that, so a cycle started 0.5 s before 18:00:01 is the
     18:00 period's: its allowance (the day's last: all of it), its hour, and fetches at 18:00:01."""
     day = (time.time() // 86400 + 1) * 86400
-    settings = Settings(**{**settings_overrides(redis_url, simulator), "prewarm_interval_seconds": 21600})
+    slot = day + 18 * 3600 + 1
+    overrides = {"prewarm_interval_seconds": 21600, "clock_anchor": f"{time.time()}:{slot - 0.5}"}
+    settings = Settings(**{**settings_overrides(redis_url, simulator), **overrides})
     services = Services(settings, prewarm_in_background=False)
     await services.start()
     try:
-        slot = day + 18 * 3600 + 1
-        clock.configure(1.0, origin=slot - 0.5)
         report = await services.prewarmer.cycle()
     finally:
         await services.stop()
-        clock.configure(1.0)
     # the last period of the day spends what is left of it (200 - 0.5 % for misses): every city
     assert (report.refreshed, report.stopped_by) == (100, None)
     tokyo = Entry.decode(Part.CURRENT, Grid().cell(35.7, 139.7), redis_client.get(spell("weather:lat:35.7:lon:139.7")))
@@ -370,23 +372,34 @@ def cycles_run() -> float:
 
 @pytest.mark.topologies
 async def test_a_cycle_that_outlasts_its_lease_keeps_it_and_the_period_runs_once(
-    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis, spelling: None
+    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
 ) -> None:
     """Two instances with a 1 s lease, an upstream answering in 3 s: the leader renews its
     lease while its cycle waits, so the other does not run the period again (with a second
     share of the day, spent on the cells the first left out)."""
     clean.configure(latency_ms=3000)
     day = (time.time() // 86400 + 1) * 86400
-    settings = Settings(**{**settings_overrides(redis_url, simulator), "upstream_timeout_seconds": 10})
+    # the first of four 6-hour periods: a share of 49 cities
+    overrides = {"upstream_timeout_seconds": 10, "clock_anchor": f"{time.time()}:{day + 10}"}
+    settings = Settings(**{**settings_overrides(redis_url, simulator), **overrides})
     instances = [Services(settings, prewarm_in_background=False) for _ in range(2)]
-    clock.configure(1.0, origin=day + 10)  # the first of four 6-hour periods: a share of 49 cities
     prewarmers: list[Prewarmer] = []
     before = cycles_run()
     try:
         for services in instances:
             await services.start()
             prewarmers.append(
-                Prewarmer(services.redis, services.weather, services.grid, interval_seconds=21600, lease_seconds=1)
+                Prewarmer(
+                    redis=services.redis,
+                    store=services.store,
+                    memo=services.memo,
+                    refresher=services.refresher,
+                    demand=services.demand,
+                    grid=services.grid,
+                    clock=services.clock,
+                    interval_seconds=21600,
+                    lease_seconds=1,
+                )
             )
         for prewarmer in prewarmers:
             await prewarmer.start()
@@ -402,7 +415,6 @@ async def test_a_cycle_that_outlasts_its_lease_keeps_it_and_the_period_runs_once
             await prewarmer.stop()
         for services in instances:
             await services.stop()
-        clock.configure(1.0)
 
 
 def settings_overrides(redis_url: str, simulator: Simulator) -> dict[str, str]:

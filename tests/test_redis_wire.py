@@ -16,8 +16,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from weathernote.breaker import CircuitBreaker, State
 from weathernote.errors import RedisKeyError, RedisUnavailable
+from weathernote.redis import RedisGateway
 from weathernote.redis.embedded import EmbeddedRedis
-from weathernote.redis.gateway import RedisGateway
 from weathernote.redis.wire import MultiplexedConnection
 
 
@@ -111,11 +111,7 @@ async def test_credentials_in_the_url_are_sent_and_wrong_ones_refused(own_redis:
         await wrong.execute([("PING",)])
     # through the gateway, refused credentials are Redis unavailable, not a crash
     gateway = RedisGateway(
-        redis.asyncio.Redis.from_url(f"redis://reader:wrong@{host_port}/0"),
-        CircuitBreaker("redis", failures=1),
-        url=f"redis://reader:wrong@{host_port}/0",
-        timeout=0.5,
-        wire=wrong,
+        f"redis://reader:wrong@{host_port}/0", timeout=0.5, breaker=CircuitBreaker("redis", failures=1)
     )
     with pytest.raises(RedisUnavailable):
         await gateway.get_many(["a"])
@@ -124,7 +120,8 @@ async def test_credentials_in_the_url_are_sent_and_wrong_ones_refused(own_redis:
 
 
 async def test_the_gateway_reads_over_the_wire_and_reloads_forgotten_scripts(redis_url: str, clean: object) -> None:
-    gateway = await RedisGateway.connect(redis_url, 0.5, CircuitBreaker("redis", failures=2))
+    gateway = RedisGateway(redis_url, timeout=0.5, breaker=CircuitBreaker("redis", failures=2))
+    await gateway.connect()
     assert gateway.wire is not None  # a single server: the hot path is multiplexed
     script = gateway.script("return ARGV[1]")
     await gateway.call(lambda client: client.rpush("weather:lat:1.0:lon:1.0", "x"))

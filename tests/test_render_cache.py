@@ -8,7 +8,8 @@ import tracemalloc
 import orjson
 from prometheus_client import REGISTRY
 
-from weathernote.graphql.fastpath import ENTRY_OVERHEAD_BYTES, BoundedCache, Planner, kept_json
+from weathernote.bounded import ENTRY_OVERHEAD_BYTES, BoundedCache, kept_json
+from weathernote.graphql.documents import Planner
 from weathernote.graphql.schema import schema
 
 KIB = 1024

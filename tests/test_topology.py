@@ -1,4 +1,4 @@
-"""The local topology without Docker (deploy/local/topology.py): failures behind nginx.
+"""The local topology without Docker (weathernote.topology): failures behind nginx.
 
 One topology for the module, all on loopback: a Valkey Cluster of 3 primaries and 3
 replicas, the upstream simulator, three `weathernote serve` instances and nginx in front
@@ -55,6 +55,7 @@ import websockets
 
 from tests.conftest import ROOT, free_port, graphql
 from tests.wsclient import GraphQLSocket
+from weathernote.topology import Topology
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -70,9 +71,8 @@ def _load(name: str, path: Path) -> Any:
     return module
 
 
-topology_module = _load("weathernote_local_topology", ROOT / "deploy" / "local" / "topology.py")
+# the benchmark is a script, not a package: its `run` is loaded from the file
 bench = _load("topology_delivery", ROOT / "bench" / "topology_delivery.py")
-Topology = topology_module.Topology
 
 PARIS = {"lat": 48.8566, "lon": 2.3522}
 KEY = "weather:{lat:48.9:lon:2.4}"  # on a Cluster the cell is the key's hash tag
@@ -513,7 +513,7 @@ async def test_sigterm_under_load_drains_without_a_failed_request_and_nginx_stop
 
 def test_the_command_line_status_up_again_and_down_twice(topo: Any) -> None:
     """Last: `down` stops this module's topology (the fixture's own stop then finds nothing)."""
-    script = [sys.executable, str(ROOT / "deploy" / "local" / "topology.py")]
+    script = [sys.executable, "-m", "weathernote.topology"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*script, *args, "--dir", str(topo.dir)], capture_output=True, text=True, timeout=60)
@@ -538,4 +538,4 @@ def test_the_command_line_status_up_again_and_down_twice(topo: Any) -> None:
     assert twice.returncode == 0 and "nothing was running" in twice.stdout, twice.stdout
     gone = run("status")
     assert gone.returncode == 3 and "no local topology runs" in gone.stdout, gone.stdout
-    print(f"\n$ topology.py down\n{down.stdout.strip()}\n$ topology.py down\n{twice.stdout.strip()}")
+    print(f"\n$ python -m weathernote.topology down\n{down.stdout.strip()}\n$ (again)\n{twice.stdout.strip()}")

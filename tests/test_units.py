@@ -18,13 +18,13 @@ import pytest
 import redis
 
 from weathernote.breaker import CircuitBreaker, State
+from weathernote.clock import Clock
 from weathernote.errors import RedisKeyError, RedisUnavailable, UndecodableEntry
-from weathernote.live.hub import Subscriber
-from weathernote.model.cells import Grid
-from weathernote.model.entries import Current, Daily, Entry, Part
-from weathernote.redis import keys
-from weathernote.redis.gateway import RedisGateway, classify
-from weathernote.upstream.budget import Limits, UpstreamBudget
+from weathernote.live import Subscriber
+from weathernote.model import Current, Daily, Entry, Grid, Part
+from weathernote.redis import RedisGateway, classify
+from weathernote.redis.keys import CLUSTER_SPELLING, SEED_SPELLING
+from weathernote.upstream import Limits, UpstreamBudget
 
 CELL = Grid(0.1).cell(40.7128, -74.006)
 
@@ -154,16 +154,15 @@ def test_forecast_columns_are_checked_for_dates_and_lengths() -> None:
             Entry.decode(Part.DAILY, CELL, b"wn2 2 1 3\n" + orjson.dumps(bad))
 
 
-def test_keys_keep_the_seed_spelling_on_one_server_and_share_a_slot_on_a_cluster(spelling: None) -> None:
-    keys.configure(cluster=False)
-    assert keys.entry_key(Part.CURRENT, CELL) == "weather:lat:40.7:lon:-74.0"
-    keys.configure(cluster=True)
+def test_keys_keep_the_seed_spelling_on_one_server_and_share_a_slot_on_a_cluster() -> None:
+    assert SEED_SPELLING.entry(Part.CURRENT, CELL) == "weather:lat:40.7:lon:-74.0"
+    keys = CLUSTER_SPELLING
     spelled = [
-        keys.entry_key(Part.CURRENT, CELL),
-        keys.entry_key(Part.DAILY, CELL),
-        keys.entry_key(Part.HOURLY, CELL),
-        keys.stale_key(Part.HOURLY, CELL),
-        keys.refresh_lock_key(keys.entry_key(Part.CURRENT, CELL)),
+        keys.entry(Part.CURRENT, CELL),
+        keys.entry(Part.DAILY, CELL),
+        keys.entry(Part.HOURLY, CELL),
+        keys.stale(Part.HOURLY, CELL),
+        keys.refresh_lock(Part.CURRENT, CELL),
         keys.update_channel(Part.DAILY, CELL),
     ]
     assert spelled[0] == "weather:{lat:40.7:lon:-74.0}"
@@ -187,11 +186,12 @@ def test_errors_about_a_key_are_the_keys_and_the_rest_are_the_servers() -> None:
 
 @pytest.fixture
 async def gateway(redis_url: str, redis_client: redis.Redis, clean: object) -> AsyncIterator[RedisGateway]:
-    """A gateway to the topology's server (flushed); key spelling back to the seed's after."""
-    gateway = await RedisGateway.connect(redis_url, 0.5, CircuitBreaker("redis", failures=2))
+    """A gateway to the topology's server (flushed)."""
+    gateway = RedisGateway(redis_url, timeout=0.5, breaker=CircuitBreaker("redis", failures=2))
+    await gateway.connect()
+    assert gateway.topology_known and gateway.cluster == isinstance(redis_client, redis.RedisCluster)
     yield gateway
     await gateway.aclose()
-    keys.configure(cluster=False)
 
 
 @pytest.mark.topologies
@@ -207,7 +207,10 @@ async def test_a_wrong_type_reads_as_missing_and_never_trips_the_breaker(gateway
 
 
 async def test_a_dead_server_opens_the_breaker_and_then_nobody_waits() -> None:
-    dead = await RedisGateway.connect("redis://127.0.0.1:1/0", 0.2, CircuitBreaker("redis", failures=2))
+    dead = RedisGateway("redis://127.0.0.1:1/0", timeout=0.2, breaker=CircuitBreaker("redis", failures=2))
+    await dead.connect()
+    assert not dead.topology_known and not await dead.ping()  # not ready: nothing is guessed
+    dead.breaker.success()
     for _ in range(2):
         with pytest.raises(RedisUnavailable):
             await dead.get_many(["a"])
@@ -231,24 +234,34 @@ async def test_scripts_are_reloaded_where_a_server_forgot_them(gateway: RedisGat
 
 @pytest.mark.topologies
 async def test_the_budget_spends_from_every_window_or_none(gateway: RedisGateway) -> None:
-    budget = UpstreamBudget(gateway, Limits(per_minute=10, per_hour=15, per_day=100, prewarm_share=0.5))
-    assert await budget.spend(6)
-    assert not await budget.spend(5)  # the minute would overspend: nothing is taken
+    budget = UpstreamBudget(gateway, Limits(per_minute=10, per_hour=15, per_day=100, prewarm_share=0.5), Clock())
+    assert (await budget.spend(6)).allowed
+    refused = await budget.spend(5)  # the minute would overspend: nothing is taken
+    assert (refused.allowed, refused.scope) == (False, "budget") and 0 < (refused.retry_after or 0) <= 65
     assert await budget.used("hour") == 6
-    assert not await budget.spend(1, prewarm=True)  # the pre-warmer's share of the minute is 5
-    assert await budget.spend(4)
+    assert not (await budget.spend(1, prewarm=True)).allowed  # the pre-warmer's share of the minute is 5
+    assert (await budget.spend(4)).allowed
     assert await budget.remaining() == 0
     assert await budget.seconds_until_room(1) > 0
 
 
 @pytest.mark.topologies
-async def test_a_budget_window_of_the_wrong_type_starts_over(gateway: RedisGateway) -> None:
-    budget = UpstreamBudget(gateway, Limits(per_minute=10, per_hour=15, per_day=100))
-    assert await budget.spend(1)
-    day_key = next(key for key, _, _ in budget._keys() if ":day:" in key)
+async def test_a_lost_or_foreign_day_window_never_starts_the_day_over(gateway: RedisGateway) -> None:
+    """Evicted, deleted or replaced by something else, the day window is put back to what this
+    process saw of it: spending never starts over at zero."""
+    budget = UpstreamBudget(gateway, Limits(per_minute=100, per_hour=150, per_day=100), Clock())
+    assert (await budget.spend(30)).allowed
+    day_key = next(window.key for window, _ in await budget.totals() if ":day:" in window.key)
+    await gateway.call(lambda client: client.delete(day_key))  # what an eviction does
+    assert (await budget.spend(1)).allowed
+    assert await budget.used("day") == 31
     await gateway.call(lambda client: client.set(day_key, "lots"))
-    assert await budget.spend(1)  # repaired: the windows start over
-    assert await budget.used("day") == 1
+    assert (await budget.spend(1)).allowed
+    assert await budget.used("day") == 32
+    await gateway.call(lambda client: client.delete(day_key))
+    await gateway.call(lambda client: client.rpush(day_key, "a list"))  # another type: repaired
+    assert (await budget.spend(1)).allowed
+    assert await budget.used("day") == 33
     assert gateway.breaker.state is State.CLOSED
 
 

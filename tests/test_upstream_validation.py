@@ -24,12 +24,12 @@ import redis
 
 from tests.conftest import DEFAULT_KNOBS, Server, Simulator, free_port, graphql, server_env, wait_until
 from tests.test_upstream_faults import code_of
-from weathernote.errors import ContractError, UpstreamError
+from weathernote.errors import ContractError, UpstreamFailed
 from weathernote.model.cells import Cell, Grid
 from weathernote.model.entries import FORECAST_DAYS, Part
+from weathernote.simulator.forecast.weather import WeatherModel
 from weathernote.simulator.params import parse_query
 from weathernote.simulator.render import render_forecast
-from weathernote.simulator.weather import WeatherModel
 from weathernote.upstream import OpenMeteoClient
 from weathernote.upstream.contract import parse_locations, query_params
 
@@ -220,7 +220,7 @@ async def test_body_cap_is_per_request_and_grows_with_the_batch(upstream: Simula
     try:
         await fetch(client)
         upstream.configure(body_padding_bytes=30_000)
-        with pytest.raises(UpstreamError) as refused:
+        with pytest.raises(UpstreamFailed) as refused:
             await fetch(client)  # about 46 KB: over the 40 KB cap of one location
         assert refused.value.cause == "malformed" and "larger than 40000 bytes" in refused.value.reason
         await fetch(client, 3)  # about 78 KB: within the 120 KB of three
@@ -232,7 +232,7 @@ async def test_a_compressed_bomb_is_capped_on_its_decoded_size(upstream: Simulat
     upstream.configure(body_padding_bytes=20_000_000)  # gzip on the wire: some 20 KB
     client = OpenMeteoClient(upstream.url)
     try:
-        with pytest.raises(UpstreamError) as refused:
+        with pytest.raises(UpstreamFailed) as refused:
             await fetch(client)
         assert refused.value.cause == "malformed" and str(8 * 1024 * 1024) in refused.value.reason
     finally:
@@ -244,7 +244,7 @@ async def test_a_trickling_body_is_cut_at_the_deadline(upstream: Simulator) -> N
     client = OpenMeteoClient(upstream.url, timeout=TIMEOUT)
     started = time.monotonic()
     try:
-        with pytest.raises(UpstreamError) as timed_out:
+        with pytest.raises(UpstreamFailed) as timed_out:
             await asyncio.wait_for(fetch(client), 30)  # before the deadline it lasted hours
     finally:
         await client.aclose()
@@ -260,7 +260,7 @@ async def test_waiting_for_a_pooled_connection_counts_against_the_deadline(upstr
     async def timed_out_after(delay: float) -> float:
         await asyncio.sleep(delay)
         started = time.monotonic()
-        with pytest.raises(UpstreamError) as failed:
+        with pytest.raises(UpstreamFailed) as failed:
             await fetch(client)
         assert failed.value.cause == "timeout"
         return time.monotonic() - started
@@ -289,11 +289,11 @@ async def test_causes_are_logged_once_per_change_of_state(
         await fetch(client)
         upstream.configure(forced_status=503)
         for _ in range(3):
-            with pytest.raises(UpstreamError):
+            with pytest.raises(UpstreamFailed):
                 await fetch(client)
         upstream.configure(forced_status=None, corrupt="nulls")
         for _ in range(3):
-            with pytest.raises(UpstreamError):
+            with pytest.raises(UpstreamFailed):
                 await fetch(client)
         upstream.configure(corrupt=None)
         for _ in range(2):
@@ -312,7 +312,7 @@ async def test_a_refused_connection_and_a_failed_lookup_are_named(caplog: pytest
     closed = OpenMeteoClient(f"http://127.0.0.1:{free_port()}")
     try:
         for _ in range(3):
-            with pytest.raises(UpstreamError) as refused:
+            with pytest.raises(UpstreamFailed) as refused:
                 await fetch(closed)
     finally:
         await closed.aclose()
@@ -322,7 +322,7 @@ async def test_a_refused_connection_and_a_failed_lookup_are_named(caplog: pytest
 
     unknown = OpenMeteoClient("http://upstream.weathernote.invalid", timeout=5)
     try:
-        with pytest.raises(UpstreamError) as failed:
+        with pytest.raises(UpstreamFailed) as failed:
             await fetch(unknown)
     finally:
         await unknown.aclose()

@@ -17,12 +17,16 @@ log = logging.getLogger(__name__)
 
 
 class State(enum.Enum):
+    """A breaker's state: calls go through (closed), are refused (open), or one probes (half-open)."""
+
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
 
 
 class CircuitBreaker:
+    """Counts consecutive failures of one dependency and stops calls to it for a while past a threshold."""
+
     def __init__(
         self,
         name: str,

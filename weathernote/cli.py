@@ -6,23 +6,16 @@ import argparse
 import logging
 import os
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from weathernote.ops.logs import configure_logging
 from weathernote.settings import Settings
 
 log = logging.getLogger("weathernote")
-
-# `serve` flags that are not settings
-_SERVE_ONLY = {"simulator"}
 
 
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -35,8 +28,9 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
 
 def _settings_from(args: argparse.Namespace) -> Settings:
     overrides = {name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None}
-    if "trusted_proxies" in overrides:
-        overrides["trusted_proxies"] = overrides["trusted_proxies"].split(",")
+    for name in ("trusted_proxies", "redis_seed_nodes"):  # lists, spelled as their variables are
+        if name in overrides:
+            overrides[name] = overrides[name].split(",")
     return Settings(**overrides)
 
 
@@ -56,27 +50,17 @@ class _LocalSimulator:
     """The Open-Meteo simulator as a child process, for running offline."""
 
     def __init__(self) -> None:
-        from weathernote.redis.embedded import _free_port
+        from weathernote.simulator.process import SimulatorError, SimulatorProcess
 
-        self.port = _free_port("127.0.0.1")
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "weathernote.simulator", "--port", str(self.port)],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                httpx.get(f"{self.url}/__simulator/stats", timeout=1)
-                return
-            except httpx.HTTPError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("the upstream simulator did not start") from None
-                time.sleep(0.1)
+        self._process = SimulatorProcess()
+        try:
+            self._process.start(timeout=15)
+        except SimulatorError as error:
+            raise SystemExit(f"the upstream simulator did not start: {error}") from None
+        self.url = self._process.url
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
+        self._process.stop()
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -135,8 +119,8 @@ def prewarm(args: argparse.Namespace) -> int:
     import orjson
 
     from weathernote.errors import CacheError
-    from weathernote.http.app import Services
     from weathernote.redis.embedded import EmbeddedRedis
+    from weathernote.services import Services
 
     settings = _settings_from(args)
     embedded = None

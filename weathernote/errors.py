@@ -5,20 +5,44 @@ else reaching a transport is a bug, masked as an internal error and logged.
 
     WeatherNoteError
     ├── InvalidInput            a client's value out of range (BAD_USER_INPUT)
-    ├── UpstreamError           Open-Meteo gave no usable answer (network, status, body)
-    ├── UpstreamSkipped         no call made: the budget, the pace or the upstream breaker said no
-    ├── UpstreamUnavailable     nothing to serve for a cell, not even stale (UPSTREAM_UNAVAILABLE)
+    ├── UpstreamError           no usable upstream data for a request
+    │   ├── UpstreamFailed      Open-Meteo gave no usable answer (network, status, body): a FailureCause
+    │   ├── UpstreamSkipped     no call made: the budget, the pace, the value, a share or the breaker said no
+    │   ├── UpstreamUnavailable nothing to serve for a cell, not even stale (UPSTREAM_UNAVAILABLE)
+    │   └── ShareSpent          nothing to serve, and the client spent its share of the budget (RATE_LIMITED)
     ├── CacheError
     │   ├── RedisUnavailable    the server did not answer, or its breaker is open
     │   ├── RedisKeyError       the server answered with an error about one key (WRONGTYPE, …)
     │   └── UndecodableEntry    an entry read back is not one this release can use
     ├── DocumentError           a GraphQL document refused before execution (persisted queries too)
     ├── BadRequest              a request that is not well-formed (HTTP, REST, a WebSocket message)
-    ├── ContractError           an upstream answer without the shape we rely on (becomes UpstreamError)
+    ├── ContractError           an upstream answer without the shape we rely on (becomes UpstreamFailed)
     └── EmbeddedRedisError      the embedded server could not start
 """
 
 from __future__ import annotations
+
+import enum
+
+
+class FailureCause(enum.StrEnum):
+    """Why an upstream call failed (the `outcome` label of weathernote_upstream_calls_total)."""
+
+    TIMEOUT = "timeout"
+    TRANSPORT = "transport"
+    RATE_LIMITED = "rate_limited"
+    STATUS = "status"
+    MALFORMED = "malformed"
+
+
+class SkipCause(enum.StrEnum):
+    """Why no upstream call was made (the `cause` label of weathernote_stale_served_total)."""
+
+    BUDGET = "budget"  # a window of the shared budget is spent
+    BREAKER = "breaker"  # the upstream's circuit breaker is open
+    PACE = "pace"  # spending runs ahead of the day's even pace
+    VALUE = "value"  # the budget keeps more requested cells fresh
+    SHARE = "share"  # the asking client (or its address) has spent its share of the budget
 
 
 class WeatherNoteError(Exception):
@@ -30,34 +54,45 @@ class InvalidInput(WeatherNoteError, ValueError):
 
 
 class UpstreamError(WeatherNoteError):
-    """Open-Meteo could not give a usable answer: network, status or body."""
+    """No usable upstream data for a request: a failed call, a call not made, or nothing to serve."""
 
-    def __init__(self, reason: str, status: int | None = None, cause: str = "error") -> None:
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class UpstreamFailed(UpstreamError):
+    """Open-Meteo could not give a usable answer: network, status or body."""
+
+    def __init__(self, reason: str, cause: FailureCause, status: int | None = None) -> None:
+        super().__init__(reason)
         self.status = status
-        self.cause = cause  # timeout, transport, rate_limited, status, malformed
+        self.cause = cause
 
     @property
     def rate_limited(self) -> bool:
         return self.status == 429
 
 
-class UpstreamSkipped(WeatherNoteError):
-    """No upstream call was made, by decision rather than failure.
+class UpstreamSkipped(UpstreamError):
+    """No upstream call was made, by decision rather than failure; `retry_after` (seconds) when known."""
 
-    `cause` is "budget" (a window is spent), "breaker" (the upstream breaker is
-    open), "pace" (spending runs ahead of the day) or "value" (the budget keeps
-    more requested cells fresh).
-    """
-
-    def __init__(self, reason: str, cause: str) -> None:
+    def __init__(self, reason: str, cause: SkipCause, retry_after: float | None = None) -> None:
         super().__init__(reason)
-        self.reason = reason
         self.cause = cause
+        self.retry_after = retry_after
 
 
-class UpstreamUnavailable(WeatherNoteError):
+class ShareSpent(UpstreamError):
+    """A client (or its address) spent its share of the upstream budget, and nothing is cached for the cell:
+    it may come back after `retry_after` seconds (RATE_LIMITED)."""
+
+    def __init__(self, reason: str, retry_after: float) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class UpstreamUnavailable(UpstreamError):
     """The upstream failed and nothing is cached for the cell, not even stale."""
 
 

@@ -20,9 +20,15 @@ def _default_data_dir() -> Path:
 
 
 class Settings(BaseSettings):
+    """Every WEATHERNOTE_* setting, typed and checked; also `weathernote serve`'s flags."""
+
     model_config = SettingsConfigDict(env_prefix="WEATHERNOTE_", extra="ignore", frozen=True)
 
     redis_url: str | None = Field(None, description="redis:// or rediss:// URL; unset starts an embedded server")
+    redis_seed_nodes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated host:port of more Cluster nodes to learn the topology from when the URL's is down",
+    )
     upstream_url: str = Field("https://api.open-meteo.com", description="Open-Meteo base URL")
     upstream_timeout_seconds: float = Field(10.0, gt=0, description="timeout of one upstream call")
     upstream_max_connections: int = Field(4, ge=1, description="upstream requests in flight per instance")
@@ -40,6 +46,21 @@ class Settings(BaseSettings):
         gt=0,
         le=1,
         description="share of the minute and hour budgets the pre-warmer may spend (it paces the day itself)",
+    )
+    upstream_client_share_per_minute: float = Field(
+        0.1, gt=0, le=1, description="the most of the minute's budget one client id may spend on its misses"
+    )
+    upstream_client_share_per_day: float = Field(
+        0.05, gt=0, le=1, description="the most of the hour's and the day's budget one client id may spend"
+    )
+    upstream_address_share_per_minute: float = Field(
+        0.2, gt=0, le=1, description="the most of the minute's budget one address (/64 for IPv6) may spend"
+    )
+    upstream_address_share_per_day: float = Field(
+        0.1, gt=0, le=1, description="the most of the hour's and the day's budget one address may spend"
+    )
+    expected_instances: int = Field(
+        1, ge=1, description="instances sharing the budget: each spends 1/N of it locally while Redis is unreachable"
     )
     upstream_budget_wait_seconds: float = Field(
         10, ge=0, description="how long a miss with nothing to serve waits for room in the budget"
@@ -79,6 +100,9 @@ class Settings(BaseSettings):
         multiple_of=900,
         description="how recent the budget keeps popular cells' current values: 900 (the latest step) or more to keep more cells less fresh",
     )
+    prewarm_watched_share: float = Field(
+        0.5, ge=0, le=1, description="the most of the pre-warmer's kept cells that watched cells may take"
+    )
     prewarm_batch_size: int = Field(
         100, ge=1, le=1000, description="locations per pre-warm upstream request (Open-Meteo allows 1,000)"
     )
@@ -107,6 +131,9 @@ class Settings(BaseSettings):
     graphql_safelist: Path | None = Field(
         None, description="persisted-query manifest; when set, only its operations run"
     )
+    entry_memo_bytes: int = Field(
+        32 * 1024 * 1024, ge=0, description="memory budget of the decoded entries this process keeps (and stand-ins)"
+    )
     render_cache_bytes: int = Field(
         64 * 1024 * 1024,
         ge=0,
@@ -126,7 +153,7 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, description="worker processes")
     log_level: str = Field("info", description="log level")
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "redis_seed_nodes", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

@@ -1,7 +1,25 @@
-"""The read path: cache-aside over Redis in front of the upstream, once per cell across instances."""
+"""The read path: cache-aside over Redis in front of the upstream.
 
-from weathernote.cache.refresh import Freshness, Refresher
+`WeatherService.read` answers a cell's parts from Redis (`EntryStore`), decoded
+once per process (`EntryMemo`); misses go to the `Refresher` (one upstream call
+per cell across instances, within budget and breaker) unless the `SpendPolicy`
+lets older data stand in. `Freshness` says how long an entry lives.
+"""
+
+from weathernote.cache.freshness import Freshness
+from weathernote.cache.memo import EntryMemo
+from weathernote.cache.refresh import Refresher, Rendezvous
 from weathernote.cache.service import Reading, WeatherService
+from weathernote.cache.spend import SpendPolicy
 from weathernote.cache.store import EntryStore
 
-__all__ = ["EntryStore", "Freshness", "Reading", "Refresher", "WeatherService"]
+__all__ = [
+    "EntryMemo",
+    "EntryStore",
+    "Freshness",
+    "Reading",
+    "Refresher",
+    "Rendezvous",
+    "SpendPolicy",
+    "WeatherService",
+]

@@ -1,30 +1,28 @@
-"""Business figures shared through Redis: active clients, requests, upstream calls, popular cells.
+"""Business figures shared through Redis: active clients, requests and upstream calls per day.
 
 Counted in memory and flushed every few seconds in one pipeline, so the hot
-path never waits on them: a HyperLogLog of hashed client ids per day, daily
-request and upstream-call counters, a sorted set of requested cells that
-the pre-warmer decays and reads, and today's reads per longitude band and UTC
-hour (the daily rhythm's counts, see rhythm.py).
+path never waits on them: a HyperLogLog of hashed client ids per day, and
+daily request and upstream-weight counters. While Redis cannot take them the
+distinct clients wait in memory up to `max_clients` (then new ones go uncounted
+until a flush succeeds: the figure is an estimate anyway).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from weathernote.clock import clock
-from weathernote.demand import rhythm
 from weathernote.errors import CacheError
-from weathernote.redis.gateway import AnyPipeline, AnyRedis, RedisGateway
-from weathernote.redis.keys import POPULAR_CELLS, active_clients_key, daily_stat_key, rhythm_key
+from weathernote.redis import AnyPipeline, AnyRedis, RedisGateway
+from weathernote.redis.keys import POPULAR_CELLS, active_clients_key, daily_stat_key
+from weathernote.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 _KEEP_SECONDS = 3 * 24 * 3600
+MAX_CLIENTS = 50_000  # distinct hashed ids waiting for a flush: a few MB at most
 
 
 def today() -> str:
@@ -34,22 +32,19 @@ def today() -> str:
 class Usage:
     """Business figures counted in memory and flushed to Redis every few seconds."""
 
-    def __init__(self, redis: RedisGateway, flush_seconds: float = 5.0) -> None:
+    def __init__(self, redis: RedisGateway, flush_seconds: float = 5.0, *, max_clients: int = MAX_CLIENTS) -> None:
         self.redis = redis
         self.flush_seconds = flush_seconds
+        self.max_clients = max_clients
         self._clients: set[str] = set()
-        self._cells: Counter[str] = Counter()
         self._requests = 0
         self._upstream_weight = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def request(self, client_hash: str, cost: int = 1) -> None:
         self._requests += cost
-        self._clients.add(client_hash)
-
-    def cell_read(self, member: str) -> None:
-        """A read of one part of one cell: `<part>|<cell label>`, as the watched-cells registry spells it."""
-        self._cells[member] += 1
+        if len(self._clients) < self.max_clients:
+            self._clients.add(client_hash)
 
     def upstream(self, weight: float) -> None:
         self._upstream_weight += weight
@@ -58,10 +53,7 @@ class Usage:
         self._task = asyncio.create_task(self._flush_forever(), name="usage-flusher")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self.flush()
 
     async def _flush_forever(self) -> None:
@@ -70,20 +62,11 @@ class Usage:
             await self.flush()
 
     async def flush(self) -> None:
-        if not (self._requests or self._cells or self._upstream_weight) or not self.redis.breaker.allow():
+        if not (self._requests or self._clients or self._upstream_weight):
             return
-        self.redis.breaker.abandon()  # only a look: the flush below is the probe
-        clients, cells = self._clients, self._cells
-        requests, weight = self._requests, self._upstream_weight
-        self._clients, self._cells, self._requests, self._upstream_weight = set(), Counter(), 0, 0.0
+        clients, requests, weight = self._clients, self._requests, self._upstream_weight
+        self._clients, self._requests, self._upstream_weight = set(), 0, 0.0
         day = today()
-        now = clock.now()
-        rhythm_counts: Counter[str] = Counter()
-        for member, count in cells.items():
-            band = rhythm.member_band(member)
-            if band is not None:
-                rhythm_counts[rhythm.field(band, rhythm.utc_hour(now))] += count
-        rhythm_of_today = rhythm_key(rhythm.day(now))
 
         def build(pipe: AnyPipeline) -> None:
             if clients:
@@ -95,17 +78,15 @@ class Usage:
             if weight:
                 pipe.incrbyfloat(daily_stat_key("upstream_weight", day), weight)
                 pipe.expire(daily_stat_key("upstream_weight", day), _KEEP_SECONDS)
-            for cell, count in cells.items():
-                pipe.zincrby(POPULAR_CELLS, count, cell)
-            for name, count in rhythm_counts.items():
-                pipe.hincrby(rhythm_of_today, name, count)
-            if rhythm_counts:
-                pipe.pexpire(rhythm_of_today, clock.real_ms((rhythm.DAYS + 1) * 86400 * 1000))
 
         try:
             results = await self.redis.pipeline(build)
         except CacheError as exc:
-            log.warning("usage figures not flushed (%s)", exc)
+            log.warning("usage figures not flushed (%s): kept for the next flush", exc)
+            self._requests += requests
+            self._upstream_weight += weight
+            room = max(0, self.max_clients - len(self._clients))
+            self._clients.update(list(clients)[:room])
             return
         if any(isinstance(result, CacheError) for result in results):
             # figures are approximate by nature: a foreign key under one of their names is left alone

@@ -2,34 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
-import orjson
-from starlette.requests import HTTPConnection
-
-from weathernote.demand.usage import Usage
+from weathernote.demand import Usage
 from weathernote.fairuse.identity import Identifier, Identity
 from weathernote.fairuse.limiter import Decision, RateLimiter
-from weathernote.graphql.errors import RATE_LIMITED
 from weathernote.ops import metrics, requestlog
 
 
 class Admission:
+    """The one gate every way in passes: identity, then the limits, counted as usage."""
+
     def __init__(self, identifier: Identifier, limiter: RateLimiter, usage: Usage) -> None:
         self.identifier = identifier
         self.limiter = limiter
         self.usage = usage
 
-    def identity(self, connection: HTTPConnection) -> Identity:
-        peer = connection.client.host if connection.client else None
-        return self.identifier.identify(peer, connection.headers)
+    def identity(self, peer: str | None, headers: Mapping[str, str]) -> Identity:
+        """Who asks: the peer's address (or the one a trusted proxy forwarded) and the client id, hashed."""
+        return self.identifier.identify(peer, headers)
 
     async def check(
-        self, connection: HTTPConnection, cost: int = 1, transport: str = "http", read_keys: Sequence[str] = ()
+        self, identity: Identity, cost: int = 1, transport: str = "http", read_keys: Sequence[str] = ()
     ) -> tuple[Decision, list[bytes | None] | None]:
         """The limiter's decision, and `read_keys` read in the same round trip (None if not read)."""
-        identity = self.identity(connection)
         requestlog.note(client=identity.client[:12])
         self.usage.request(identity.client, cost)
         decision, values = await self.limiter.check(identity, cost, read_keys)
@@ -40,14 +36,3 @@ class Admission:
 
     def headers(self, decision: Decision) -> dict[str, str]:
         return self.limiter.headers(decision)
-
-
-def rate_limited_error(decision: Decision) -> dict[str, Any]:
-    return {
-        "message": f"Too many requests: retry in {decision.retry_after_seconds} s.",
-        "extensions": {"code": RATE_LIMITED, "retryAfter": decision.retry_after_seconds},
-    }
-
-
-def rate_limited_body(decision: Decision) -> bytes:
-    return orjson.dumps({"errors": [rate_limited_error(decision)]})

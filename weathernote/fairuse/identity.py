@@ -23,11 +23,15 @@ _MAX_CLIENT_ID = 128
 
 @dataclass(frozen=True, slots=True)
 class Identity:
+    """Who asks, hashed: the client (its id, else its address) and its address."""
+
     client: str  # hash of the client id (or of the address when there is none)
     address: str  # hash of the client's address, for the per-address limit
 
 
 class Identifier:
+    """Turns a peer and its headers into an `Identity` under the server's secret key."""
+
     def __init__(self, secret: str, trusted_proxies: Iterable[str] = ()) -> None:
         # Any secret string becomes the 32-byte key BLAKE3's keyed mode needs.
         self._key = blake3.blake3(secret.encode(), derive_key_context=_KEY_CONTEXT).digest()

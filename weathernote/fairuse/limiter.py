@@ -33,7 +33,7 @@ from typing import Any
 from weathernote.errors import CacheError, RedisKeyError, RedisUnavailable
 from weathernote.fairuse.identity import Identity
 from weathernote.ops import metrics
-from weathernote.redis.gateway import AnyRedis, RedisGateway
+from weathernote.redis import AnyRedis, RedisGateway
 from weathernote.redis.keys import address_rate_limit_key, rate_limit_key
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,8 @@ return {1, 0, tonumber(ARGV[1]) - counts[1] - cost, reset, 0}
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """The limiter's answer to one request, with what the rate-limit headers say."""
+
     allowed: bool
     limit: int
     remaining: int

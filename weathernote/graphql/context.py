@@ -8,22 +8,28 @@ from typing import Any
 
 from graphql import DocumentNode
 
-from weathernote.cache.service import Reading, UpstreamUnavailable, WeatherService
-from weathernote.graphql.errors import bad_user_input, upstream_unavailable
-from weathernote.live.watches import LiveWeather
-from weathernote.model.cells import Cell, Grid, InvalidCoordinates
-from weathernote.model.entries import FORECAST_DAYS, Part
+from weathernote.cache import Reading, WeatherService
+from weathernote.errors import ShareSpent, UpstreamError, UpstreamUnavailable
+from weathernote.graphql.errors import bad_user_input, share_spent, upstream_unavailable
+from weathernote.live import LiveWeather
+from weathernote.model import FORECAST_DAYS, Cell, Grid, InvalidCoordinates, Part
+from weathernote.upstream import Payer
 
-Prefetched = dict[tuple[str, frozenset[Part]], "Mapping[Part, Reading] | UpstreamUnavailable"]
+Prefetched = dict[tuple[str, frozenset[Part]], "Mapping[Part, Reading] | UpstreamError"]
+ANONYMOUS = Payer("", "")
 
 
 @dataclass(slots=True)
 class Context:
+    """What one operation's resolvers may use, built by its transport."""
+
     service: WeatherService
     grid: Grid
     live: LiveWeather | None = None  # present on transports that serve subscriptions
     request: Any = None  # the Starlette Request or WebSocket, for transports that need it
-    # reads the transport already made for this operation (see graphql.fastpath)
+    # who asks (hashed): pays its share of the budget for misses; a subscription registers it as watching its cell
+    payer: Payer = ANONYMOUS
+    # reads the transport already made for this operation (see graphql.documents.plans)
     prefetched: Prefetched = field(default_factory=dict)
     # the operation's document as the Planner passed it (Planner.checked): the only one Strawberry runs
     document: DocumentNode | None = None
@@ -39,19 +45,23 @@ class Context:
             return {}
         found = self.prefetched.get((cell.label, parts))
         try:
-            if isinstance(found, UpstreamUnavailable):
+            if isinstance(found, UpstreamError):
                 raise found
-            return found if found is not None else await self.service.read(cell, parts)
+            return found if found is not None else await self.service.read(cell, parts, payer=self.payer)
+        except ShareSpent as exc:
+            raise share_spent(exc.retry_after) from None
         except UpstreamUnavailable:
             raise upstream_unavailable() from None
 
     async def updates(self, cell: Cell, parts: frozenset[Part]) -> AsyncIterator[Mapping[Part, Reading]]:
         """The cell's readings now, then after every refresh."""
         assert self.live is not None, "subscriptions need a live transport"
-        async with self.live.updates(cell, parts) as updates:
+        async with self.live.updates(cell, parts, self.payer) as updates:
             try:
                 async for readings in updates:
                     yield readings
+            except ShareSpent as exc:
+                raise share_spent(exc.retry_after) from None
             except UpstreamUnavailable:
                 raise upstream_unavailable() from None
 

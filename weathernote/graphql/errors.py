@@ -10,6 +10,7 @@ A failure of ours is logged once, with its traceback, and masked
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 
 from graphql import GraphQLError
@@ -46,6 +47,15 @@ def upstream_unavailable() -> GraphQLError:
     )
 
 
+def share_spent(retry_after: float) -> GraphQLError:
+    """A field that needed the upstream when its client had spent its share of the budget."""
+    seconds = max(1, math.ceil(retry_after))
+    return GraphQLError(
+        f"This client has used its share of the weather provider's budget; retry in {seconds} s.",
+        extensions={"code": RATE_LIMITED, "retryAfter": seconds},
+    )
+
+
 def coded(error: GraphQLError, code: str) -> GraphQLError:
     """`error` with `code`, unless it carries one already (a limit's QUERY_TOO_COMPLEX stays).
 
@@ -60,6 +70,14 @@ def coded(error: GraphQLError, code: str) -> GraphQLError:
 def error_dict(message: str, code: str) -> dict[str, object]:
     """A formatted GraphQL error that no document node caused (a transport's refusal)."""
     return {"message": message, "extensions": {"code": code}}
+
+
+def rate_limited_error(retry_after_seconds: int) -> dict[str, object]:
+    """The refusal of a client over its limits: when it may try again."""
+    return {
+        "message": f"Too many requests: retry in {retry_after_seconds} s.",
+        "extensions": {"code": RATE_LIMITED, "retryAfter": retry_after_seconds},
+    }
 
 
 def is_internal(error: GraphQLError) -> bool:

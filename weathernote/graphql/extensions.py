@@ -14,7 +14,7 @@ class UncheckedDocument(RuntimeError):
 
 
 class CheckedDocument(SchemaExtension):
-    """Strawberry runs the document the Planner passed (graphql.fastpath.Planner.checked), and nothing else.
+    """Strawberry runs the document the Planner passed (graphql.documents.Planner.checked), and nothing else.
 
     The Planner parses and validates each text once, under the document limits;
     a transport puts the document it passed on the context. Strawberry then

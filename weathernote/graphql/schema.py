@@ -89,6 +89,8 @@ class ForecastRequest:
 
 @strawberry.type
 class Query:
+    """The root query type: current weather and forecasts at a point."""
+
     @strawberry.field(description="Current weather at a point (rounded to its grid cell)")
     async def current(
         self,
@@ -118,6 +120,8 @@ class Query:
 
 @strawberry.type
 class Subscription:
+    """The root subscription type: a point's weather now, then at every refresh."""
+
     @strawberry.subscription(description="Current weather at a point now, then at every refresh of its cell")
     async def weather_updates(
         self,

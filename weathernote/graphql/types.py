@@ -25,6 +25,8 @@ Units: TypeAlias = UnitSystem
 
 @strawberry.type(description="A grid cell: the rounded point a whole neighbourhood shares")
 class Cell:
+    """GraphQL `Cell`: the centre of the grid cell a point rounds to."""
+
     lat: float
     lon: float
 
@@ -35,6 +37,8 @@ class Cell:
 
 @strawberry.type(description="A WMO weather interpretation code and its meaning")
 class Condition:
+    """GraphQL `Condition`: a WMO code and its description."""
+
     code: int | None
     description: str
 
@@ -45,6 +49,8 @@ class Condition:
 
 @strawberry.type(description="Conditions now, at a 15-minute step")
 class CurrentWeather:
+    """GraphQL `CurrentWeather`, converted to the units asked for."""
+
     cell: Cell
     time: datetime = strawberry.field(description="Observation time, local with its UTC offset")
     temperature: float | None = strawberry.field(description="Air temperature at 2 m (°C or °F)")
@@ -92,6 +98,8 @@ class CurrentWeather:
 
 @strawberry.type(description="One local day of the forecast")
 class DailyForecast:
+    """GraphQL `DailyForecast`: one local day."""
+
     date: date
     temperature_max: float | None
     temperature_min: float | None
@@ -107,6 +115,8 @@ class DailyForecast:
 
 @strawberry.type(description="One hour of the forecast")
 class HourlyForecast:
+    """GraphQL `HourlyForecast`: one hour."""
+
     time: datetime
     temperature: float | None
     precipitation_probability: float | None
@@ -119,6 +129,8 @@ MAX_HOURS_PER_DAY = 24
 
 @strawberry.type(description="Daily and hourly forecast for a cell")
 class Forecast:
+    """GraphQL `Forecast`: the daily and hourly parts read, with the cache's flags."""
+
     cell: Cell
     timezone: str | None = strawberry.field(description="IANA zone (or GMT offset) of the local times")
     days: int

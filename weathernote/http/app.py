@@ -1,15 +1,12 @@
-"""The ASGI application: routes, and the services one process owns for its lifetime."""
+"""The ASGI application: the routes over the services one process owns for its lifetime."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import logging
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, cast
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -18,195 +15,22 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
-from starlette.websockets import WebSocket
 
-from weathernote import clock
-from weathernote.breaker import CircuitBreaker, State
-from weathernote.cache.refresh import Freshness, Refresher
-from weathernote.cache.service import WeatherService
-from weathernote.cache.store import EntryStore
-from weathernote.demand.usage import Usage
-from weathernote.errors import CacheError
-from weathernote.fairuse.admission import Admission
-from weathernote.fairuse.identity import Identifier
-from weathernote.fairuse.limiter import RateLimiter
-from weathernote.graphql.context import Context
-from weathernote.graphql.documents.limits import DocumentLimits
-from weathernote.graphql.documents.persisted import PersistedQueries, load_manifest
-from weathernote.graphql.fastpath import PayloadRenderer, Planner
-from weathernote.graphql.schema import build_root, schema
+from weathernote.graphql import Operations, PayloadRenderer, build_root, schema
+from weathernote.graphql.documents import DocumentLimits, Planner
 from weathernote.http import csp, lifecycle
 from weathernote.http.graphql_http import GraphQLEndpoint
-from weathernote.http.graphql_ws import GraphQLWebSocket, Limits, Operations
 from weathernote.http.observability import RequestObservability, metrics_endpoint
 from weathernote.http.rest import RestRoutes
-from weathernote.live.watches import LiveWeather
-from weathernote.model.cells import Grid
-from weathernote.model.entries import Part
+from weathernote.http.websocket import GraphQLWebSocket, Limits
+from weathernote.live import Feeds
 from weathernote.ops.logs import configure_logging
-from weathernote.ops.metrics import breaker_changed
-from weathernote.prewarm.cycle import Prewarmer
-from weathernote.redis.gateway import RedisGateway, redacted
+from weathernote.services import Services
 from weathernote.settings import Settings
-from weathernote.upstream import OpenMeteoClient
-from weathernote.upstream.budget import Limits as BudgetLimits
-from weathernote.upstream.budget import UpstreamBudget
-from weathernote.upstream.pace import STEP_SECONDS
 
 log = logging.getLogger(__name__)
 
 GRAPHIQL_DIR = Path(__file__).resolve().parent.parent / "static" / "graphiql"
-
-
-class Services:
-    """Everything one process starts at boot and stops at shutdown."""
-
-    redis: RedisGateway
-    upstream: OpenMeteoClient
-    weather: WeatherService
-    live: LiveWeather
-    admission: Admission
-    persisted: PersistedQueries
-
-    def __init__(self, settings: Settings, *, prewarm_in_background: bool = True) -> None:
-        self.prewarm_in_background = prewarm_in_background and settings.prewarm_interval_seconds > 0
-        # one clock per process, as the settings say (benchmarks run it fast, anchored)
-        if settings.clock_anchor:
-            real, simulated = (float(part) for part in settings.clock_anchor.split(":"))
-            clock.configure(settings.clock_speed, origin=simulated, real_origin=real)
-        else:
-            clock.configure(settings.clock_speed)
-        if not settings.redis_url:
-            raise RuntimeError("WEATHERNOTE_REDIS_URL is not set; `weathernote serve` starts an embedded Redis for you")
-        self.settings = settings
-        self.grid = Grid(settings.grid_step)
-        self.ready = False
-        self.breaker = CircuitBreaker(
-            "redis",
-            failures=settings.breaker_failures,
-            reset_seconds=settings.breaker_reset_seconds,
-            on_change=breaker_changed,
-        )
-        breaker_changed("redis", State.CLOSED)
-        self.safelist = load_manifest(settings.graphql_safelist) if settings.graphql_safelist else None
-
-    async def start(self) -> None:
-        settings = self.settings
-        assert settings.redis_url
-        self.redis = await RedisGateway.connect(settings.redis_url, settings.redis_timeout_seconds, self.breaker)
-        log.info("Redis at %s (%s)", redacted(settings.redis_url), "cluster" if self.redis.cluster else "single server")
-        log.info("Upstream at %s (offline? `make offline` runs against the bundled simulator)", settings.upstream_url)
-        secret = settings.client_id_secret
-        if not secret:
-            log.warning(
-                "WEATHERNOTE_CLIENT_ID_SECRET is not set: client ids are hashed under a key of this"
-                " process only, so limits are not shared with other instances"
-            )
-            secret = secrets.token_hex(32)
-        self.usage = Usage(self.redis)
-        self.admission = Admission(
-            Identifier(secret, settings.trusted_proxies),
-            RateLimiter(
-                self.redis,
-                client_limit=settings.rate_limit_per_minute,
-                address_limit=settings.effective_ip_rate_limit,
-                period_seconds=settings.rate_limit_period_seconds,
-            ),
-            self.usage,
-        )
-        self.persisted = PersistedQueries(self.redis, self.safelist)
-        self.upstream = OpenMeteoClient(
-            settings.upstream_url,
-            timeout=settings.upstream_timeout_seconds,
-            max_connections=settings.upstream_max_connections,
-        )
-        store = EntryStore(self.redis, stale_ms=int(settings.stale_seconds * 1000))
-        self.upstream_breaker = CircuitBreaker(
-            "upstream",
-            failures=settings.upstream_breaker_failures,
-            reset_seconds=settings.upstream_breaker_reset_seconds,
-            on_change=breaker_changed,
-        )
-        breaker_changed("upstream", State.CLOSED)
-        self.budget = UpstreamBudget(
-            self.redis,
-            BudgetLimits(
-                settings.upstream_budget_per_minute,
-                settings.upstream_budget_per_hour,
-                settings.upstream_budget_per_day,
-                settings.prewarm_budget_share,
-            ),
-        )
-        refresher = Refresher(
-            store,
-            self.upstream,
-            self.budget,
-            self.upstream_breaker,
-            Freshness(
-                ttl_ms={
-                    Part.CURRENT: int(settings.weather_ttl_seconds * 1000),
-                    Part.DAILY: int(settings.forecast_ttl_seconds * 1000),
-                    Part.HOURLY: int(settings.forecast_ttl_seconds * 1000),
-                },
-                forecast_cadence_seconds=settings.forecast_cadence_seconds,
-                target_steps=round(settings.freshness_target_seconds / STEP_SECONDS),
-            ),
-            lock_seconds=settings.upstream_timeout_seconds + 5,
-        )
-        self.weather = WeatherService(
-            store, refresher, self.usage, budget_wait_seconds=settings.upstream_budget_wait_seconds
-        )
-        self.live = LiveWeather(self.redis, self.weather, watch_ttl_seconds=settings.watch_ttl_seconds)
-        await self.live.start()
-        await self.usage.start()
-        self.prewarmer = Prewarmer(
-            self.redis,
-            self.weather,
-            self.grid,
-            interval_seconds=settings.prewarm_interval_seconds or STEP_SECONDS,
-            batch_size=settings.prewarm_batch_size,
-        )
-        if self.prewarm_in_background:
-            await self.prewarmer.start()
-        self._readiness = asyncio.create_task(self._become_ready(), name="readiness")
-
-    async def _become_ready(self) -> None:
-        """Ready once Redis answers (the hub then connects on its first subscription)."""
-        while not await self.redis.ping():
-            log.warning("not ready yet: Redis unreachable")
-            await asyncio.sleep(0.5)
-        self.ready = True
-
-    async def stop(self) -> None:
-        self.ready = False
-        self._readiness.cancel()
-        await self.prewarmer.stop()  # releases the lease: another instance takes over at once
-        await self.usage.stop()
-        await self.live.stop()
-        await self.upstream.aclose()
-        await self.redis.aclose()
-
-    async def shared_figures(self) -> dict[str, Any]:
-        """Redis's own figures and the business figures, for /metrics; empty when Redis is down."""
-        try:
-            info = await self.redis.call(lambda client: client.info())
-            figures: dict[str, Any] = await self.usage.snapshot()
-        except CacheError:
-            return {}
-        if self.redis.cluster:
-            # one figure per node: the cluster's are their sums
-            info = _summed(info)
-        for name in ("connected_clients", "keyspace_hits", "keyspace_misses", "used_memory"):
-            if name in info:
-                figures[name] = float(info[name])
-        return figures
-
-    def context(self, request: Request | WebSocket) -> Context:
-        return Context(service=self.weather, grid=self.grid, live=self.live, request=request)
-
-    async def redis_alive(self) -> bool:
-        """A health check is also the breaker's probe, so recovery needs no user traffic."""
-        return await self.redis.ping()
 
 
 class HotRoute:
@@ -231,28 +55,6 @@ class HotRoute:
             await self.app(scope, receive, send)
 
 
-def _summed(per_node: dict[str, Any]) -> dict[str, float]:
-    """A Cluster's INFO (node -> fields) as one set of fields, numbers summed."""
-    total: dict[str, float] = {}
-    for fields in per_node.values():
-        if isinstance(fields, dict):
-            for name, value in fields.items():
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    total[name] = total.get(name, 0.0) + value
-    return total
-
-
-class _Late:
-    """Resolves attributes on the services at call time: they exist only after start-up."""
-
-    def __init__(self, services: Services, name: str) -> None:
-        self._services = services
-        self._name = name
-
-    def __getattr__(self, attribute: str) -> Any:
-        return getattr(getattr(self._services, self._name), attribute)
-
-
 def create_app(settings: Settings) -> Starlette:
     services = Services(settings)
     planner = Planner(
@@ -267,11 +69,13 @@ def create_app(settings: Settings) -> Starlette:
         ),
         cache_bytes=settings.render_cache_bytes,
     )
-    admission = cast(Admission, _Late(services, "admission"))
-    persisted = cast(PersistedQueries, _Late(services, "persisted"))
     websockets = GraphQLWebSocket(
         Operations(
-            schema, planner, PayloadRenderer(schema._schema, build_root, settings.render_cache_bytes), persisted
+            schema,
+            planner,
+            PayloadRenderer(schema._schema, build_root, settings.render_cache_bytes),
+            services.persisted,
+            Feeds(services.live),
         ),
         services.context,
         Limits(
@@ -279,7 +83,7 @@ def create_app(settings: Settings) -> Starlette:
             keepalive_interval=settings.ws_keepalive_seconds,
             max_operations=settings.ws_max_subscriptions,
         ),
-        admission,
+        services.admission,
     )
 
     async def drain() -> None:
@@ -310,7 +114,7 @@ def create_app(settings: Settings) -> Starlette:
                 "status": status,
                 "redis": "ok" if redis_ok else "down",
                 "upstream": upstream,
-                "breaker": services.breaker.state.value,
+                "breaker": services.redis.breaker.state.value,
             }
         )
 
@@ -319,16 +123,18 @@ def create_app(settings: Settings) -> Starlette:
             return JSONResponse({"ready": True})
         return JSONResponse({"ready": False}, status_code=503)
 
-    rest = RestRoutes(services)
+    rest = RestRoutes(services.weather, services.grid, services.admission)
     ide_page = GRAPHIQL_DIR / "index.html"
     graphql = GraphQLEndpoint(
-        schema,
-        services.context,
-        ide_page.read_bytes() if ide_page.exists() else None,
-        planner,
-        admission,
-        persisted,
-        services.grid,
+        schema=schema,
+        planner=planner,
+        persisted=services.persisted,
+        admission=services.admission,
+        weather=services.weather,
+        grid=services.grid,
+        clock=services.clock,
+        context_factory=services.context,
+        ide_html=ide_page.read_bytes() if ide_page.exists() else None,
         max_batch=settings.graphql_max_batch,
         render_cache_bytes=settings.render_cache_bytes,
     )

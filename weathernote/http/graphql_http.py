@@ -24,23 +24,32 @@ from strawberry import Schema
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
-from weathernote.cache.service import UpstreamUnavailable, now_ms
-from weathernote.errors import BadRequest
-from weathernote.fairuse.admission import Admission, rate_limited_body
-from weathernote.graphql.context import Context
-from weathernote.graphql.documents.persisted import PersistedQueries, PersistedQueryError
+from weathernote.bounded import BoundedCache, kept_json
+from weathernote.cache import WeatherService
+from weathernote.clock import Clock
+from weathernote.errors import BadRequest, ShareSpent, UpstreamUnavailable
+from weathernote.fairuse import Admission, Decision, Identity
+from weathernote.graphql import Context
+from weathernote.graphql.documents import (
+    DEFAULT_CACHE_BYTES,
+    Bound,
+    PersistedQueries,
+    PersistedQueryError,
+    Plan,
+    Planner,
+)
 from weathernote.graphql.errors import (
     BAD_REQUEST,
     INTERNAL_SERVER_ERROR,
     QUERY_TOO_COMPLEX,
+    RATE_LIMITED,
     UPSTREAM_UNAVAILABLE,
+    rate_limited_error,
 )
-from weathernote.graphql.fastpath import DEFAULT_CACHE_BYTES, Bound, BoundedCache, Plan, Planner, kept_json
 from weathernote.http import csp
 from weathernote.http.querystring import query_params
-from weathernote.model.cells import Grid
+from weathernote.model import Grid
 from weathernote.ops import metrics, requestlog
-from weathernote.redis.keys import entry_key
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +108,8 @@ def _quality(params: list[str]) -> float:
 
 
 class GraphQLParams:
+    """One operation of a GraphQL-over-HTTP request, its fields' types checked."""
+
     __slots__ = ("extensions", "operation_name", "query", "variables")
 
     def __init__(self, raw: dict[str, Any]) -> None:
@@ -199,15 +210,19 @@ class Prepared:
     plan: Plan | None = None
     bound: Bound | None = None
     answer: Answer | None = None  # already answered (an error before reading)
+    cost: int = 1  # what admission charges: the distinct (cell, part) entries it reads
+    register: str | None = None  # a new persisted query's hash, stored once the request is admitted
 
-    def read_keys(self) -> list[str]:
+    def read_keys(self, weather: WeatherService) -> list[str]:
         if self.bound is None:
             return []
-        return [entry_key(part, cell) for cell, parts in self.bound.reads for part in parts]
+        return [key for cell, parts in self.bound.reads for key in weather.entry_keys(cell, list(parts))]
 
 
 @dataclass(slots=True)
 class Answer:
+    """A rendered answer to one operation (kept in the render cache when every read was a hit)."""
+
     status: int
     body: bytes
     fresh_until_ms: int | None = None  # set when every entry read was a cache hit
@@ -218,25 +233,30 @@ class GraphQLEndpoint:
 
     def __init__(
         self,
+        *,
         schema: Schema,
-        context_factory: Callable[[Request], Context],
-        ide_html: bytes | None,
         planner: Planner,
-        admission: Admission,
         persisted: PersistedQueries,
+        admission: Admission,
+        weather: WeatherService,
         grid: Grid,
+        clock: Clock,
+        context_factory: Callable[[Request, Identity], Context],
+        ide_html: bytes | None,
         max_batch: int = 10,
         render_cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.schema = schema
+        self.planner = planner
+        self.persisted = persisted
+        self.admission = admission
+        self.weather = weather
+        self.grid = grid
+        self.clock = clock
         self.context_factory = context_factory
         self.ide_html = ide_html
-        self.planner = planner
-        self.admission = admission
-        self.persisted = persisted
         self.max_batch = max_batch
         self.renders: BoundedCache[Answer] = BoundedCache("response", render_cache_bytes)
-        self.grid = grid
 
     async def handle(self, request: Request) -> Response:
         if request.method == "GET" and self._wants_ide(request):
@@ -249,12 +269,17 @@ class GraphQLEndpoint:
             operations, batched = await read_operations(request, self.max_batch)
             prepared = [await self.prepare(request, params, media) for params in operations]
             # One Redis round trip decides the limit and reads what a lone operation needs.
-            keys = prepared[0].read_keys() if len(prepared) == 1 else []
-            decision, raws = await self.admission.check(request, cost=len(operations), read_keys=keys)
+            keys = prepared[0].read_keys(self.weather) if len(prepared) == 1 else []
+            identity = self.admission.identity(request.client.host if request.client else None, request.headers)
+            cost = sum(item.cost for item in prepared)
+            decision, raws = await self.admission.check(identity, cost=cost, read_keys=keys)
             headers = self.admission.headers(decision)
             if not decision.allowed:
-                return _response(429, rate_limited_body(decision), media, headers)
-            answers = [await self.finish(request, item, media, raws) for item in prepared]
+                return _response(429, _rate_limited_body(decision), media, headers)
+            for item in prepared:  # admitted, and its document passed every check: a new APQ text is kept
+                if item.register is not None and item.query is not None:
+                    await self.persisted.register(item.register, item.query)
+            answers = [await self.finish(request, identity, item, media, raws) for item in prepared]
         except RequestError as exc:
             body = orjson.dumps(error_body(exc.message, exc.code))
             return _response(exc.status, body, media or JSON, {**headers, **exc.headers})
@@ -263,7 +288,7 @@ class GraphQLEndpoint:
         [answer] = answers
         if request.method == "GET" and answer.fresh_until_ms is not None:
             # every entry came from the cache: a CDN may keep this as long as they stay fresh
-            max_age = max(0, (answer.fresh_until_ms - now_ms()) // 1000)
+            max_age = max(0, (answer.fresh_until_ms - self.clock.now_ms()) // 1000)
             headers["Cache-Control"] = f"public, max-age={max_age}"
         return _response(answer.status, answer.body, media, headers)
 
@@ -282,11 +307,12 @@ class GraphQLEndpoint:
     async def prepare(self, request: Request, params: GraphQLParams, media: str) -> Prepared:
         """Everything before reading: the query text, its plan and reads, and every refusal before execution."""
         try:
-            query, _ = await self.persisted.resolve(params.query, params.extensions)
+            resolved = await self.persisted.resolve(params.query, params.extensions)
         except PersistedQueryError as exc:
             if exc.status != 200:
                 raise RequestError(exc.status, exc.message) from None
             return Prepared(params, answer=Answer(200, orjson.dumps(error_body(exc.message, exc.code or BAD_REQUEST))))
+        query = resolved.query
         if query is None:
             raise RequestError(400, "no GraphQL query in the request")
         plan = self.planner.plan(query, params.operation_name)
@@ -299,13 +325,16 @@ class GraphQLEndpoint:
             if operation.operation is OperationType.SUBSCRIPTION:
                 error = GraphQLError(_SUBSCRIPTION_OVER_HTTP, extensions={"code": BAD_REQUEST})
                 return Prepared(params, answer=_refused((error,), media))
-        return Prepared(params, query=query, plan=plan, bound=bound)
+        cost = bound.cost if bound is not None else self.planner.cost(query, params.operation_name)
+        return Prepared(params, query=query, plan=plan, bound=bound, cost=cost, register=resolved.register)
 
-    async def finish(self, request: Request, prepared: Prepared, media: str, raws: list[bytes | None] | None) -> Answer:
+    async def finish(
+        self, request: Request, identity: Identity, prepared: Prepared, media: str, raws: list[bytes | None] | None
+    ) -> Answer:
         if prepared.answer is not None:
             return prepared.answer
         assert prepared.query is not None
-        context = self.context_factory(request)
+        context = self.context_factory(request, identity)
         params, plan, bound = prepared.params, prepared.plan, prepared.bound
         variables = params.variables
         render_key = None
@@ -351,8 +380,8 @@ class GraphQLEndpoint:
             given = raws[offset : offset + len(parts)] if raws is not None else None
             offset += len(parts)
             try:
-                readings = await context.service.read(cell, parts, given)
-            except UpstreamUnavailable as exc:
+                readings = await context.service.read(cell, parts, given, payer=context.payer)
+            except (UpstreamUnavailable, ShareSpent) as exc:
                 context.prefetched[(cell.label, parts)] = exc
                 all_hits = False
                 continue
@@ -367,6 +396,8 @@ class GraphQLEndpoint:
 def outcome_of(errors: list[GraphQLError]) -> str:
     """The request outcome label for a result's errors: ours (masked, or uncoded) or the client's."""
     codes = {(error.extensions or {}).get("code") for error in errors}
+    if RATE_LIMITED in codes:
+        return "rate_limited"
     if UPSTREAM_UNAVAILABLE in codes:
         return "upstream_unavailable"
     if INTERNAL_SERVER_ERROR in codes or None in codes:
@@ -379,6 +410,10 @@ def _refused(errors: tuple[GraphQLError, ...], media: str) -> Answer:
     requestlog.note(outcome="bad_request")
     status, body = render(PreExecutionError(data=None, errors=list(errors)), media)
     return Answer(status, orjson.dumps(body))
+
+
+def _rate_limited_body(decision: Decision) -> bytes:
+    return orjson.dumps({"errors": [rate_limited_error(decision.retry_after_seconds)]})
 
 
 def _response(status: int, body: bytes, media: str, headers: dict[str, str] | None = None) -> Response:

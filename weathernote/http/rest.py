@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from weathernote.cache.service import Reading, UpstreamUnavailable, WeatherService
-from weathernote.errors import BadRequest
-from weathernote.fairuse.admission import Admission
+from weathernote.cache import Reading, WeatherService
+from weathernote.errors import BadRequest, ShareSpent, UpstreamUnavailable
+from weathernote.fairuse import Admission
 from weathernote.http.querystring import query_params
-from weathernote.model import conditions
-from weathernote.model.cells import Cell, Grid, InvalidCoordinates
-from weathernote.model.entries import FORECAST_DAYS, Current, Daily, Part
+from weathernote.model import FORECAST_DAYS, Cell, Current, Daily, Grid, InvalidCoordinates, Part, conditions
 from weathernote.ops import requestlog
-from weathernote.redis.keys import entry_key
+from weathernote.upstream import Payer
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -119,19 +117,13 @@ def forecast_body(cell: Cell, reading: Reading, days: int) -> dict[str, Any]:
     }
 
 
-class HasWeather(Protocol):
-    """The running services (built at start-up, after the routes)."""
-
-    weather: WeatherService
-    grid: Grid
-    admission: Admission
-
-
 class RestRoutes:
     """GET /api/v1/weather and /api/v1/forecast, answered by the same service as GraphQL."""
 
-    def __init__(self, services: HasWeather) -> None:
-        self.services = services
+    def __init__(self, weather: WeatherService, grid: Grid, admission: Admission) -> None:
+        self.weather_service = weather
+        self.grid = grid
+        self.admission = admission
 
     async def weather(self, request: Request) -> Response:
         return await self._answer(request, "current", Part.CURRENT)
@@ -144,22 +136,34 @@ class RestRoutes:
         requestlog.note(operation=operation)
         cell: Cell | None = None
         try:
-            cell = _cell(request, self.services.grid)
+            cell = _cell(request, self.grid)
             days = _days(request) if part is Part.DAILY else 0
         except BadRequest as exc:
             problem: BadRequest | None = exc
         else:
             problem = None
         # one Redis round trip decides the limit and reads the entry (a refused request counts too)
-        admission = self.services.admission
-        decision, raws = await admission.check(request, read_keys=[entry_key(part, cell)] if cell else ())
+        admission = self.admission
+        identity = admission.identity(request.client.host if request.client else None, request.headers)
+        read_keys = self.weather_service.entry_keys(cell, [part]) if cell else ()
+        decision, raws = await admission.check(identity, read_keys=read_keys)
         headers = admission.headers(decision)
         if not decision.allowed:
             return error(429, "RATE_LIMITED", f"too many requests: retry in {decision.retry_after_seconds} s", headers)
         if problem is not None or cell is None:
             return error(400, "BAD_USER_INPUT", str(problem), headers)
         try:
-            readings = await self.services.weather.read(cell, (part,), raws)
+            readings = await self.weather_service.read(
+                cell, (part,), raws, payer=Payer(identity.client, identity.address)
+            )
+        except ShareSpent as exc:
+            retry = str(max(1, math.ceil(exc.retry_after)))
+            return error(
+                429,
+                "RATE_LIMITED",
+                f"this client's share of the provider's budget is spent: retry in {retry} s",
+                {**headers, "Retry-After": retry},
+            )
         except UpstreamUnavailable:
             return error(
                 503,

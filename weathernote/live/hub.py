@@ -23,7 +23,8 @@ from weathernote.breaker import CircuitBreaker
 from weathernote.breaker import State as BreakerState
 from weathernote.errors import RedisUnavailable, WeatherNoteError
 from weathernote.ops import metrics
-from weathernote.redis.pubsub import PubSubBackend
+from weathernote.redis import PubSubBackend
+from weathernote.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class Hub:
 
     def __init__(
         self,
-        backend: PubSubBackend,
+        backend: Callable[[], PubSubBackend],
         breaker: CircuitBreaker,
         *,
         decode: Callable[[str, bytes], Any] = lambda channel, data: data,
@@ -111,7 +112,8 @@ class Hub:
         connect_wait: float = 1.5,
         connect_timeout: float = 5.0,
     ) -> None:
-        self.backend = backend
+        self.new_backend = backend  # a backend for the topology as the gateway knows it at each connection
+        self.backend: PubSubBackend | None = None
         self.breaker = breaker
         self.decode = decode  # once per message, shared by every local subscriber
         self.on_reconnect = on_reconnect
@@ -132,14 +134,9 @@ class Hub:
         self._listener = asyncio.create_task(self._listen(), name="hub-listener")
 
     async def stop(self) -> None:
-        if self._listener:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-        await self.backend.close()
-
-    def local_subscribers(self, channel: str) -> int:
-        return len(self._subscribers.get(channel, ()))
+        await cancel_and_wait(self._listener)
+        if self.backend is not None:
+            await self.backend.close()
 
     async def attach(self, subscriber: Listener) -> None:
         """Add a local subscriber; on return its channel is subscribed in Redis if Redis can be had.
@@ -182,11 +179,11 @@ class Hub:
             del self._subscribers[subscriber.channel]
             if not self._subscribers:
                 self._has_channels.clear()
-            if self.connected:
+            if self.connected and self.backend is not None:
                 await self.backend.unsubscribe([subscriber.channel])
 
     async def _redis_subscribe(self, channels: list[str]) -> None:
-        if not self.connected:
+        if not self.connected or self.backend is None:
             return  # the listener subscribes everything when it (re)connects
         try:
             await self.backend.subscribe(channels)
@@ -219,9 +216,10 @@ class Hub:
         while True:
             await self._has_channels.wait()
             try:
-                if not self.connected:
+                if not self.connected or self.backend is None:
                     await self._connect()
                     backoff = 0.05
+                assert self.backend is not None
                 message = await self.backend.next_message(timeout=1.0)
             except Exception as exc:  # whatever it was, the connection is to be made again
                 if self.connected:
@@ -248,6 +246,9 @@ class Hub:
             raise RedisUnavailable("circuit breaker open")
         async with self._lock:
             channels = list(self._subscribers)
+            if self.backend is not None:
+                await self.backend.close()
+            self.backend = self.new_backend()
             try:
                 async with asyncio.timeout(self.connect_timeout):
                     await self.backend.connect(channels)

@@ -38,6 +38,8 @@ FORECAST_DAYS = 16  # every `days` argument is served from one 16-day entry
 
 
 class Part(enum.Enum):
+    """The three independent parts of a cell, each its own cache entry."""
+
     CURRENT = "current"
     DAILY = "daily"
     HOURLY = "hourly"
@@ -45,6 +47,8 @@ class Part(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Current:
+    """Current conditions at one 15-minute step, metric."""
+
     time: str  # ISO 8601 local time with its UTC offset, e.g. 2025-06-16T14:45+02:00
     temperature: float | None
     apparent_temperature: float | None
@@ -79,6 +83,8 @@ class Daily:
 
 @dataclass(frozen=True, slots=True)
 class Hourly:
+    """Parallel columns, one value per local hour, metric."""
+
     timezone: str
     utc_offset_seconds: int
     time: list[str]

@@ -6,6 +6,8 @@ import enum
 
 
 class Units(enum.Enum):
+    """A unit system a client may ask for; entries are stored metric."""
+
     METRIC = "metric"  # °C, km/h, mm, hPa
     IMPERIAL = "imperial"  # °F, mph, inch, hPa
 

@@ -2,3 +2,7 @@
 
 Used by every other package; imports none of them.
 """
+
+from weathernote.ops import logs, metrics, requestlog
+
+__all__ = ["logs", "metrics", "requestlog"]

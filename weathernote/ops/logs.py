@@ -30,8 +30,6 @@ _CLIENT_PREFIX = "%s - "  # uvicorn's lines about one client start with its addr
 
 # what every LogRecord has; anything else on a record is a caller's `extra` field
 _STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-_writer: _LineWriter | None = None
-_handler: _QueueHandler | None = None
 
 
 class JsonLineFormatter(logging.Formatter):
@@ -92,17 +90,29 @@ class _LineWriter(threading.Thread):
 
 
 class _QueueHandler(logging.Handler):
-    """Formats on the caller's thread (a record's objects may change later), queues only the line."""
+    """Formats on the caller's thread (a record's objects may change later), queues only the line
+    for its writer thread."""
 
-    def __init__(self, lines: queue.SimpleQueue[str | None]) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.lines = lines
+        self.lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.writer = _LineWriter(self.lines)
+        self.writer.start()
+        atexit.register(self.close)  # what is queued is written before the process ends
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self.lines.put(self.format(record))
         except Exception:
             self.handleError(record)
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer thread."""
+        if self.writer.is_alive():
+            self.lines.put(None)
+            self.writer.join(timeout=5)
+        atexit.unregister(self.close)
+        super().close()
 
 
 class AccessLog:
@@ -122,9 +132,9 @@ class AccessLog:
         logger = self.logger
         if not logger.isEnabledFor(logging.INFO):
             return
-        handler = _handler
         root_handlers = self._root.handlers
-        if handler is None or logger.handlers or len(root_handlers) != 1 or root_handlers[0] is not handler:
+        handler = root_handlers[0] if len(root_handlers) == 1 else None
+        if not isinstance(handler, _QueueHandler) or logger.handlers:
             logger.info(message, extra=fields)
             return
         formatter = cast(JsonLineFormatter, handler.formatter)
@@ -133,27 +143,16 @@ class AccessLog:
         handler.lines.put(_dumps(line))
 
 
-def _stop_writing() -> None:
-    """Write what is queued, then stop the writer thread."""
-    global _writer
-    if _writer is not None:
-        _writer.lines.put(None)
-        _writer.join(timeout=5)
-        _writer = None
-
-
 def configure_logging(level: str = "info") -> None:
-    global _writer, _handler
-    _stop_writing()
-    lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-    handler = _QueueHandler(lines)
+    """JSON lines on stderr for every logger of the process, written by a thread of their own."""
+    root = logging.getLogger()
+    for previous in root.handlers:
+        if isinstance(previous, _QueueHandler):
+            previous.close()  # the writer of an earlier configuration writes what it holds, then stops
+    handler = _QueueHandler()
     handler.setFormatter(JsonLineFormatter())
-    _handler = handler
-    _writer = _LineWriter(lines)
-    _writer.start()
     # callers' file and line are not part of our lines: skip finding them (logging's own switch)
     logging._srcfile = None
-    root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error"):
@@ -186,6 +185,3 @@ def _without_client_address(record: logging.LogRecord) -> bool:
         record.msg = record.msg.removeprefix(_CLIENT_PREFIX)
         record.args = record.args[1:]
     return True
-
-
-atexit.register(_stop_writing)  # what is queued is written before the process ends

@@ -70,6 +70,16 @@ RENDER_CACHE_BYTES = Gauge(
     ["kind"],
     multiprocess_mode="livesum",
 )
+BUDGET_REFUSALS = Counter(
+    "weathernote_budget_refusals_total",
+    "Upstream calls the budget refused, by the window that refused: the budget's, a client's or an address's share,"
+    " or the pre-warmer's",
+    ["scope"],
+)
+UPSTREAM_LOCAL_WEIGHT = Counter(
+    "weathernote_upstream_local_weight_total",
+    "Weighted upstream calls spent from this process's local allowance while the shared budget could not be read",
+)
 BUDGET_WAITS = Counter(
     "weathernote_budget_waits_total", "Misses with nothing to serve that waited for room in the upstream budget"
 )

@@ -15,6 +15,8 @@ from typing import Any
 
 @dataclass(slots=True)
 class RequestInfo:
+    """What one request or WebSocket operation did, for its log line and metrics."""
+
     request_id: str
     transport: str
     started: float = field(default_factory=time.perf_counter)

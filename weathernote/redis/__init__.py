@@ -4,16 +4,21 @@ multiplexed wire, pub/sub backends, the spelling of keys, and embedded servers f
 
 from weathernote.redis.cluster import EmbeddedCluster
 from weathernote.redis.embedded import EmbeddedRedis
-from weathernote.redis.gateway import AnyPipeline, AnyRedis, RedisGateway, Script, redacted
+from weathernote.redis.failures import classify
+from weathernote.redis.gateway import AnyPipeline, AnyRedis, RedisGateway, redacted
+from weathernote.redis.keys import CellKeys
 from weathernote.redis.pubsub import PubSubBackend
+from weathernote.redis.scripts import Script
 
 __all__ = [
     "AnyPipeline",
     "AnyRedis",
+    "CellKeys",
     "EmbeddedCluster",
     "EmbeddedRedis",
     "PubSubBackend",
     "RedisGateway",
     "Script",
+    "classify",
     "redacted",
 ]

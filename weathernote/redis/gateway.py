@@ -2,15 +2,15 @@
 
 Every Redis call of the service goes through a `RedisGateway`. It knows which
 topology it talks to (a Cluster is recognised from the server itself, so
-operators configure the same `redis://` / `rediss://` URL either way), bounds
-every call by a deadline, applies the Redis circuit breaker the same way for
-every caller, and turns redis-py's errors into the service's own:
+operators configure the same `redis://` / `rediss://` URL either way), spells
+the cells' keys for it (`keys`), bounds every call by a deadline, applies the
+Redis circuit breaker the same way for every caller, and turns redis-py's
+errors into the service's own (`failures.classify`).
 
-- the server did not answer, is failing over or refuses writes → `RedisUnavailable`,
-  counted by the breaker (after a few, callers stop waiting on Redis);
-- the server answered with an error about one key (a key of the wrong type, a
-  value that is not a number) → `RedisKeyError`: that key's problem, which the
-  caller overwrites or ignores, while the breaker counts the server as healthy.
+The gateway is built unconnected and learns its topology in `connect`. A
+topology it could not learn at start-up (every seed node unreachable) is not
+guessed: the gateway is not ready (`topology_known`), keeps asking on each
+`ping`, and a Cluster's MOVED answer makes it ask again at once.
 
 On a Cluster, announcements use sharded pub/sub (SPUBLISH / SSUBSCRIBE): a
 refresh travels only inside the shard that owns its cell.
@@ -26,28 +26,24 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import (
-    AskError,
-    ClusterCrossSlotError,
-    ClusterDownError,
     ConnectionError,
     NoPermissionError,
     NoScriptError,
-    OutOfMemoryError,
-    ReadOnlyError,
     RedisClusterException,
     RedisError,
     ResponseError,
-    TryAgainError,
 )
 
 from weathernote.breaker import CircuitBreaker, State
 from weathernote.errors import RedisKeyError, RedisUnavailable
-from weathernote.redis import keys
+from weathernote.redis.failures import classify, is_redirection
+from weathernote.redis.keys import CLUSTER_SPELLING, SEED_SPELLING, CellKeys
 from weathernote.redis.pubsub import PlainPubSub, PubSubBackend, ShardedPubSub
+from weathernote.redis.scripts import Script
 from weathernote.redis.wire import Command, MultiplexedConnection
 
 log = logging.getLogger(__name__)
@@ -55,42 +51,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 AnyRedis = Redis | RedisCluster
 AnyPipeline = Pipeline | ClusterPipeline
-
-# Errors the server answers about its own state, not about a key: the breaker's business.
-# MOVED/ASK reach us only from a Cluster node talked to as a single server (see _failed);
-# CROSSSLOT is a bug of ours about several keys, not one key's problem.
-_SERVER_STATE_ERRORS = (
-    ClusterDownError,
-    TryAgainError,
-    ReadOnlyError,
-    OutOfMemoryError,
-    AskError,
-    ClusterCrossSlotError,
-)
-_SERVER_STATE_PREFIXES = (
-    "LOADING",
-    "MASTERDOWN",
-    "CLUSTERDOWN",
-    "TRYAGAIN",
-    "READONLY",
-    "OOM",
-    "BUSY",
-    "NOAUTH",
-    "MOVED",
-    "ASK",
-    "CROSSSLOT",
-)
-
-
-def classify(exc: BaseException) -> RedisKeyError | RedisUnavailable:
-    """The service's error for a redis-py error: one key's problem, or the server's."""
-    if isinstance(exc, ResponseError) and not isinstance(exc, _SERVER_STATE_ERRORS):
-        message = str(exc)
-        # a script's error carries the command's: "Error running script ... WRONGTYPE ..."
-        if not message.startswith(_SERVER_STATE_PREFIXES):
-            return RedisKeyError(message[:200])
-    return RedisUnavailable(type(exc).__name__)
-
 
 # connections per Cluster node; a call uses at most one per node
 _CLUSTER_CONNECTIONS = 128
@@ -117,61 +77,77 @@ class RedisGateway:
     the rest, and everything on a Cluster, over redis-py's client.
     """
 
-    def __init__(
-        self,
-        client: AnyRedis,
-        breaker: CircuitBreaker,
-        *,
-        url: str,
-        timeout: float,
-        wire: MultiplexedConnection | None = None,
-    ) -> None:
-        self.client = client
-        self.wire = wire
-        self.breaker = breaker
+    def __init__(self, url: str, *, timeout: float, breaker: CircuitBreaker, seed_nodes: Sequence[str] = ()) -> None:
         self.url = url
         self.timeout = timeout
-        self.cluster = isinstance(client, RedisCluster)
+        self.breaker = breaker
+        # more nodes to ask when the URL's is down at start-up ("host:port" each)
+        self.seed_nodes = [node for node in seed_nodes if node]
         # One deadline for a whole call, retries and redirections included: a slow or
         # failing-over Redis costs a request at most this long.
         self.deadline = timeout * 3
-        self._publish = "SPUBLISH" if self.cluster else "PUBLISH"
+        self.client: AnyRedis = standalone(url, timeout)
+        self.wire = _wire(url, timeout)
+        self.cluster = False
+        self.keys: CellKeys = SEED_SPELLING
+        self.topology_known = False
         self._scripts: list[Script] = []
         self._client_errors_logged: set[str] = set()  # once per kind
+        self._slots: asyncio.Semaphore | None = None
+        self._detecting = asyncio.Lock()
+        self._redetection: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        """Learn the topology (a Cluster if a node says it is one); unreachable, it stays unknown."""
+        await self._detect()
+
+    async def _detect(self) -> None:
+        async with self._detecting:
+            if self.topology_known:
+                return
+            info: dict[str, Any] | None = None
+            for url in [self.url, *(self.node_url(*_host_port(node)) for node in self.seed_nodes)]:
+                probe = standalone(url, self.timeout, max_connections=1)
+                try:
+                    info = await asyncio.wait_for(_cluster_info(probe), self.deadline)
+                    break
+                except (RedisError, OSError, TimeoutError) as exc:
+                    log.warning("Redis not reachable at %s (%s)", redacted(url), type(exc).__name__)
+                finally:
+                    await probe.aclose()
+            if info is None:
+                log.warning("Redis topology unknown: not ready until a node answers")
+                return
+            if info.get("cluster_enabled") in (1, "1"):
+                await self._become_cluster()
+            self.topology_known = True
+
+    async def _become_cluster(self) -> None:
+        log.info("Redis Cluster detected: keys carry hash tags, announcements use sharded pub/sub")
+        cluster = RedisCluster.from_url(
+            self.url,
+            # more nodes to learn the slot map from when the URL's node is down
+            startup_nodes=[ClusterNode(*_host_port(node)) for node in self.seed_nodes] or None,
+            # a node gone: refresh the slot map and retry at once, twice, within the deadline
+            retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), 2),
+            reinitialize_steps=1,
+            max_connections=_CLUSTER_CONNECTIONS,
+            **_options(self.timeout),
+        )
+        try:
+            # the slot map before the first requests: many first commands at once each
+            # initialising the client is where redis-py's races live
+            await asyncio.wait_for(cluster.initialize(), self.deadline)
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+            log.warning("Redis Cluster not ready yet (%s); the breaker handles it", type(exc).__name__)
+        previous, wire = self.client, self.wire
+        self.client, self.wire, self.cluster, self.keys = cluster, None, True, CLUSTER_SPELLING
         # A Cluster client's pools refuse (rather than wait) past their size: calls wait here
         # instead, within their deadline, as they do for a single server's blocking pool.
-        self._slots = asyncio.Semaphore(_CLUSTER_CONNECTIONS) if self.cluster else None
-        keys.configure(cluster=self.cluster)
-
-    @classmethod
-    async def connect(cls, url: str, timeout: float, breaker: CircuitBreaker) -> RedisGateway:
-        """A gateway to the server at `url`, a Cluster if the server says it is one."""
-        client = standalone(url, timeout)
-        try:
-            info = await asyncio.wait_for(_cluster_info(client), timeout * 3)
-        except (RedisError, OSError, TimeoutError) as exc:
-            # Unreachable now: start standalone and let the breaker handle the outage.
-            log.warning("Redis not reachable at start-up (%s); assuming a single server", type(exc).__name__)
-            return cls(client, breaker, url=url, timeout=timeout, wire=_wire(url, timeout))
-        if info.get("cluster_enabled") in (1, "1"):
-            await client.aclose()
-            log.info("Redis Cluster detected: keys carry hash tags, announcements use sharded pub/sub")
-            cluster = RedisCluster.from_url(
-                url,
-                # a node gone: refresh the slot map and retry at once, twice, within the deadline
-                retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), 2),
-                reinitialize_steps=1,
-                max_connections=_CLUSTER_CONNECTIONS,
-                **_options(timeout),
-            )
-            try:
-                # the slot map before the first requests: many first commands at once each
-                # initialising the client is where redis-py's races live
-                await asyncio.wait_for(cluster.initialize(), timeout * 3)
-            except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
-                log.warning("Redis Cluster not ready at start-up (%s); the breaker handles it", type(exc).__name__)
-            return cls(cluster, breaker, url=url, timeout=timeout)
-        return cls(client, breaker, url=url, timeout=timeout, wire=_wire(url, timeout))
+        self._slots = asyncio.Semaphore(_CLUSTER_CONNECTIONS)
+        if wire is not None:
+            await wire.aclose()
+        await previous.aclose()
 
     async def call(self, operation: Callable[[AnyRedis], Awaitable[T]], *, bounded: bool = True) -> T:
         """Run `operation` on the client within the breaker and the deadline.
@@ -205,19 +181,21 @@ class RedisGateway:
 
     def _failed(self, exc: BaseException) -> RedisKeyError | RedisUnavailable:
         error = classify(exc)
-        moved = isinstance(exc, AskError) or str(exc).startswith(("MOVED", "ASK"))
-        if not self.cluster and moved and "MOVED" not in self._client_errors_logged:
-            self._client_errors_logged.add("MOVED")
-            log.error(
-                "Redis answered %s: WEATHERNOTE_REDIS_URL points at a Redis Cluster that was unreachable"
-                " when this instance started, so it talks to it as a single server; restart the instance",
-                str(exc).split(" ")[0],
-            )
+        if not self.cluster and is_redirection(exc):
+            self._redetect(exc)
         if isinstance(error, RedisUnavailable):
             self._count_failure(exc)
         else:
             self.breaker.success()  # the server answered
         return error
+
+    def _redetect(self, exc: BaseException) -> None:
+        """A Cluster answered as if it were a single server: learn the topology again, once at a time."""
+        if self._redetection is not None and not self._redetection.done():
+            return
+        log.warning("Redis answered %s: it is a Cluster; detecting the topology again", str(exc).split(" ")[0])
+        self.topology_known = False
+        self._redetection = asyncio.get_running_loop().create_task(self._detect(), name="redis-redetection")
 
     def _note_client_error(self, exc: Exception) -> None:
         kind = type(exc).__name__
@@ -299,10 +277,10 @@ class RedisGateway:
 
     def announce(self, pipe: AnyPipeline, channel: str, message: bytes) -> None:
         """Add the announcement of a refresh to `pipe`: sharded on a Cluster, plain on one server."""
-        pipe.execute_command(self._publish, channel, message)
+        pipe.execute_command("SPUBLISH" if self.cluster else "PUBLISH", channel, message)
 
     def pubsub(self) -> PubSubBackend:
-        """A listening side of its own (one connection per shard on a Cluster)."""
+        """A listening side of its own for the topology as known now (one connection per shard on a Cluster)."""
         if isinstance(self.client, RedisCluster):
             return ShardedPubSub(self.client, self.node_url, self.timeout)
         return PlainPubSub(self.url, self.timeout)
@@ -313,12 +291,14 @@ class RedisGateway:
         return script
 
     async def ping(self) -> bool:
-        """Does Redis answer? Also the breaker's probe, so recovery needs no user traffic."""
+        """Does Redis answer, and is its topology known? Also the breaker's probe, so recovery needs no user traffic."""
+        if not self.topology_known:
+            await self._detect()
         try:
             await self.call(lambda client: client.ping())
         except (RedisUnavailable, RedisKeyError):
             return False
-        return True
+        return self.topology_known
 
     def node_url(self, host: str, port: int) -> str:
         """The configured URL (scheme, credentials, options) pointed at one node."""
@@ -328,51 +308,16 @@ class RedisGateway:
         return urlunsplit(parts._replace(netloc=netloc))
 
     async def aclose(self) -> None:
+        if self._redetection is not None:
+            self._redetection.cancel()
         if self.wire is not None:
             await self.wire.aclose()
         await self.client.aclose()
 
 
-class Script:
-    """A Lua script run by its SHA, sent whole once when a node does not know it yet.
-
-    Every key of one call must share a slot on a Cluster.
-    """
-
-    def __init__(self, gateway: RedisGateway, source: str) -> None:
-        self.gateway = gateway
-        self.source = source
-        self.sha = gateway.client.register_script(source).sha
-
-    async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        if self.gateway.wire is not None:
-            [reply] = await self.gateway.commands([self.command(keys, args)])
-            if isinstance(reply, RedisKeyError):
-                raise reply
-            return reply
-
-        async def run(client: AnyRedis) -> Any:
-            try:
-                return await client.evalsha(self.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                # a restarted, flushed or newly promoted node: EVAL loads it there
-                return await client.eval(self.source, len(keys), *keys, *args)
-
-        return await self.gateway.call(run)
-
-    def command(self, keys: Sequence[str], args: Sequence[Any]) -> Command:
-        """The call as a raw command for `RedisGateway.commands` (single server: by SHA)."""
-        return ("EVALSHA", self.sha, len(keys), *keys, *args)
-
-    def add_to(self, pipe: AnyPipeline, keys: Sequence[str], args: Sequence[Any]) -> None:
-        """Add a call to `pipe` by SHA (the gateway's pipeline loads it where it is unknown).
-
-        A Cluster's pipeline refuses EVALSHA; there the script goes whole.
-        """
-        if self.gateway.cluster:
-            pipe.eval(self.source, len(keys), *keys, *args)
-        else:
-            pipe.evalsha(self.sha, len(keys), *keys, *args)
+def _host_port(node: str) -> tuple[str, int]:
+    host, _, port = node.strip().rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def _wire(url: str, timeout: float) -> MultiplexedConnection | None:

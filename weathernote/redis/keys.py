@@ -5,59 +5,62 @@ On a single server the keys are the seed design's: `weather:lat:40.7:lon:-74.0`,
 hash tag inside them (`weather:{lat:40.7:lon:-74.0}`), so that a cell's entries,
 stale copies, refresh locks and announcement channels share one slot: one
 round trip reads a cell, and a refresh is announced inside the shard holding it.
+The spelling of a cell's keys is the gateway's (`RedisGateway.keys`): it knows
+which topology it talks to. Keys that name no cell are spelled the same on both.
 """
 
 from __future__ import annotations
 
-from weathernote.model.cells import Cell
-from weathernote.model.entries import FORECAST_DAYS, Part
+from dataclasses import dataclass
 
-_hash_tags = False
-
-
-def configure(*, cluster: bool) -> None:
-    """Spell keys for a Cluster (hash tags) or a single server (the seed's spelling).
-
-    Set once per process by the Redis gateway when it learns the topology.
-    """
-    global _hash_tags
-    _hash_tags = cluster
+from weathernote.model import FORECAST_DAYS, Cell, Part
 
 
-def cell_tag(cell: Cell) -> str:
-    """The cell as it appears inside its keys: a hash tag on a Cluster."""
-    return "{" + cell.label + "}" if _hash_tags else cell.label
+@dataclass(frozen=True, slots=True)
+class CellKeys:
+    """The keys and channels of a cell's entries, for one topology."""
+
+    hash_tags: bool  # a Cluster: the cell is a hash tag inside its keys
+
+    def cell_tag(self, cell: Cell) -> str:
+        """The cell as it appears inside its keys: a hash tag on a Cluster."""
+        return "{" + cell.label + "}" if self.hash_tags else cell.label
+
+    def entry(self, part: Part, cell: Cell) -> str:
+        tag = self.cell_tag(cell)
+        if part is Part.CURRENT:
+            return f"weather:{tag}"
+        if part is Part.DAILY:
+            return f"forecast:{tag}:days:{FORECAST_DAYS}"
+        return f"forecast:{tag}:days:{FORECAST_DAYS}:hourly"
+
+    def stale(self, part: Part, cell: Cell) -> str:
+        """The last good entry, kept past its TTL for the stale window."""
+        return f"stale:{self.entry(part, cell)}"
+
+    def refresh_lock(self, part: Part, cell: Cell) -> str:
+        """Held by the one instance refreshing this entry; the others wait for its announcement."""
+        return f"lock:{self.entry(part, cell)}"
+
+    def update_channel(self, part: Part, cell: Cell) -> str:
+        """Where a refresh of this entry is announced."""
+        return f"updates:{self.entry(part, cell)}"
 
 
-def entry_key(part: Part, cell: Cell) -> str:
-    tag = cell_tag(cell)
-    if part is Part.CURRENT:
-        return f"weather:{tag}"
-    if part is Part.DAILY:
-        return f"forecast:{tag}:days:{FORECAST_DAYS}"
-    return f"forecast:{tag}:days:{FORECAST_DAYS}:hourly"
-
-
-def stale_key(part: Part, cell: Cell) -> str:
-    """The last good entry, kept past its TTL for the stale window."""
-    return f"stale:{entry_key(part, cell)}"
-
-
-def refresh_lock_key(key: str) -> str:
-    """Held by the one instance refreshing `key`; the others wait for its announcement."""
-    return f"lock:{key}"
-
-
-def update_channel(part: Part, cell: Cell) -> str:
-    """Where a refresh of this entry is announced."""
-    return f"updates:{entry_key(part, cell)}"
+SEED_SPELLING = CellKeys(hash_tags=False)
+CLUSTER_SPELLING = CellKeys(hash_tags=True)
 
 
 WATCHED_CELLS = "watched_cells"
 """Sorted set: member `<part>|<cell label>`, score = when the last watcher's registration expires."""
 
+WATCHERS = "watchers"
+"""Sorted set: member `<part>|<cell label>|<watcher>` (a hashed client id, shortened), score = when
+that watcher's registration expires: the pre-warmer counts a cell's distinct watchers."""
 
-def watched_member(part: Part, cell: Cell) -> str:
+
+def cell_member(part: Part, cell: Cell) -> str:
+    """A (part, cell) as the demand sets spell it (watched, requested, kept)."""
     return f"{part.value}|{cell.label}"
 
 
@@ -80,7 +83,7 @@ POPULAR_CELLS = "popular_cells"
 
 def rhythm_key(day: str) -> str:
     """Hash of `day`'s reads (YYYY-MM-DD on the service's clock) per longitude band and UTC hour,
-    and the hours the pre-warmer watched: the daily rhythm's counts (see rhythm.py)."""
+    and the hours the pre-warmer watched: the daily rhythm's counts (see demand/rhythm.py)."""
     return f"rhythm:{day}"
 
 

@@ -27,9 +27,9 @@ from starlette.routing import Route
 from weathernote.simulator import params as parameters
 from weathernote.simulator.clock import SimulatedClock
 from weathernote.simulator.config import SimulatorConfig
-from weathernote.simulator.corruption import corrupt
-from weathernote.simulator.delivery import deliver
-from weathernote.simulator.errors import (
+from weathernote.simulator.faults.corruption import corrupt
+from weathernote.simulator.faults.delivery import deliver
+from weathernote.simulator.faults.errors import (
     NOT_FOUND,
     TOO_MANY_CONCURRENT,
     ApiError,
@@ -39,11 +39,11 @@ from weathernote.simulator.errors import (
     forced_response,
     json_response,
 )
-from weathernote.simulator.limits import ConcurrencyLimiter, RateLimiter
-from weathernote.simulator.noise import hash01
+from weathernote.simulator.faults.limits import ConcurrencyLimiter, RateLimiter
+from weathernote.simulator.forecast.noise import hash01
+from weathernote.simulator.forecast.weather import WeatherModel
 from weathernote.simulator.render import render_forecast
 from weathernote.simulator.stats import Stats
-from weathernote.simulator.weather import WeatherModel
 
 log = logging.getLogger("weathernote.simulator")
 

@@ -10,7 +10,7 @@ import uvicorn
 
 from weathernote.simulator.app import create_app
 from weathernote.simulator.config import SimulatorConfig
-from weathernote.simulator.corruption import CORRUPTIONS
+from weathernote.simulator.faults.corruption import CORRUPTIONS
 
 _HELP = {
     "latency_ms": "delay added to every forecast request",

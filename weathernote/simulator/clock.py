@@ -8,6 +8,8 @@ from weathernote.simulator.config import SimulatorConfig
 
 
 class SimulatedClock:
+    """Simulated time for the simulator: a start, then `clock_speed` simulated seconds per real one."""
+
     def __init__(self, config: SimulatorConfig, start: float | None = None) -> None:
         self._config = config
         self._speed = config.clock_speed

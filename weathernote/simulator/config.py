@@ -6,11 +6,13 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from weathernote.simulator.corruption import CORRUPTIONS
+from weathernote.simulator.faults.corruption import CORRUPTIONS
 
 
 @dataclass
 class SimulatorConfig:
+    """The simulator's knobs (latency, faults, limits, clock), shared and changeable at run time."""
+
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0
     error_rate: float = 0.0

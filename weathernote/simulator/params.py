@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from weathernote.simulator import timezones
-from weathernote.simulator.errors import ApiError
-from weathernote.simulator.limits import request_weight
-from weathernote.simulator.numbers import float32_text
-from weathernote.simulator.timezones import Zone
-from weathernote.simulator.units import PRECIPITATION_UNITS, TEMPERATURE_UNITS, WIND_SPEED_UNITS, UnitChoice
-from weathernote.simulator.variables import daily_name, hourly_name
+from weathernote.simulator.faults.errors import ApiError
+from weathernote.simulator.faults.limits import request_weight
+from weathernote.simulator.forecast import timezones
+from weathernote.simulator.forecast.numbers import float32_text
+from weathernote.simulator.forecast.timezones import Zone
+from weathernote.simulator.forecast.units import PRECIPITATION_UNITS, TEMPERATURE_UNITS, WIND_SPEED_UNITS, UnitChoice
+from weathernote.simulator.forecast.variables import daily_name, hourly_name
 
 Params = dict[str, list[str]]  # raw values per key, one per occurrence
 
@@ -43,6 +43,8 @@ _INT = re.compile(r"[+-]?\d+")
 
 @dataclass(frozen=True, slots=True)
 class Location:
+    """One requested location: its coordinates and time zone."""
+
     latitude: float
     longitude: float
     elevation: float | None  # None: from the terrain model; NaN: not printed
@@ -59,6 +61,8 @@ class Selection:
 
 @dataclass(frozen=True, slots=True)
 class ForecastQuery:
+    """A /v1/forecast request's parameters, validated as Open-Meteo validates them."""
+
     locations: tuple[Location, ...]
     current: Selection | None  # None: section not requested
     hourly: Selection | None

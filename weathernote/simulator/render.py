@@ -17,13 +17,13 @@ from functools import lru_cache
 
 import orjson
 
-from weathernote.simulator.grid import snap, terrain_height
-from weathernote.simulator.numbers import float32_text
+from weathernote.simulator.forecast.grid import snap, terrain_height
+from weathernote.simulator.forecast.numbers import float32_text
+from weathernote.simulator.forecast.timezones import abbreviation
+from weathernote.simulator.forecast.units import Kind
+from weathernote.simulator.forecast.variables import DAILY, HOURLY, Day
+from weathernote.simulator.forecast.weather import DAY, HOUR, Conditions, Site, WeatherModel
 from weathernote.simulator.params import ForecastQuery, Location, Selection
-from weathernote.simulator.timezones import abbreviation
-from weathernote.simulator.units import Kind
-from weathernote.simulator.variables import DAILY, HOURLY, Day
-from weathernote.simulator.weather import DAY, HOUR, Conditions, Site, WeatherModel
 
 CURRENT_INTERVAL = 900  # seconds: the forecast endpoint's 15-minute data
 # Downscaling far outside real terrain would leave the physical formulas' domain.

@@ -10,6 +10,8 @@ _RECENT = 50
 
 
 class Stats:
+    """Counters of forecast traffic, for tests and benchmarks."""
+
     def __init__(self) -> None:
         self.reset()
 

@@ -8,7 +8,7 @@ from collections.abc import Collection, Sequence
 import httpx
 import orjson
 
-from weathernote.errors import ContractError, UpstreamError
+from weathernote.errors import ContractError, FailureCause, UpstreamFailed
 from weathernote.model.cells import Cell
 from weathernote.model.entries import Model, Part
 from weathernote.ops import metrics
@@ -39,7 +39,7 @@ class OpenMeteoClient:
     sending and reading the body, however slowly it trickles in. A body may hold at most
     `max_body_bytes`, or `max_body_bytes_per_location` per location for larger batches
     (decoded bytes, so a compressed bomb stops too), and is validated whole before
-    anything of it is returned. Every failure is an UpstreamError, and the upstream's
+    anything of it is returned. Every failure is an UpstreamFailed, and the upstream's
     changes of state (failing and why, failing otherwise, healthy again) are logged once each.
     """
 
@@ -87,19 +87,17 @@ class OpenMeteoClient:
                     status, content = await self._exchange(params, len(cells))
         except (TimeoutError, httpx.TimeoutException) as exc:
             reason = f"timeout: no complete answer within {self.timeout:g} s"
-            raise self._failed(UpstreamError(reason, cause="timeout"), "timeout") from exc
+            raise self._failed(UpstreamFailed(reason, FailureCause.TIMEOUT), "timeout") from exc
         except httpx.HTTPError as exc:
             symptom, detail = connection_symptom(exc)
-            raise self._failed(UpstreamError(f"{symptom}: {detail}", cause="transport"), symptom) from exc
+            raise self._failed(UpstreamFailed(f"{symptom}: {detail}", FailureCause.TRANSPORT), symptom) from exc
         except _TooLarge as exc:
             raise self._malformed(str(exc)) from exc
         if status != 200:
-            cause = "rate_limited" if status == 429 else "status"
+            cause = FailureCause.RATE_LIMITED if status == 429 else FailureCause.STATUS
             # Open-Meteo counts a failed request as one call
             metrics.UPSTREAM_WEIGHT.inc()
-            raise self._failed(
-                UpstreamError(_error_reason(status, content), status=status, cause=cause), f"HTTP {status}"
-            )
+            raise self._failed(UpstreamFailed(_error_reason(status, content), cause, status=status), f"HTTP {status}")
         try:
             locations = parse_locations(orjson.loads(content), len(cells), parts, days=forecast_days(parts))
         except (orjson.JSONDecodeError, ContractError) as exc:
@@ -123,12 +121,12 @@ class OpenMeteoClient:
             except _TooLarge:
                 return response.status_code, b""
 
-    def _malformed(self, detail: str) -> UpstreamError:
+    def _malformed(self, detail: str) -> UpstreamFailed:
         return self._failed(
-            UpstreamError(f"malformed answer: {detail}", status=200, cause="malformed"), "malformed answer"
+            UpstreamFailed(f"malformed answer: {detail}", FailureCause.MALFORMED, status=200), "malformed answer"
         )
 
-    def _failed(self, error: UpstreamError, symptom: str) -> UpstreamError:
+    def _failed(self, error: UpstreamFailed, symptom: str) -> UpstreamFailed:
         metrics.UPSTREAM_CALLS.labels(error.cause).inc()
         self.health.failed(symptom, error.reason)
         return error

@@ -39,6 +39,8 @@ from weathernote.graphql.errors import (
 
 @dataclass(frozen=True, slots=True)
 class DocumentLimits:
+    """How large and deep a document may be, and what it may ask of the schema."""
+
     max_depth: int = 6
     max_aliases: int = 15
     max_tokens: int = 1000
@@ -86,6 +88,8 @@ def _measure(
 
 def complexity_rule(limits: DocumentLimits) -> type[ASTValidationRule]:
     class ComplexityRule(ASTValidationRule):
+        """Reports an operation deeper, or with more aliases, than the limits allow."""
+
         def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
             document = self.context.document
             fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}

@@ -14,19 +14,22 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections import OrderedDict
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from weathernote.bounded import BoundedCache
 from weathernote.errors import CacheError, DocumentError
 from weathernote.graphql.errors import PERSISTED_QUERY_NOT_FOUND
-from weathernote.redis.gateway import RedisGateway
+from weathernote.redis import RedisGateway
 from weathernote.redis.keys import persisted_query_key
 
 log = logging.getLogger(__name__)
 
 PERSISTED_QUERY_NOT_IN_LIST = "PERSISTED_QUERY_NOT_IN_LIST"
 _TTL_SECONDS = 30 * 24 * 3600
+DEFAULT_LOCAL_BYTES = 8 * 1024 * 1024
 
 
 class PersistedQueryError(DocumentError):
@@ -56,19 +59,37 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A request's query text, and what persisting it would take."""
+
+    query: str | None
+    by_hash: bool = False  # the text came by its hash (a CDN may cache the answer)
+    register: str | None = None  # a new APQ text's hash: `PersistedQueries.register` it once admitted and valid
+
+
 class PersistedQueries:
-    def __init__(self, redis: RedisGateway, safelist: dict[str, str] | None = None) -> None:
+    """Query texts by hash: APQ in Redis (with a local copy bounded in bytes), or a fixed safelist.
+
+    Nothing a client sends is stored on arrival: `resolve` only reads, and the
+    transport registers a new text after the request was admitted and its
+    document passed the limits, parse and validation.
+    """
+
+    def __init__(
+        self, redis: RedisGateway, safelist: dict[str, str] | None = None, *, cache_bytes: int = DEFAULT_LOCAL_BYTES
+    ) -> None:
         self.redis = redis
         self.safelist = safelist
-        self._local: OrderedDict[str, str] = OrderedDict()
+        self._local: BoundedCache[str] = BoundedCache("persisted", cache_bytes)
 
-    async def resolve(self, query: str | None, extensions: dict[str, Any] | None) -> tuple[str | None, bool]:
-        """The query text to run, and whether it came by hash (a CDN may cache the answer)."""
+    async def resolve(self, query: str | None, extensions: dict[str, Any] | None) -> Resolved:
+        """The query text to run (None if the request has none), stored nowhere yet."""
         persisted = (extensions or {}).get("persistedQuery")
         if persisted is None:
             if self.safelist is not None and query is not None and _sha256(query) not in self.safelist:
                 raise PersistedQueryError("This operation is not in the safelist.", PERSISTED_QUERY_NOT_IN_LIST)
-            return query, False
+            return Resolved(query)
         sha = persisted.get("sha256Hash") if isinstance(persisted, dict) else None
         if not isinstance(sha, str) or len(sha) != 64 or persisted.get("version", 1) != 1:
             raise PersistedQueryError("persistedQuery needs version 1 and a sha256Hash", None, status=400)
@@ -79,20 +100,26 @@ class PersistedQueries:
             if self.safelist is not None:
                 if sha not in self.safelist:
                     raise PersistedQueryError("This operation is not in the safelist.", PERSISTED_QUERY_NOT_IN_LIST)
-            else:
-                await self._store(sha, query)
-            return query, False
+                return Resolved(query)
+            return Resolved(query, register=None if self._local.get(sha) is not None else sha)
         text = await self._lookup(sha)
         if text is None:
             raise PersistedQueryError("PersistedQueryNotFound", PERSISTED_QUERY_NOT_FOUND)
-        return text, True
+        return Resolved(text, by_hash=True)
+
+    async def register(self, sha: str, query: str) -> None:
+        """Keep an admitted, valid text under its hash, here and for every instance."""
+        if self._local.get(sha) is not None:
+            return
+        self._remember(sha, query)
+        with contextlib.suppress(CacheError):
+            await self.redis.call(lambda client: client.set(persisted_query_key(sha), query, ex=_TTL_SECONDS))
 
     async def _lookup(self, sha: str) -> str | None:
         if self.safelist is not None:
             return self.safelist.get(sha)
         text = self._local.get(sha)
         if text is not None:
-            self._local.move_to_end(sha)
             return text
         try:
             [raw] = await self.redis.get_many([persisted_query_key(sha)])
@@ -106,14 +133,5 @@ class PersistedQueries:
         self._remember(sha, text)
         return text
 
-    async def _store(self, sha: str, query: str) -> None:
-        if sha in self._local:
-            return
-        self._remember(sha, query)
-        with contextlib.suppress(CacheError):
-            await self.redis.call(lambda client: client.set(persisted_query_key(sha), query, ex=_TTL_SECONDS))
-
     def _remember(self, sha: str, query: str) -> None:
-        self._local[sha] = query
-        if len(self._local) > 4096:
-            self._local.popitem(last=False)
+        self._local.put(sha, query, sys.getsizeof(query) + len(sha))

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from starlette.responses import Response, StreamingResponse
 
-from weathernote.simulator.errors import JSON_MEDIA_TYPE, json_response
+from weathernote.simulator.faults.errors import JSON_MEDIA_TYPE, json_response
 
 _PADDING_CHUNK = 64 * 1024
 _SPACES = b" " * _PADDING_CHUNK

@@ -10,8 +10,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from weathernote.simulator.units import Kind
-from weathernote.simulator.weather import Conditions, SunTimes, saturation_vapour_pressure
+from weathernote.simulator.forecast.units import Kind
+from weathernote.simulator.forecast.weather import Conditions, SunTimes, saturation_vapour_pressure
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,12 +24,16 @@ class Day:
 
 @dataclass(frozen=True, slots=True)
 class HourlyVariable:
+    """An hourly (or current) variable: how it is read from the model's conditions."""
+
     kind: Kind
     value: Callable[[Conditions], float]
 
 
 @dataclass(frozen=True, slots=True)
 class DailyVariable:
+    """A daily variable: how it aggregates a day's hours."""
+
     kind: Kind
     value: Callable[[Day], float | None]
 

@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from weathernote.simulator.config import SimulatorConfig
-from weathernote.simulator.errors import DAILY_LIMIT, HOURLY_LIMIT, MINUTELY_LIMIT
+from weathernote.simulator.faults.errors import DAILY_LIMIT, HOURLY_LIMIT, MINUTELY_LIMIT
 
 _FULL_WEIGHT_DAYS = 14
 _FULL_WEIGHT_VARIABLES = 10

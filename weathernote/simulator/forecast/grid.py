@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from weathernote.simulator.noise import value_noise
-from weathernote.simulator.numbers import to_float32
+from weathernote.simulator.forecast.noise import value_noise
+from weathernote.simulator.forecast.numbers import to_float32
 
 STEP = 0.02
 _LAT_ORIGIN = 43.18

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from weathernote.simulator.numbers import fixed_text
+from weathernote.simulator.forecast.numbers import fixed_text
 
 
 class Kind(enum.Enum):
@@ -34,6 +34,8 @@ class Kind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class UnitFormat:
+    """How one unit prints: its label and decimals."""
+
     label: str
     decimals: int
     factor: float = 1.0

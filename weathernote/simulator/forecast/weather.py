@@ -19,8 +19,8 @@ from datetime import date, timedelta
 from functools import lru_cache
 from typing import NamedTuple
 
-from weathernote.simulator.grid import GridCell
-from weathernote.simulator.noise import value_noise
+from weathernote.simulator.forecast.grid import GridCell
+from weathernote.simulator.forecast.noise import value_noise
 
 HOUR = 3600
 DAY = 86400
@@ -72,12 +72,16 @@ _CHANNELS = (
 
 @dataclass(frozen=True, slots=True)
 class Site:
+    """A place on the model grid: its cell and height."""
+
     cell: GridCell
     elevation: float  # metres; temperatures are downscaled to it
 
 
 @dataclass(frozen=True, slots=True)
 class SunTimes:
+    """A local day's sunrise and sunset."""
+
     sunrise: float | None  # unix seconds rounded to the minute; None during polar day or night
     sunset: float | None
     daylight_seconds: float
@@ -146,6 +150,8 @@ _INSTANT_FIELDS = _Base._fields.index("precipitation")
 
 
 class WeatherModel:
+    """Deterministic weather: the same cell, step and seed give the same conditions."""
+
     def __init__(self, seed: int) -> None:
         self.seed = seed
 

@@ -63,6 +63,8 @@ _EARTH_RADIUS_KM = 6371.0
 
 @dataclass(frozen=True, slots=True)
 class Zone:
+    """A time zone as the server prints it: name, abbreviation, offset."""
+
     name: str  # as printed in `timezone`
     info: ZoneInfo
 

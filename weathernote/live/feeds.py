@@ -1,67 +1,31 @@
-"""Planned subscriptions delivered by callbacks: one feed per document and cell, shared by its subscribers.
+"""Subscriptions delivered by callbacks: one feed per rendering and cell, shared by its subscribers.
 
 A refresh reaches a feed through the hub's callback; the feed renders the
-payload once per version (PayloadRenderer's cache) and hands that same string
-to each subscriber's outlet, which frames it with its operation id and writes
-it at once. No subscription holds a task, a generator or a frame while idle:
-at tens of thousands of subscribers, each of those shows in memory and every
-task a refresh wakes shows in its latency.
+payload once per version (with the render function it was opened with: the
+GraphQL layer's, for a planned subscription document) and hands that same
+string to each subscriber's outlet, which frames it and writes it at once. No
+subscription holds a task, a generator or a frame while idle: at tens of
+thousands of subscribers, each of those shows in memory and every task a
+refresh wakes shows in its latency.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import types
-from collections.abc import Coroutine, Generator, Mapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping
+from typing import Protocol
 
-from weathernote.cache.service import Reading
-from weathernote.graphql.fastpath import Bound, PayloadRenderer, Plan
+from weathernote.cache import Reading
 from weathernote.live.watches import LiveWeather, Watch
-from weathernote.model.entries import Part
+from weathernote.model import Cell, Part
+from weathernote.tasks import run_now
+from weathernote.upstream import Payer
 
 log = logging.getLogger(__name__)
 
 Versions = tuple[int, ...]  # each part's fetched-at, in the watch's part order
-
-
-def run_now(coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
-    """Run `coroutine` at once, up to its first wait: None if it finished, else the task that finishes it.
-
-    What Python 3.12's eager tasks do, for 3.11: writing to a socket that takes
-    the frame completes without a task, so a fan-out creates none. Its errors
-    up to the first wait are raised here; the task is referenced until done.
-    """
-    try:
-        awaited = coroutine.send(None)
-    except StopIteration:
-        return None
-    task = asyncio.ensure_future(_resume(coroutine, awaited))
-    _unfinished.add(task)  # a strong reference until it is done
-    task.add_done_callback(_unfinished.discard)
-    return task
-
-
-_unfinished: set[asyncio.Task[None]] = set()
-
-
-@types.coroutine
-def _resume(coroutine: Coroutine[Any, Any, None], awaited: Any) -> Generator[Any, None, None]:
-    """Go on with a coroutine suspended on `awaited`, as the task running it would have."""
-    while True:
-        try:
-            yield awaited
-        except BaseException as exc:  # thrown in by the task: cancellation
-            try:
-                awaited = coroutine.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                awaited = coroutine.send(None)
-            except StopIteration:
-                return
+Render = Callable[[Mapping[Part, Reading]], Awaitable[str]]
 
 
 class Outlet(Protocol):
@@ -79,7 +43,7 @@ def _newer(versions: Versions, than: Versions) -> bool:
 
 
 class Feed:
-    """One planned subscription document on one cell: watched once, rendered once per version.
+    """One rendering of one cell's parts (a subscription document on a cell): watched once, rendered once per version.
 
     Each subscriber is told every version newer than the last it was sent,
     exactly once; it joins with the readings its own first payload showed, so
@@ -89,35 +53,20 @@ class Feed:
 
     __slots__ = (
         "_again",
+        "_render_payload",
         "_rendering",
-        "arguments",
-        "bound",
         "key",
         "opened",
         "payload",
-        "plan",
-        "renderer",
         "subscribers",
         "users",
         "versions",
         "watch",
     )
 
-    def __init__(
-        self,
-        key: tuple[int, bytes],
-        plan: Plan,
-        bound: Bound,
-        arguments: dict[str, Any],
-        renderer: PayloadRenderer,
-        live: LiveWeather,
-    ) -> None:
+    def __init__(self, key: Hashable, cell: Cell, parts: Collection[Part], render: Render, live: LiveWeather) -> None:
         self.key = key
-        self.plan = plan
-        self.bound = bound
-        self.arguments = arguments
-        self.renderer = renderer
-        cell, parts = bound.reads[0]
+        self._render_payload = render
         self.watch: Watch = live.watch(cell, sorted(parts, key=lambda part: part.value), self._changed)
         self.subscribers: dict[Outlet, Versions] = {}  # each one's last versions sent
         self.payload: str | None = None  # rendered from the watch's readings at `versions`
@@ -127,12 +76,12 @@ class Feed:
         self._rendering = False
         self._again = False
 
-    async def read(self) -> dict[Part, Reading]:
-        """The cell's current readings, for a subscriber's first payload."""
-        return await self.watch.read()
+    async def read(self, payer: Payer | None = None) -> dict[Part, Reading]:
+        """The cell's current readings, for a subscriber's first payload (a miss drawn from `payer`'s share)."""
+        return await self.watch.read(payer)
 
     async def render(self, readings: Mapping[Part, Reading]) -> str:
-        return await self.renderer.render(self.plan, self.bound, self.arguments, readings)
+        return await self._render_payload(readings)
 
     def add(self, outlet: Outlet, readings: Mapping[Part, Reading]) -> None:
         """`outlet` was sent `readings`' payload: from now on it is sent every newer version."""
@@ -179,35 +128,45 @@ class Feed:
 
 
 class Feeds:
-    """The process's feeds by (document plan, cell-normalised variables), each closed after its last subscriber."""
+    """The process's feeds by key (a document plan and its cell-normalised variables), each closed after its last subscriber."""
 
-    def __init__(self, renderer: PayloadRenderer) -> None:
-        self.renderer = renderer
-        self._feeds: dict[tuple[int, bytes], Feed] = {}
+    def __init__(self, live: LiveWeather) -> None:
+        self.live = live
+        self._feeds: dict[Hashable, Feed] = {}
 
     def __len__(self) -> int:
         return len(self._feeds)
 
-    async def join(self, plan: Plan, bound: Bound, arguments: dict[str, Any], live: LiveWeather) -> Feed:
-        """The feed of this document on this cell, listening; `leave` it after. Cancelled, it leaves."""
-        key = (plan.serial, bound.key)
+    async def join(self, key: Hashable, cell: Cell, parts: Collection[Part], render: Render, watcher: str) -> Feed:
+        """The feed of `key` (rendering `parts` of `cell` with `render` when it opens), listening, with
+        `watcher` registered as watching the cell; `leave` it after. Cancelled, it leaves."""
         feed = self._feeds.get(key)
         if feed is None:
-            self._feeds[key] = feed = Feed(key, plan, bound, arguments, self.renderer, live)
+            self._feeds[key] = feed = Feed(key, cell, parts, render, self.live)
             feed.opened = asyncio.ensure_future(feed.watch.open())  # shared by whoever joins meanwhile
         feed.users += 1
         assert feed.opened is not None
         try:
             await asyncio.shield(feed.opened)
         except BaseException:
-            await self.leave(feed, None)
+            await self._release(feed)
+            raise
+        try:
+            await self.live.register(cell, feed.watch.parts, watcher)
+        except BaseException:
+            await self.leave(feed, None, watcher)
             raise
         return feed
 
-    async def leave(self, feed: Feed, outlet: Outlet | None) -> None:
-        """`outlet` (if it was added) hears no more; the last to leave closes the feed. Not cancellable."""
+    async def leave(self, feed: Feed, outlet: Outlet | None, watcher: str) -> None:
+        """`outlet` (if it was added) hears no more, nor watches as `watcher`; the last to leave closes
+        the feed. Not cancellable."""
         if outlet is not None:
             feed.discard(outlet)
+        self.live.unregister(feed.watch.cell, feed.watch.parts, watcher)
+        await self._release(feed)
+
+    async def _release(self, feed: Feed) -> None:
         feed.users -= 1
         if feed.users:
             return

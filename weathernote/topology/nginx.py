@@ -1,0 +1,76 @@
+"""nginx in front of the instances: its configuration, generated from the template shipped in this
+package (found through importlib.resources, so an installed package finds it too), checked, and
+the command that runs it in the state directory's prefix."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from importlib import resources
+from pathlib import Path
+
+from weathernote.topology.errors import TopologyError
+from weathernote.topology.processes import HOST
+
+TEMPLATE = resources.files("weathernote.topology").joinpath("nginx.conf.template")
+# passive health: one failed attempt (refused, reset, timeout, 502/503) skips an instance this long
+FAIL_TIMEOUT_SECONDS = 3
+
+
+def nginx_binary() -> str:
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def write_config(prefix: Path, listen: int, instance_ports: list[int]) -> None:
+    """A fresh prefix (`logs/`, `temp/`) with `nginx.conf` for these instances, listening on `listen`."""
+    shutil.rmtree(prefix, ignore_errors=True)
+    for sub in ("logs", "temp"):
+        (prefix / sub).mkdir(parents=True)
+    (prefix / "nginx.conf").write_text(render_config(listen, instance_ports))
+
+
+def render_config(listen: int, instance_ports: list[int]) -> str:
+    servers = "\n".join(
+        f"        server {HOST}:{port} max_fails=1 fail_timeout={FAIL_TIMEOUT_SECONDS}s;" for port in instance_ports
+    )
+    routes = "\n".join(
+        f"        location = /_instances/{index + 1}/{path} {{\n"
+        f"            proxy_pass http://{HOST}:{port}/{path};\n"
+        f'            proxy_set_header Connection "";\n'
+        f"        }}"
+        for index, port in enumerate(instance_ports)
+        for path in ("ready", "health")
+    )
+    values = {"@LISTEN@": str(listen), "@UPSTREAM_SERVERS@": servers, "@INSTANCE_ROUTES@": routes}
+    lines = TEMPLATE.read_text().splitlines()
+    for placeholder, value in values.items():
+        # placeholders are replaced outside comments only (the header names them)
+        used = [i for i, line in enumerate(lines) if placeholder in line and not line.lstrip().startswith("#")]
+        if not used:
+            raise TopologyError(f"{TEMPLATE} lost its {placeholder}")
+        for i in used:
+            lines[i] = lines[i].replace(placeholder, value)
+    return "\n".join(lines) + "\n"
+
+
+def instance_route(lb_url: str, index: int, path: str = "ready") -> str:
+    """Instance `index`'s (0-based) /ready or /health through nginx, whichever instances are up."""
+    return f"{lb_url}/_instances/{index + 1}/{path}"
+
+
+def check_config(binary: str, prefix: Path) -> None:
+    """`nginx -t` on the written configuration: a TopologyError with nginx's words if it rejects it."""
+    checked = subprocess.run(
+        [binary, "-t", "-q", *_prefix_options(prefix)], capture_output=True, text=True, timeout=30, check=False
+    )
+    if checked.returncode != 0:
+        raise TopologyError(f"nginx rejects the generated configuration:\n{checked.stderr}")
+
+
+def nginx_command(binary: str, prefix: Path) -> list[str]:
+    """nginx in the foreground (the template says `daemon off`), its files under `prefix`."""
+    return [binary, *_prefix_options(prefix)]
+
+
+def _prefix_options(prefix: Path) -> list[str]:
+    return ["-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-e", str(prefix / "logs" / "error.log")]
