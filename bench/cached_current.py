@@ -176,7 +176,7 @@ def main() -> None:
             "WEATHERNOTE_UPSTREAM_BUDGET_PER_MINUTE": unlimited,
             "WEATHERNOTE_UPSTREAM_BUDGET_PER_HOUR": unlimited,
             "WEATHERNOTE_UPSTREAM_BUDGET_PER_DAY": unlimited,
-            "WEATHERNOTE_CLIENT_ID_SECRET": "bench",
+            "WEATHERNOTE_CLIENT_ID_SECRET": "5e0b6c1d7a2f8e3b9c4d0a5f1e6b2c7d8a3f9e4b0c5d1a6f2e7b3c8d9a4f0e5b",
             "WEATHERNOTE_PORT": str(ports["weathernote"]),
             "BENCH_REDIS_URL": running.redis_url,
         }

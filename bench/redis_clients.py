@@ -10,7 +10,7 @@ What a cached request asks of Redis, done by N concurrent asyncio callers in one
 
 Candidates:
   - redis-py:    redis.asyncio.Redis on the project's BlockingConnectionPool of 128 connections
-                 (`redis_gateway.standalone`); a pipeline(transaction=False) per operation, as the
+                 (`weathernote.redis.topology.standalone`); a pipeline(transaction=False) per operation, as the
                  project did before its own connection
   - wire:        weathernote.redis_wire.MultiplexedConnection: one socket, hiredis, the writes of
                  one loop turn coalesced
@@ -118,7 +118,7 @@ class Ops:
 
 @contextlib.asynccontextmanager
 async def redis_py(setup: Setup) -> AsyncIterator[Ops]:
-    from weathernote.redis.gateway import standalone
+    from weathernote.redis.topology import standalone
 
     client = standalone(setup.url, TIMEOUT, max_connections=128)
     sha = setup.sha

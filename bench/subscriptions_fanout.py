@@ -197,7 +197,7 @@ def start_servers(running: Components, upstream_url: str, cells: int, with_yoga:
         "WEATHERNOTE_WEATHER_TTL_SECONDS": "3600",
         "WEATHERNOTE_RATE_LIMIT_PER_MINUTE": "100000000",
         "WEATHERNOTE_PREWARM_INTERVAL_SECONDS": "0",
-        "WEATHERNOTE_CLIENT_ID_SECRET": "bench",
+        "WEATHERNOTE_CLIENT_ID_SECRET": "5e0b6c1d7a2f8e3b9c4d0a5f1e6b2c7d8a3f9e4b0c5d1a6f2e7b3c8d9a4f0e5b",
         "BENCH_REDIS_URL": running.redis_url,
     }
     weathernote = running.start([sys.executable, "-m", "weathernote", "serve"], env)

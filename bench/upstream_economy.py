@@ -433,7 +433,7 @@ def run_row(row: Row, args: argparse.Namespace) -> dict[str, object]:
             "WEATHERNOTE_RATE_LIMIT_PER_MINUTE": "1000000000",
             "WEATHERNOTE_IP_RATE_LIMIT_PER_MINUTE": "1000000000",
             "WEATHERNOTE_RATE_LIMIT_PERIOD_SECONDS": "1",
-            "WEATHERNOTE_CLIENT_ID_SECRET": "bench",
+            "WEATHERNOTE_CLIENT_ID_SECRET": "5e0b6c1d7a2f8e3b9c4d0a5f1e6b2c7d8a3f9e4b0c5d1a6f2e7b3c8d9a4f0e5b",
             "WEATHERNOTE_WORKERS": str(args.workers),
         }
         running.start([sys.executable, "-m", "weathernote", "serve"], env)

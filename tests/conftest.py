@@ -245,7 +245,7 @@ def server_env(redis_url: str, simulator: Simulator, **overrides: Any) -> dict[s
             for who in ("CLIENT", "ADDRESS")
             for window in ("MINUTE", "DAY")
         },
-        "WEATHERNOTE_CLIENT_ID_SECRET": "test-secret",
+        "WEATHERNOTE_CLIENT_ID_SECRET": "9b1f0c7d2e4a6b8c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c",
         # the pre-warmer has tests of its own; elsewhere it would add upstream calls
         "WEATHERNOTE_PREWARM_INTERVAL_SECONDS": "0",
     }

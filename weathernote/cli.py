@@ -73,6 +73,7 @@ def serve(args: argparse.Namespace) -> int:
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it under the
     # previous handler: make that handler a normal exit so `finally` runs.
     signal.signal(signal.SIGTERM, _exit_normally)
+    _refuse_a_weak_secret(settings)
     try:
         if args.simulator:
             simulator = _LocalSimulator()
@@ -100,6 +101,18 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_a_weak_secret(settings: Settings) -> None:
+    """With an external Redis, several instances share limits only under one strong, shared key."""
+    from weathernote.fairuse import secret_problem
+
+    problem = secret_problem(settings.client_id_secret) if settings.redis_url else None
+    if problem:
+        raise SystemExit(
+            f"weathernote: {problem}. With an external Redis every instance must hash client ids under the"
+            " same strong key: set it to the output of `openssl rand -hex 32` (the same for every instance)."
+        )
+
+
 def _exit_normally(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
@@ -123,6 +136,7 @@ def prewarm(args: argparse.Namespace) -> int:
     from weathernote.services import Services
 
     settings = _settings_from(args)
+    _refuse_a_weak_secret(settings)
     embedded = None
     if not settings.redis_url:
         embedded = EmbeddedRedis(settings.data_dir)

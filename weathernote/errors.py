@@ -17,7 +17,8 @@ else reaching a transport is a bug, masked as an internal error and logged.
     ├── DocumentError           a GraphQL document refused before execution (persisted queries too)
     ├── BadRequest              a request that is not well-formed (HTTP, REST, a WebSocket message)
     ├── ContractError           an upstream answer without the shape we rely on (becomes UpstreamFailed)
-    └── EmbeddedRedisError      the embedded server could not start
+    ├── EmbeddedRedisError      the embedded server could not start
+    └── ConfigurationError      settings the service cannot run with
 """
 
 from __future__ import annotations
@@ -131,3 +132,7 @@ class ContractError(WeatherNoteError, ValueError):
 
 class EmbeddedRedisError(WeatherNoteError, RuntimeError):
     """The embedded Redis-compatible server could not start."""
+
+
+class ConfigurationError(WeatherNoteError, ValueError):
+    """Settings the service cannot run with (a missing Redis URL or client-id secret)."""

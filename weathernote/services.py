@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from typing import Any
 
 from starlette.requests import HTTPConnection
@@ -19,7 +18,7 @@ from weathernote.breaker import CircuitBreaker, State
 from weathernote.cache import EntryMemo, EntryStore, Freshness, Refresher, SpendPolicy, WeatherService
 from weathernote.clock import Clock
 from weathernote.demand import Demand, Usage
-from weathernote.errors import CacheError
+from weathernote.errors import CacheError, ConfigurationError
 from weathernote.fairuse import Admission, Identifier, Identity, RateLimiter
 from weathernote.graphql import Context
 from weathernote.graphql.documents import PersistedQueries, load_manifest
@@ -40,7 +39,7 @@ class Services:
 
     def __init__(self, settings: Settings, *, prewarm_in_background: bool = True) -> None:
         if not settings.redis_url:
-            raise RuntimeError("WEATHERNOTE_REDIS_URL is not set; `weathernote serve` starts an embedded Redis for you")
+            raise ConfigurationError("WEATHERNOTE_REDIS_URL is not set; `weathernote serve` starts an embedded Redis")
         self.settings = settings
         self.prewarm_in_background = prewarm_in_background and settings.prewarm_interval_seconds > 0
         self.ready = False
@@ -52,11 +51,12 @@ class Services:
             timeout=settings.redis_timeout_seconds,
             breaker=_breaker("redis", settings.breaker_failures, settings.breaker_reset_seconds),
             seed_nodes=settings.redis_seed_nodes,
+            pubsub_keepalive=settings.redis_pubsub_keepalive_seconds,
         )
         self.usage = Usage(self.redis)
         self.demand = Demand(self.redis, self.clock, self.grid, watch_ttl_seconds=settings.watch_ttl_seconds)
         self.admission = Admission(
-            Identifier(_client_id_secret(settings), settings.trusted_proxies),
+            Identifier(_client_id_secret(settings), settings.trusted_proxies, ipv6_prefix=settings.ipv6_prefix),
             RateLimiter(
                 self.redis,
                 client_limit=settings.rate_limit_per_minute,
@@ -209,13 +209,11 @@ def _freshness(settings: Settings) -> Freshness:
 
 
 def _client_id_secret(settings: Settings) -> str:
-    if settings.client_id_secret:
-        return settings.client_id_secret
-    log.warning(
-        "WEATHERNOTE_CLIENT_ID_SECRET is not set: client ids are hashed under a key of this"
-        " process only, so limits are not shared with other instances"
-    )
-    return secrets.token_hex(32)
+    """The key client ids are hashed under; `weathernote serve` refuses a weak one with an external Redis
+    and generates one beside an embedded server, so none reaches here unset."""
+    if not settings.client_id_secret:
+        raise ConfigurationError("WEATHERNOTE_CLIENT_ID_SECRET is not set")
+    return settings.client_id_secret
 
 
 def _summed(per_node: dict[str, Any]) -> dict[str, float]:

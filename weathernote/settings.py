@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     prewarm_batch_size: int = Field(
         100, ge=1, le=1000, description="locations per pre-warm upstream request (Open-Meteo allows 1,000)"
     )
+    ipv6_prefix: int = Field(
+        64, ge=32, le=128, description="an IPv6 client's address counts as its prefix of this length (limits, shares)"
+    )
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated addresses whose X-Forwarded-For is believed"
     )
@@ -118,6 +121,9 @@ class Settings(BaseSettings):
     )
     redis_timeout_seconds: float = Field(
         0.5, gt=0, description="timeout of one Redis call before it counts as a failure"
+    )
+    redis_pubsub_keepalive_seconds: float = Field(
+        5, gt=0, description="silence after which a pub/sub connection is sent a PING (a silent link is lost)"
     )
     breaker_failures: int = Field(3, ge=1, description="consecutive Redis failures that open the circuit breaker")
     breaker_reset_seconds: float = Field(5, gt=0, description="how long the breaker stays open before a probe")
@@ -140,6 +146,15 @@ class Settings(BaseSettings):
         description="memory budget of each in-process cache: rendered responses, subscription payloads, documents",
     )
     watch_ttl_seconds: float = Field(90, gt=0, description="how long a watched cell stays registered without renewal")
+    http_max_body_bytes: int = Field(256 * 1024, ge=1024, description="largest request body (413 beyond)")
+    http_header_timeout_seconds: float = Field(
+        10, gt=0, description="time a client has to send a request's headers (408 and closed beyond)"
+    )
+    http_body_timeout_seconds: float = Field(10, gt=0, description="time a client has to send a request's body")
+    ws_max_connections: int = Field(16384, ge=1, description="WebSocket connections per process")
+    ws_max_connections_per_address: int = Field(
+        256, ge=1, description="WebSocket connections per address (IPv6: per prefix) and process"
+    )
     ws_init_timeout_seconds: float = Field(10, gt=0, description="WebSocket connection_init deadline")
     ws_keepalive_seconds: float = Field(15, gt=0, description="WebSocket keep-alive ping period")
     ws_max_subscriptions: int = Field(100, ge=1, description="operations per WebSocket connection")

@@ -1,7 +1,7 @@
 """Fair use: who is asking (hashed identities), what they may do (limits), admission of a request."""
 
 from weathernote.fairuse.admission import Admission
-from weathernote.fairuse.identity import Identifier, Identity, load_or_create_secret
+from weathernote.fairuse.identity import Identifier, Identity, load_or_create_secret, secret_problem
 from weathernote.fairuse.limiter import Decision, RateLimiter
 
-__all__ = ["Admission", "Decision", "Identifier", "Identity", "RateLimiter", "load_or_create_secret"]
+__all__ = ["Admission", "Decision", "Identifier", "Identity", "RateLimiter", "load_or_create_secret", "secret_problem"]

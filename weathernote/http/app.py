@@ -82,6 +82,8 @@ def create_app(settings: Settings) -> Starlette:
             connection_init_timeout=settings.ws_init_timeout_seconds,
             keepalive_interval=settings.ws_keepalive_seconds,
             max_operations=settings.ws_max_subscriptions,
+            max_connections=settings.ws_max_connections,
+            max_connections_per_address=settings.ws_max_connections_per_address,
         ),
         services.admission,
     )
@@ -136,6 +138,8 @@ def create_app(settings: Settings) -> Starlette:
         context_factory=services.context,
         ide_html=ide_page.read_bytes() if ide_page.exists() else None,
         max_batch=settings.graphql_max_batch,
+        max_body_bytes=settings.http_max_body_bytes,
+        body_timeout=settings.http_body_timeout_seconds,
         render_cache_bytes=settings.render_cache_bytes,
     )
     routes = [

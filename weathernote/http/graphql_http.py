@@ -10,6 +10,7 @@ both media types; it answers 200 under `application/json` and 400 under
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import Callable, Mapping
@@ -141,7 +142,30 @@ def _json_param(params: Mapping[str, str], name: str) -> Any:
         raise RequestError(400, f"`{name}` is not valid JSON") from None
 
 
-async def read_operations(request: Request, max_batch: int) -> tuple[list[GraphQLParams], bool]:
+async def read_body(request: Request, max_bytes: int, timeout: float) -> bytes:
+    """The body, refused from its Content-Length when too large, capped while it streams (chunked
+    included) and read within `timeout` seconds: a slow or endless body costs nothing but its cap."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise RequestError(400, "Content-Length is not a number")
+        if int(declared) > max_bytes:
+            raise RequestError(413, f"request body larger than {max_bytes} bytes")
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise RequestError(413, f"request body larger than {max_bytes} bytes")
+    except TimeoutError:
+        raise RequestError(408, f"request body not received within {timeout:g} s") from None
+    return bytes(body)
+
+
+async def read_operations(
+    request: Request, max_batch: int, max_body_bytes: int = _MAX_BODY_BYTES, body_timeout: float = 10.0
+) -> tuple[list[GraphQLParams], bool]:
     """The request's operations, and whether it was a batch (a JSON array)."""
     if request.method == "GET":
         params = query_params(request)
@@ -159,9 +183,7 @@ async def read_operations(request: Request, max_batch: int) -> tuple[list[GraphQ
     media = content_type.split(";", 1)[0].strip().lower()
     if media != JSON:
         raise RequestError(415, "POST bodies must be application/json")
-    body = await request.body()
-    if len(body) > _MAX_BODY_BYTES:
-        raise RequestError(413, "request body too large")
+    body = await read_body(request, max_body_bytes, body_timeout)
     try:
         raw = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -244,6 +266,8 @@ class GraphQLEndpoint:
         context_factory: Callable[[Request, Identity], Context],
         ide_html: bytes | None,
         max_batch: int = 10,
+        max_body_bytes: int = _MAX_BODY_BYTES,
+        body_timeout: float = 10.0,
         render_cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.schema = schema
@@ -256,6 +280,8 @@ class GraphQLEndpoint:
         self.context_factory = context_factory
         self.ide_html = ide_html
         self.max_batch = max_batch
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
         self.renders: BoundedCache[Answer] = BoundedCache("response", render_cache_bytes)
 
     async def handle(self, request: Request) -> Response:
@@ -266,7 +292,7 @@ class GraphQLEndpoint:
         try:
             if media is None:
                 raise RequestError(406, f"acceptable responses are {GRAPHQL_RESPONSE} and {JSON}")
-            operations, batched = await read_operations(request, self.max_batch)
+            operations, batched = await read_operations(request, self.max_batch, self.max_body_bytes, self.body_timeout)
             prepared = [await self.prepare(request, params, media) for params in operations]
             # One Redis round trip decides the limit and reads what a lone operation needs.
             keys = prepared[0].read_keys(self.weather) if len(prepared) == 1 else []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import re
 import time
@@ -72,13 +74,20 @@ class RequestObservability:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
-            await send(message)
+            try:
+                await send(message)
+            except (RuntimeError, OSError) as exc:  # the transport closed under the write: the client left
+                raise _ClientGone from exc
 
         try:
             await self.app(scope, receive, send_with_id)
         except ClientDisconnect:
             # The client left while sending its body: its fault, not ours; this request's log line says so.
             status = CLIENT_CLOSED_REQUEST
+        except _ClientGone:
+            # The client left while we answered: nobody to tell, nothing wrong; one 499 line, no traceback.
+            status = CLIENT_CLOSED_REQUEST
+            await _until_disconnected(receive)
         finally:
             requestlog.current.reset(token)
             outcome = _outcome(status, info.outcome)
@@ -86,6 +95,18 @@ class RequestObservability:
             _requests(info.transport, info.operation or "other", outcome).inc()
             _duration(info.transport).observe(time.perf_counter() - info.started)
             access_log.write("request", {**info.fields(), "method": scope["method"], "path": path, "status": status})
+
+
+class _ClientGone(Exception):
+    """A response write failed because the client's connection is gone."""
+
+
+async def _until_disconnected(receive: Receive) -> None:
+    """Let the server see the disconnect before the app returns (else it reports an unfinished response)."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(1.0):
+            while (await receive())["type"] != "http.disconnect":
+                pass
 
 
 class SharedFigures(Collector):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import math
 import resource
+from typing import cast
 
 import uvicorn
 
+from weathernote.http.protocol import HeaderDeadlineProtocol
 from weathernote.settings import Settings
 
 
@@ -19,6 +23,8 @@ def raise_open_files_limit() -> None:
 
 def run(settings: Settings) -> None:
     raise_open_files_limit()
+    # a factory rather than the class: it reaches worker processes whole (pickled with the config)
+    protocol = functools.partial(HeaderDeadlineProtocol, header_timeout=settings.http_header_timeout_seconds)
     uvicorn.run(
         "weathernote.http.app:app_from_environment",
         factory=True,
@@ -30,6 +36,8 @@ def run(settings: Settings) -> None:
         # (bench/subscriptions_fanout.py). wsproto saves 3 KB more but drops a socket that sends
         # invalid UTF-8 without a close frame (tests/test_fuzz.py), so it is not used.
         ws="websockets-sansio",
+        # requests whose headers do not arrive in time are answered 408 and closed (slow clients)
+        http=cast(type[asyncio.Protocol], protocol),
         # many small JSON messages: compression costs more CPU and memory than it saves
         ws_per_message_deflate=False,
         ws_max_size=settings.ws_max_message_bytes,

@@ -24,14 +24,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.exceptions import (
-    ConnectionError,
-    NoPermissionError,
     NoScriptError,
     RedisClusterException,
     RedisError,
@@ -44,6 +40,7 @@ from weathernote.redis.failures import classify, is_redirection
 from weathernote.redis.keys import CLUSTER_SPELLING, SEED_SPELLING, CellKeys
 from weathernote.redis.pubsub import PlainPubSub, PubSubBackend, ShardedPubSub
 from weathernote.redis.scripts import Script
+from weathernote.redis.topology import cluster_client, host_port, is_cluster, standalone
 from weathernote.redis.wire import Command, MultiplexedConnection
 
 log = logging.getLogger(__name__)
@@ -54,14 +51,6 @@ AnyPipeline = Pipeline | ClusterPipeline
 
 # connections per Cluster node; a call uses at most one per node
 _CLUSTER_CONNECTIONS = 128
-
-
-def _options(timeout: float) -> dict[str, Any]:
-    return {
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        "health_check_interval": 10,
-    }
 
 
 class RedisGateway:
@@ -77,9 +66,18 @@ class RedisGateway:
     the rest, and everything on a Cluster, over redis-py's client.
     """
 
-    def __init__(self, url: str, *, timeout: float, breaker: CircuitBreaker, seed_nodes: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        breaker: CircuitBreaker,
+        seed_nodes: Sequence[str] = (),
+        pubsub_keepalive: float = 5.0,
+    ) -> None:
         self.url = url
         self.timeout = timeout
+        self.pubsub_keepalive = pubsub_keepalive  # silence after which a pub/sub connection must answer a PING
         self.breaker = breaker
         # more nodes to ask when the URL's is down at start-up ("host:port" each)
         self.seed_nodes = [node for node in seed_nodes if node]
@@ -105,41 +103,20 @@ class RedisGateway:
         async with self._detecting:
             if self.topology_known:
                 return
-            info: dict[str, Any] | None = None
-            for url in [self.url, *(self.node_url(*_host_port(node)) for node in self.seed_nodes)]:
-                probe = standalone(url, self.timeout, max_connections=1)
-                try:
-                    info = await asyncio.wait_for(_cluster_info(probe), self.deadline)
-                    break
-                except (RedisError, OSError, TimeoutError) as exc:
-                    log.warning("Redis not reachable at %s (%s)", redacted(url), type(exc).__name__)
-                finally:
-                    await probe.aclose()
-            if info is None:
+            seeds = [self.node_url(*host_port(node)) for node in self.seed_nodes]
+            clustered = await is_cluster([self.url, *seeds], self.timeout, self.deadline)
+            if clustered is None:
                 log.warning("Redis topology unknown: not ready until a node answers")
                 return
-            if info.get("cluster_enabled") in (1, "1"):
+            if clustered:
                 await self._become_cluster()
             self.topology_known = True
 
     async def _become_cluster(self) -> None:
         log.info("Redis Cluster detected: keys carry hash tags, announcements use sharded pub/sub")
-        cluster = RedisCluster.from_url(
-            self.url,
-            # more nodes to learn the slot map from when the URL's node is down
-            startup_nodes=[ClusterNode(*_host_port(node)) for node in self.seed_nodes] or None,
-            # a node gone: refresh the slot map and retry at once, twice, within the deadline
-            retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), 2),
-            reinitialize_steps=1,
-            max_connections=_CLUSTER_CONNECTIONS,
-            **_options(self.timeout),
+        cluster = await cluster_client(
+            self.url, self.seed_nodes, self.timeout, self.deadline, max_connections=_CLUSTER_CONNECTIONS
         )
-        try:
-            # the slot map before the first requests: many first commands at once each
-            # initialising the client is where redis-py's races live
-            await asyncio.wait_for(cluster.initialize(), self.deadline)
-        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
-            log.warning("Redis Cluster not ready yet (%s); the breaker handles it", type(exc).__name__)
         previous, wire = self.client, self.wire
         self.client, self.wire, self.cluster, self.keys = cluster, None, True, CLUSTER_SPELLING
         # A Cluster client's pools refuse (rather than wait) past their size: calls wait here
@@ -282,8 +259,8 @@ class RedisGateway:
     def pubsub(self) -> PubSubBackend:
         """A listening side of its own for the topology as known now (one connection per shard on a Cluster)."""
         if isinstance(self.client, RedisCluster):
-            return ShardedPubSub(self.client, self.node_url, self.timeout)
-        return PlainPubSub(self.url, self.timeout)
+            return ShardedPubSub(self.client, self.node_url, self.timeout, self.pubsub_keepalive)
+        return PlainPubSub(self.url, self.timeout, self.pubsub_keepalive)
 
     def script(self, source: str) -> Script:
         script = Script(self, source)
@@ -315,11 +292,6 @@ class RedisGateway:
         await self.client.aclose()
 
 
-def _host_port(node: str) -> tuple[str, int]:
-    host, _, port = node.strip().rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 def _wire(url: str, timeout: float) -> MultiplexedConnection | None:
     """The single server's multiplexed connection, for the URLs it handles."""
     return MultiplexedConnection(url, timeout) if MultiplexedConnection.supports(url) else None
@@ -328,32 +300,6 @@ def _wire(url: str, timeout: float) -> MultiplexedConnection | None:
 def _add_commands(pipe: AnyPipeline, commands: Sequence[Command]) -> None:
     for command in commands:
         pipe.execute_command(*command)
-
-
-async def _cluster_info(client: Redis) -> dict[str, Any]:
-    """INFO cluster, or CLUSTER INFO for an ACL user refused INFO (it is in @dangerous)."""
-    try:
-        return dict(await client.info("cluster"))
-    except NoPermissionError:
-        try:
-            reply = await client.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-        except ResponseError:
-            return {"cluster_enabled": 0}  # not a Cluster: CLUSTER is unknown or disabled there
-        text = reply.decode() if isinstance(reply, bytes) else str(reply)
-        return {"cluster_enabled": 1 if "cluster_state:" in text else 0}
-
-
-def standalone(url: str, timeout: float, max_connections: int = 128) -> Redis:
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=timeout,
-        # A pooled connection found dead (Redis restarted) is replaced once at
-        # once; a timeout is not retried, so no call waits twice on a slow Redis.
-        retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
-        **_options(timeout),
-    )
-    return Redis(connection_pool=pool)
 
 
 def redacted(url: str) -> str:

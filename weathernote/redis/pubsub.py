@@ -13,13 +13,18 @@ Two backends behind one small interface (after encode/broadcaster's): connect
   subscribes every channel where it lives now, then catches up.
 
 Neither retries on its own: the hub must see every disconnect to catch up on
-what was announced meanwhile.
+what was announced meanwhile. A link that goes silent without closing (a
+partition, a stuck proxy: no RST ever comes) is found by `Liveness`: each
+connection that has said nothing for `keepalive` seconds is sent a PING, and
+one whose answer does not come within `timeout` is lost like any other. TCP
+keepalive is on as well, for what the kernel can tell.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
@@ -55,8 +60,47 @@ class PubSubBackend(Protocol):
 
 def _client(url: str, timeout: float) -> Redis:
     # redis-py's own retries off: it would reconnect a PubSub silently and lose
-    # what was announced meanwhile without anyone knowing.
-    return Redis.from_url(url, socket_connect_timeout=timeout, health_check_interval=5, retry=Retry(NoBackoff(), 0))
+    # what was announced meanwhile without anyone knowing. Its health check off too:
+    # it swallows the answers to its PINGs, and Liveness needs to hear them.
+    return Redis.from_url(
+        url, socket_connect_timeout=timeout, socket_keepalive=True, health_check_interval=0, retry=Retry(NoBackoff(), 0)
+    )
+
+
+_LIVENESS_TOKEN = b"weathernote-liveness"
+
+
+class Liveness:
+    """A pub/sub connection's proof of life: a PING after `keepalive` seconds of silence, its answer
+    within `timeout`; otherwise the link is dead however open it looks."""
+
+    def __init__(self, keepalive: float, timeout: float) -> None:
+        self.keepalive = keepalive
+        self.timeout = timeout
+        self._heard = time.monotonic()
+        self._pinged: float | None = None
+
+    def heard(self, message: dict[str, Any] | None) -> bool:
+        """Note what the connection said; whether it was only the answer to our PING."""
+        if message is None:
+            return False
+        self._heard, self._pinged = time.monotonic(), None
+        return _text(message.get("type")) == "pong"
+
+    async def check(self, pubsub: PubSub) -> None:
+        """PING if the connection has been silent long enough; RedisUnavailable if a PING went unanswered."""
+        now = time.monotonic()
+        if self._pinged is not None:
+            if now - self._pinged > self.timeout:
+                raise RedisUnavailable(f"pub/sub link silent: no answer to PING within {self.timeout:g} s")
+        elif now - self._heard > self.keepalive:
+            self._pinged = now
+            await pubsub.ping(_LIVENESS_TOKEN)
+
+    @property
+    def wait(self) -> float:
+        """How long a read may wait before the next check is due."""
+        return max(0.05, min(1.0, self.timeout / 2, self.keepalive / 2))
 
 
 def _text(value: Any) -> str:
@@ -66,9 +110,10 @@ def _text(value: Any) -> str:
 class PlainPubSub:
     """SUBSCRIBE on one connection to a single server."""
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, url: str, timeout: float, keepalive: float = 5.0) -> None:
         self.redis = _client(url, timeout)
         self._pubsub: PubSub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self._liveness = Liveness(keepalive, max(2.0, timeout * 4))
 
     async def connect(self, channels: Collection[str]) -> None:
         try:
@@ -90,9 +135,13 @@ class PlainPubSub:
 
     async def next_message(self, timeout: float) -> Message | None:
         try:
-            message = await self._pubsub.get_message(timeout=timeout)
+            await self._liveness.check(self._pubsub)
+            message = await self._pubsub.get_message(timeout=min(timeout, self._liveness.wait))
+        except RedisUnavailable:
+            raise
         except Exception as exc:  # whatever breaks the connection, the hub reconnects
             raise RedisUnavailable(type(exc).__name__) from exc
+        self._liveness.heard(message)
         if message is None or message.get("type") != "message":
             return None
         return _text(message["channel"]), message["data"]
@@ -107,9 +156,12 @@ class PlainPubSub:
 class _Shard:
     """One node's connection, its channels and the task reading it into the shared queue."""
 
-    def __init__(self, url: str, timeout: float, queue: asyncio.Queue[Message | BaseException]) -> None:
+    def __init__(
+        self, url: str, timeout: float, keepalive: float, queue: asyncio.Queue[Message | BaseException]
+    ) -> None:
         self.redis = _client(url, timeout)
         self.pubsub: PubSub = self.redis.pubsub()
+        self.liveness = Liveness(keepalive, max(2.0, timeout * 4))
         self.channels: set[str] = set()
         # SUNSUBSCRIBE replies we asked for and have not read yet, per channel: any other one
         # is the server dropping us because the slot moved
@@ -123,8 +175,9 @@ class _Shard:
     async def _read(self) -> None:
         try:
             while True:
-                message = await self.pubsub.get_message(timeout=1.0)
-                if message is None:
+                await self.liveness.check(self.pubsub)
+                message = await self.pubsub.get_message(timeout=self.liveness.wait)
+                if message is None or self.liveness.heard(message):
                     continue
                 kind = _text(message.get("type"))
                 channel = _text(message.get("channel"))
@@ -154,10 +207,13 @@ class _Shard:
 class ShardedPubSub:
     """SSUBSCRIBE on one connection per shard that owns a wanted channel."""
 
-    def __init__(self, cluster: RedisCluster, node_url: Callable[[str, int], str], timeout: float) -> None:
+    def __init__(
+        self, cluster: RedisCluster, node_url: Callable[[str, int], str], timeout: float, keepalive: float = 5.0
+    ) -> None:
         self.cluster = cluster
         self.node_url = node_url
         self.timeout = timeout
+        self.keepalive = keepalive
         self._queue: asyncio.Queue[Message | BaseException] = asyncio.Queue()
         self._shards: dict[str, _Shard] = {}
 
@@ -184,7 +240,7 @@ class ShardedPubSub:
             except (RedisError, RedisClusterException) as exc:
                 raise RedisUnavailable(type(exc).__name__) from exc
             if name not in self._shards:
-                self._shards[name] = _Shard(self.node_url(host, port), self.timeout, self._queue)
+                self._shards[name] = _Shard(self.node_url(host, port), self.timeout, self.keepalive, self._queue)
             by_slot.setdefault((name, key_slot(channel.encode())), []).append(channel)
         for (name, _), wanted in by_slot.items():
             shard = self._shards[name]

@@ -48,6 +48,8 @@ class Limits:
     connection_init_timeout: float = 10.0
     keepalive_interval: float = 15.0
     max_operations: int = 100
+    max_connections: int = 16384  # per process
+    max_connections_per_address: int = 256  # per address (IPv6: per prefix) and process
 
 
 class ProtocolError(BadRequest):
@@ -183,6 +185,10 @@ class Connection:
         payload = message.get("payload")
         if payload is not None and not isinstance(payload, dict):
             raise ProtocolError(4400, "connection_init payload must be an object")
+        # a connection is admitted like a request: reconnecting in a loop costs the client its limit
+        decision, _ = await self.admission.check(self.identity, transport="ws")
+        if not decision.allowed:
+            raise ProtocolError(4429, f"rate limited: retry in {decision.retry_after_seconds} s")
         self.connection_params = payload or {}
         await self.send({"type": "connection_ack"})
         self.acknowledged = True
