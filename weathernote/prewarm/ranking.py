@@ -98,9 +98,26 @@ def keep(candidates: Sequence[Candidate], room: float, watched_share: float) -> 
     """The candidates in this period's order, and how many of them (the head) `room` keeps fresh.
 
     Watched cells take at most `watched_share` of the kept ones: past it, a watched
-    cell competes with its requests alone.
+    cell competes with its requests alone, and one nobody asked for is worth nothing
+    (left out, however much room is left).
     """
-    cap = math.ceil(watched_share * fitting(candidates, room))
+    cap = _share(watched_share, fitting(candidates, room))
+    while True:
+        ordered = _capped(candidates, cap)
+        kept = fitting(ordered, room)
+        allowed = _share(watched_share, kept)
+        if sum(1 for candidate in ordered[:kept] if candidate.watched > 0) <= allowed or allowed >= cap:
+            return ordered, kept
+        cap = allowed  # fewer kept than the first guess: the share of what is kept, again
+
+
+def _share(share: float, kept: int) -> int:
+    """How many of `kept` watched cells may be: the share, rounded down, one at least (when any)."""
+    return max(1 if share > 0 else 0, math.floor(share * kept + 1e-9))
+
+
+def _capped(candidates: Sequence[Candidate], cap: int) -> list[Candidate]:
+    """The candidates with only the `cap` most valuable watched ones worth their watchers, by value."""
     ordered: list[Candidate] = []
     taken = 0
     for candidate in candidates:
@@ -109,6 +126,7 @@ def keep(candidates: Sequence[Candidate], room: float, watched_share: float) -> 
                 candidate = replace(candidate, watched=0.0)
             else:
                 taken += 1
-        ordered.append(candidate)
+        if candidate.value > 0:
+            ordered.append(candidate)
     ordered.sort(key=lambda candidate: -candidate.value)  # stable: ties keep their rank
-    return ordered, fitting(ordered, room)
+    return ordered
