@@ -842,12 +842,27 @@ def test_k8s_secret_holds_what_the_pods_reference() -> None:
     assert redis_url.port in [p["port"] for p in valkey_service["spec"]["ports"]]
     statefulset = k8s("StatefulSet", "valkey")
     [valkey] = statefulset["spec"]["template"]["spec"]["containers"]
-    args = valkey["args"]
-    password_variable = re.fullmatch(r"\$\((\w+)\)", args[args.index("--requirepass") + 1])[1]  # type: ignore[index]
+    user = acl_user(valkey["args"], redis_url.username or "")
+    password_variable = re.fullmatch(r">\$\((\w+)\)", next(rule for rule in user if rule.startswith(">")))[1]  # type: ignore[index]
     [password_ref] = [v["valueFrom"]["secretKeyRef"] for v in valkey["env"] if v["name"] == password_variable]
     assert redis_url.password == secret_value(password_ref["name"], password_ref["key"]), (
-        "the Redis URL's password is not Valkey's requirepass"
+        "the Redis URL's password is not its ACL user's"
     )
+
+
+def acl_user(args: list[str], name: str) -> list[str]:
+    """The rules of ACL user `name` among valkey-server's `--user name rule ...` arguments."""
+    users: dict[str, list[str]] = {}
+    for index, arg in enumerate(args):
+        if arg == "--user":
+            rules = []
+            for rule in args[index + 2 :]:
+                if rule.startswith("--"):
+                    break
+                rules.append(rule)
+            users[args[index + 1]] = rules
+    assert name in users, f"Valkey has no ACL user {name!r}: {sorted(users)}"
+    return users[name]
 
 
 def test_k8s_hpa_scales_the_deployment_2_to_20_at_70_percent_cpu() -> None:
