@@ -58,3 +58,15 @@ def test_all_windows_or_none_and_the_first_that_refuses_says_so() -> None:
 def test_a_weight_larger_than_a_window_never_fits() -> None:
     refused = LocalWindows().spend([MINUTE], 601, 0)
     assert not refused.allowed and refused.retry_ms is None
+
+
+def test_forgotten_payers_leave_nothing_behind() -> None:
+    windows = LocalWindows()
+    for payer in range(100):
+        minute = Window(f"share:client:{payer}:minute", Kind.SLIDING, 10, 60_000)
+        day = Window(f"share:client:{payer}:day:0", Kind.DAY, 10, DAY_MS)
+        windows.spend([minute, day], 1, 1000)
+    assert len(windows) == 200
+    for payer in range(100):
+        windows.forget(f"share:client:{payer}:")
+    assert len(windows) == 0

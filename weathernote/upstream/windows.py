@@ -168,11 +168,14 @@ class LocalWindows:
                 self._days[window.key] = (day, total + weight)
         return Outcome(True, None, 0, [total + weight for total in totals])
 
-    def forget(self, keys: set[str]) -> None:
-        """Windows no longer needed (a payer not seen for a while)."""
-        for key in keys:
-            self._buckets.pop(key, None)
-            self._days.pop(key, None)
+    def forget(self, prefix: str) -> None:
+        """Every window whose key starts with `prefix` (a payer not seen for a while)."""
+        for windows in (self._buckets, self._days):
+            for key in [key for key in windows if key.startswith(prefix)]:
+                del windows[key]
+
+    def __len__(self) -> int:
+        return len(self._buckets) + len(self._days)
 
     def _total(self, window: Window, now_ms: int) -> float:
         if window.kind is not Kind.SLIDING:
