@@ -235,13 +235,8 @@ class UpstreamBudget:
             self._local_payers.move_to_end(who)
         while len(self._local_payers) > _LOCAL_PAYERS:
             forgotten, _ = self._local_payers.popitem(last=False)
-            self._local.forget(
-                {
-                    f"{_PREFIX}:{scope}:{forgotten}:{name}"
-                    for scope in ("client", "address")
-                    for name in ("minute", "hour")
-                }
-            )
+            for scope in ("client", "address"):
+                self._local.forget(f"{_PREFIX}:{scope}:{forgotten}:")
 
     async def _report(self, now_ms: int) -> None:
         """Add what was spent locally to the shared windows (as if spent now: the safe side)."""
