@@ -394,6 +394,8 @@ async def test_a_cycle_that_outlasts_its_lease_keeps_it_and_the_period_runs_once
                     store=services.store,
                     memo=services.memo,
                     refresher=services.refresher,
+                    budget=services.budget,
+                    freshness=services.refresher.freshness,
                     demand=services.demand,
                     grid=services.grid,
                     clock=services.clock,

@@ -92,6 +92,7 @@ class Services:
         self.store = EntryStore(self.redis, self.clock, stale_ms=int(settings.stale_seconds * 1000))
         self.memo = EntryMemo(settings.entry_memo_bytes)
         self.channels = EntryChannels(
+            redis=self.redis,
             store=self.store,
             memo=self.memo,
             clock=self.clock,
@@ -100,13 +101,15 @@ class Services:
             connect_wait=self.redis.deadline,
             connect_timeout=self.redis.deadline * 3,
         )
+        freshness = _freshness(settings)
         self.refresher = Refresher(
+            redis=self.redis,
             store=self.store,
             memo=self.memo,
             upstream=self.upstream,
             budget=self.budget,
             breaker=_breaker("upstream", settings.upstream_breaker_failures, settings.upstream_breaker_reset_seconds),
-            freshness=_freshness(settings),
+            freshness=freshness,
             rendezvous=self.channels,
             usage=self.usage,
             clock=self.clock,
@@ -116,6 +119,8 @@ class Services:
             store=self.store,
             memo=self.memo,
             refresher=self.refresher,
+            budget=self.budget,
+            freshness=freshness,
             spend=SpendPolicy(self.budget, self.demand, self.memo, self.clock),
             requested=self.demand.requested,
             clock=self.clock,
@@ -127,6 +132,8 @@ class Services:
             store=self.store,
             memo=self.memo,
             refresher=self.refresher,
+            budget=self.budget,
+            freshness=freshness,
             demand=self.demand,
             grid=self.grid,
             clock=self.clock,

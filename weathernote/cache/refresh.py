@@ -25,7 +25,7 @@ from weathernote.clock import Clock
 from weathernote.demand import Usage
 from weathernote.errors import CacheError, SkipCause, UpstreamFailed, UpstreamSkipped
 from weathernote.model import Cell, Entry, Part
-from weathernote.redis import AnyPipeline
+from weathernote.redis import AnyPipeline, RedisGateway
 from weathernote.upstream import OpenMeteoClient, Payer, UpstreamBudget, request_weight
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class Refresher:
     def __init__(
         self,
         *,
+        redis: RedisGateway,
         store: EntryStore,
         memo: EntryMemo,
         upstream: OpenMeteoClient,
@@ -68,6 +69,7 @@ class Refresher:
         clock: Clock,
         lock_seconds: float = 15.0,
     ) -> None:
+        self.redis = redis
         self.store = store
         self.memo = memo
         self.upstream = upstream
@@ -80,7 +82,7 @@ class Refresher:
         self.lock_seconds = lock_seconds
         self.healthy: bool | None = None  # outcome of the last upstream call
         self._flights: dict[tuple[str, Part], asyncio.Future[Entry]] = {}
-        self._release = store.redis.script(_RELEASE)
+        self._release = redis.script(_RELEASE)
 
     async def refresh(self, cell: Cell, parts: Collection[Part], payer: Payer | None = None) -> dict[Part, Entry]:
         """Fresh entries for `parts` of `cell`: joins a fetch in flight here or elsewhere.
@@ -172,14 +174,14 @@ class Refresher:
     async def _lock(self, entries: list[tuple[Cell, Part]], token: str) -> list[tuple[Cell, Part]]:
         """The entries whose refresh lock we won (all of them when Redis cannot say)."""
         expiry = self.clock.real_ms(self.lock_seconds * 1000)
-        keys = self.store.redis.keys
+        keys = self.redis.keys
 
         def build(pipe: AnyPipeline) -> None:
             for cell, part in entries:
                 pipe.set(keys.refresh_lock(part, cell), token, nx=True, px=expiry)
 
         try:
-            won = await self.store.redis.pipeline(build)
+            won = await self.redis.pipeline(build)
         except CacheError:
             return entries  # no one to share with: refresh it all here
         return [entry for entry, ok in zip(entries, won) if ok is True]
@@ -187,14 +189,14 @@ class Refresher:
     async def _unlock(self, entries: list[tuple[Cell, Part]], token: str) -> None:
         if not entries:
             return
-        keys = self.store.redis.keys
+        keys = self.redis.keys
 
         def build(pipe: AnyPipeline) -> None:
             for cell, part in entries:
                 self._release.add_to(pipe, [keys.refresh_lock(part, cell)], [token])
 
         with contextlib.suppress(CacheError):  # they expire on their own
-            await self.store.redis.pipeline(build)
+            await self.redis.pipeline(build)
 
     async def fetch(
         self, requests: Sequence[tuple[Cell, Collection[Part]]], *, prewarm: bool, payer: Payer | None = None

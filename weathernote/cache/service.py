@@ -20,6 +20,7 @@ import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
+from weathernote.cache.freshness import Freshness
 from weathernote.cache.memo import EntryMemo
 from weathernote.cache.refresh import Refresher
 from weathernote.cache.spend import SpendPolicy
@@ -36,7 +37,7 @@ from weathernote.errors import (
 )
 from weathernote.model import Cell, Entry, Part
 from weathernote.ops import metrics, requestlog
-from weathernote.upstream import Payer, request_weight
+from weathernote.upstream import Payer, UpstreamBudget, request_weight
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class WeatherService:
         store: EntryStore,
         memo: EntryMemo,
         refresher: Refresher,
+        budget: UpstreamBudget,
+        freshness: Freshness,
         spend: SpendPolicy,
         requested: RequestedCells,
         clock: Clock,
@@ -75,6 +78,8 @@ class WeatherService:
         self.store = store
         self.memo = memo
         self.refresher = refresher
+        self.budget = budget
+        self.freshness = freshness
         self.spend = spend
         self.requested = requested
         self.clock = clock
@@ -161,7 +166,7 @@ class WeatherService:
             readings[entry.part] = Reading(self.memo.remember(entry), cached=True, stale=False)
         # Past its step but within the freshness target the budget keeps: serve, ask nobody.
         for part, entry in older.items():
-            if part not in readings and self.refresher.freshness.within_target(entry, now):
+            if part not in readings and self.freshness.within_target(entry, now):
                 readings[part] = Reading(self.memo.remember(entry), cached=True, stale=False)
         to_fetch = [part for part in parts if part not in readings]
         if not to_fetch:
@@ -205,7 +210,7 @@ class WeatherService:
             except UpstreamSkipped as exc:
                 if exc.cause is not SkipCause.BUDGET:
                     raise
-                wait = await self.refresher.budget.seconds_until_room(request_weight(1, parts))
+                wait = await self.budget.seconds_until_room(request_weight(1, parts))
                 if waited + wait > self.budget_wait_seconds:
                     raise
                 # a little jitter: the misses that waited for one window do not all spend at once

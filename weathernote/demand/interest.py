@@ -17,6 +17,7 @@ from collections.abc import Collection, Sequence
 from weathernote.breaker import State as BreakerState
 from weathernote.clock import Clock
 from weathernote.demand.requested import RequestedCells
+from weathernote.demand.rhythm import Shape
 from weathernote.demand.watched import WatchedCells
 from weathernote.errors import CacheError
 from weathernote.model import Cell, Grid, Part
@@ -59,6 +60,22 @@ class Demand:
         while True:
             await asyncio.sleep(self.flush_seconds)
             await self.requested.flush()
+
+    async def watchers(self) -> dict[tuple[Part, Cell], int]:
+        """Every watched (part, cell) with its distinct watchers, all instances."""
+        return await self.watched.watchers()
+
+    async def popular(self, limit: int) -> list[tuple[Part, Cell, float]]:
+        """The most requested (part, cell) pairs with their decayed counts."""
+        return await self.requested.popular(limit)
+
+    async def rhythm(self, at: float, watched_hours: float) -> Shape:
+        """The daily rhythm of demand, the hour of `at` marked as watched."""
+        return await self.requested.rhythm(at, watched_hours)
+
+    async def decay(self, factor: float, keep: int) -> None:
+        """Old popularity fades."""
+        await self.requested.decay(factor, keep)
 
     async def keep(self, kept: Sequence[tuple[Part, Cell]], period_ms: int) -> None:
         """Publish the cells this period's budget keeps fresh, for three periods at most."""

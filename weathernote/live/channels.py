@@ -22,7 +22,7 @@ from weathernote.clock import Clock
 from weathernote.errors import CacheError
 from weathernote.live.hub import Hub, Listener, Subscriber
 from weathernote.model import Cell, Entry, Part
-from weathernote.redis import PubSubBackend
+from weathernote.redis import PubSubBackend, RedisGateway
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class EntryChannels:
     def __init__(
         self,
         *,
+        redis: RedisGateway,
         store: EntryStore,
         memo: EntryMemo,
         clock: Clock,
@@ -41,6 +42,7 @@ class EntryChannels:
         connect_wait: float = 1.5,
         connect_timeout: float = 5.0,
     ) -> None:
+        self.redis = redis
         self.store = store
         self.memo = memo
         self.clock = clock
@@ -62,7 +64,7 @@ class EntryChannels:
         await self.hub.stop()
 
     def channel(self, part: Part, cell: Cell) -> str:
-        return self.store.redis.keys.update_channel(part, cell)
+        return self.redis.keys.update_channel(part, cell)
 
     async def listen(self, listener: Listener, part: Part, cell: Cell) -> None:
         """Attach `listener` to the hub; its channel's messages decode as `part` of `cell`."""

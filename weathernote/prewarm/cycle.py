@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from weathernote.cache import EntryMemo, EntryStore, Refresher
+from weathernote.cache import EntryMemo, EntryStore, Freshness, Refresher
 from weathernote.clock import Clock
 from weathernote.demand import Demand
 from weathernote.errors import CacheError, FailureCause, SkipCause, UpstreamFailed, UpstreamSkipped
@@ -40,7 +40,7 @@ from weathernote.prewarm.ranking import Candidate, keep, rank
 from weathernote.redis import RedisGateway
 from weathernote.redis.keys import PREWARM_LAST_CYCLE
 from weathernote.tasks import cancel_and_wait
-from weathernote.upstream import STEP_SECONDS, request_weight
+from weathernote.upstream import STEP_SECONDS, UpstreamBudget, request_weight
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,8 @@ class Prewarmer:
         store: EntryStore,
         memo: EntryMemo,
         refresher: Refresher,
+        budget: UpstreamBudget,
+        freshness: Freshness,
         demand: Demand,
         grid: Grid,
         clock: Clock,
@@ -92,6 +94,8 @@ class Prewarmer:
         self.store = store
         self.memo = memo
         self.refresher = refresher
+        self.budget = budget
+        self.freshness = freshness
         self.demand = demand
         self.clock = clock
         self.interval_ms = int(interval_seconds * 1000)
@@ -172,7 +176,7 @@ class Prewarmer:
         if (wait := slot - self.clock.now_ms()) > 0:
             await self.clock.sleep(wait / 1000)
         allowance = await self._allowance()
-        target_steps = self.refresher.freshness.target_steps
+        target_steps = self.freshness.target_steps
         # refreshing each once every `target_steps` steps, the share keeps that many times the cells it refreshes now
         ordered, report.kept = keep(candidates, allowance * target_steps, self.watched_share)
         entries = _reordered(entries, candidates, ordered)
@@ -182,7 +186,7 @@ class Prewarmer:
             await self.refresher.renew(renew)
             report.renewed = len(renew)
         fetch = planning.spread(
-            planning.due(ordered, entries, report.kept, now, self.refresher.freshness.target_ms),
+            planning.due(ordered, entries, report.kept, now, self.freshness.target_ms),
             report.kept,
             target_steps,
         )
@@ -196,7 +200,7 @@ class Prewarmer:
         metrics.PREWARM_CYCLES.labels("ok" if report.stopped_by is None else report.stopped_by).inc()
         if report.stopped_by not in ("upstream", "redis") and not report.skipped:
             await self._mark_done(slot)
-        await self.demand.requested.decay(self.decay, keep=self.max_candidates * 2)
+        await self.demand.decay(self.decay, keep=self.max_candidates * 2)
         log.info("pre-warm cycle", extra={"report": asdict(report)})
         return report
 
@@ -227,10 +231,10 @@ class Prewarmer:
 
     async def _candidates(self, report: CycleReport, at: float) -> list[Candidate]:
         """The candidates for the period starting at `at`, most valuable first, each once."""
-        watchers = await self.demand.watched.watchers()
-        popular = await self.demand.requested.popular(self.max_candidates)
+        watchers = await self.demand.watchers()
+        popular = await self.demand.popular(self.max_candidates)
         # of an hour, up to this cycle's next: the hour of this cycle's period marked as watched
-        shape = await self.demand.requested.rhythm(at, min(self.interval_ms, 3_600_000) / 3_600_000)
+        shape = await self.demand.rhythm(at, min(self.interval_ms, 3_600_000) / 3_600_000)
         report.rhythm_hours = shape.known
         return rank(
             watchers=watchers,
@@ -238,7 +242,7 @@ class Prewarmer:
             cities=self.cities,
             shape=shape,
             at=at,
-            ahead=self.refresher.freshness.target_steps * STEP_SECONDS,  # what a refresh now serves
+            ahead=self.freshness.target_steps * STEP_SECONDS,  # what a refresh now serves
             period=self.interval_ms / 1000,
             decay=self.decay,
             limit=self.max_candidates,
@@ -263,7 +267,7 @@ class Prewarmer:
 
     async def _allowance(self) -> float:
         """This period's share of the day (due.share_of_day), from the budget's windows now."""
-        budget = self.refresher.budget
+        budget = self.budget
         day_left = budget.limits.of_prewarm("day") - await budget.used("day")
         return planning.share_of_day(day_left, await budget.remaining(prewarm=True), self.clock.now(), self.interval_ms)
 
