@@ -68,30 +68,6 @@ async def test_websockets_are_capped_per_address_and_per_process(guarded: Server
         await sock.close()
 
 
-async def test_connection_init_is_admitted_like_a_request(
-    redis_url: str, simulator: Simulator, clean: Simulator
-) -> None:
-    srv = Server(server_env(redis_url, simulator, rate_limit_per_minute=3))
-    try:
-        closes = []
-        for _ in range(5):
-            async with websockets.connect(
-                ws_url(srv),
-                subprotocols=["graphql-transport-ws"],
-                additional_headers={"x-client-id": "looper"},  # type: ignore[list-item]
-            ) as sock:
-                await sock.send(json.dumps({"type": "connection_init"}))
-                try:
-                    reply = json.loads(await asyncio.wait_for(sock.recv(), 5))
-                    closes.append(reply["type"])
-                except websockets.ConnectionClosed as closed:
-                    closes.append(closed.rcvd.code if closed.rcvd else None)
-        assert closes[:3] == ["connection_ack"] * 3
-        assert closes[3:] == [4429, 4429], "reconnecting in a loop meets the client's limit"
-    finally:
-        srv.stop()
-
-
 def _raw(server: Server) -> socket.socket:
     return socket.create_connection(("127.0.0.1", server.port), timeout=10)
 

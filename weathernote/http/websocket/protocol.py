@@ -185,10 +185,6 @@ class Connection:
         payload = message.get("payload")
         if payload is not None and not isinstance(payload, dict):
             raise ProtocolError(4400, "connection_init payload must be an object")
-        # a connection is admitted like a request: reconnecting in a loop costs the client its limit
-        decision, _ = await self.admission.check(self.identity, transport="ws")
-        if not decision.allowed:
-            raise ProtocolError(4429, f"rate limited: retry in {decision.retry_after_seconds} s")
         self.connection_params = payload or {}
         await self.send({"type": "connection_ack"})
         self.acknowledged = True
