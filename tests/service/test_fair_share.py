@@ -158,6 +158,44 @@ def test_with_redis_paused_spending_comes_from_a_counted_local_allowance(
         srv.stop()
 
 
+def test_a_client_past_its_share_gets_no_fresh_share_when_redis_stops_answering(
+    own_redis: EmbeddedRedis, simulator: Simulator, clean: Simulator
+) -> None:
+    """The local allowance started empty at an outage: a client that had just spent its minute share
+    through Redis got a whole share more from the local allowance. Shared spends are now mirrored
+    locally, so the allowance knows what the client spent of the last minute."""
+    env = server_env(
+        own_redis.url,
+        simulator,
+        upstream_budget_per_minute=60,
+        upstream_client_share_per_minute=0.1,  # 6 weighted calls a minute per client
+        upstream_budget_wait_seconds=0,
+        redis_timeout_seconds=0.2,
+    )
+    srv = Server(env)
+    assert own_redis._process is not None
+    abuser = {"x-client-id": "device-abuser"}
+
+    def current(lon: float, headers: dict[str, str]) -> dict[str, Any]:
+        return graphql(srv.url, CURRENT, {"lat": 30.0, "lon": lon}, headers=headers).json()
+
+    try:
+        fetched = [current(index * 0.5, abuser)["data"]["current"]["cached"] for index in range(6)]
+        assert fetched == [False] * 6, "its share, spent through Redis"
+        refused = current(10.0, abuser)
+        assert refused["errors"][0]["extensions"]["code"] == "RATE_LIMITED", refused
+        os.kill(own_redis._process.pid, signal.SIGSTOP)
+        before = clean.stats()["weight"]
+        during = [current(20.0 + index * 0.5, abuser) for index in range(6)]
+        assert all(body["errors"][0]["extensions"]["code"] == "RATE_LIMITED" for body in during), during
+        assert clean.stats()["weight"] == before, "nothing more spent for the client with Redis paused"
+        polite = current(40.0, {"x-client-id": "device-polite"})
+        assert polite["data"]["current"]["cached"] is False, "another client still has its share"
+    finally:
+        os.kill(own_redis._process.pid, signal.SIGCONT)
+        srv.stop()
+
+
 def counted(server: Server, name: str) -> float:
     for line in httpx.get(f"{server.url}/metrics").text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):

@@ -1,5 +1,5 @@
 """The budget's window arithmetic, in memory: what the local allowance spends by, and what the Redis
-script computes alike (tests/service/test_budget.py holds the script to the same promises)."""
+script computes alike (tests/service/test_budget_script.py holds the script to the same promises)."""
 
 from __future__ import annotations
 
@@ -70,3 +70,24 @@ def test_forgotten_payers_leave_nothing_behind() -> None:
     for payer in range(100):
         windows.forget(f"share:client:{payer}:")
     assert len(windows) == 0
+
+
+def test_what_is_mirrored_counts_and_leaves_the_window_as_it_slides() -> None:
+    """Shared spends are added to the local windows unchecked, so that an outage's allowance starts
+    from what was spent; what has left the window is dropped, so mirroring for a day holds no more
+    than a window's buckets."""
+    windows = LocalWindows()
+    for second in range(0, 86_400, 5):
+        windows.add([MINUTE], 1, second * 1000)
+    assert len(windows._buckets["minute"]) <= 14
+    refused = windows.spend([MINUTE], 600, 86_400_000)
+    assert not refused.allowed and refused.totals[0] > 0, "the allowance knows the last minute's spending"
+
+
+def test_a_day_window_starts_over_at_midnight_when_added_to() -> None:
+    day = Window("share:day", Kind.DAY, 10, DAY_MS)
+    windows = LocalWindows()
+    windows.add([day], 9, DAY_MS - 1000)
+    assert not windows.spend([day], 2, DAY_MS - 500).allowed
+    windows.add([day], 1, DAY_MS + 1000)  # the next day
+    assert windows.spend([day], 9, DAY_MS + 2000).allowed, "the new day holds only what was added today"

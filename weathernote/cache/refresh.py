@@ -241,7 +241,8 @@ class Refresher:
         try:
             await self.store.write(written)
         except CacheError:
-            log.warning("Redis unavailable: %d entries refreshed for this process only", len(written))
+            # the breaker logs the outage once; a line per fetch would flood the log while it lasts
+            log.debug("Redis unavailable: %d entries refreshed for this process only", len(written))
             self.rendezvous.announce_locally(written)
         return results
 

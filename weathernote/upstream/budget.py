@@ -193,9 +193,23 @@ class UpstreamBudget:
             if prewarm:
                 raise
             return self._spend_locally(windows, weight, now_ms, payer)
+        if result.allowed:
+            self._mirror(windows, weight, now_ms, payer)
         if self._unreported:
             await self._report(now_ms)
         return self._answer(result, windows, weight, prewarm)
+
+    def _mirror(self, windows: list[Window], weight: float, now_ms: int, payer: Payer | None) -> None:
+        """Count a shared spend in the local allowance too.
+
+        So that when Redis stops answering, this process's allowance already holds
+        what it spent of the last minute and hour (a client past its share does not
+        get a fresh share at the outage's start). The shared day is left out: the
+        local day starts from what was seen of it.
+        """
+        if payer is not None:
+            self._remember_payer(payer)
+        self._local.add([window for window in windows if window.kind is not Kind.FLOORED], weight, now_ms)
 
     def _answer(self, result: Outcome, windows: list[Window], weight: float, prewarm: bool) -> Spent:
         if result.allowed:
@@ -253,6 +267,8 @@ class UpstreamBudget:
     async def totals(self, *, prewarm: bool = False) -> list[tuple[Window, float]]:
         """Each shared window with what it holds now; CacheError when unknown."""
         now_ms = int(self.clock.now() * 1000)
+        if self._unreported:
+            await self._report(now_ms)  # Redis may answer again: the pre-warmer's next look reports it
         windows = self._windows(now_ms, prewarm=prewarm)
         result = await self._run(windows, 0, now_ms, "check")
         return list(zip(windows, result.totals))

@@ -158,15 +158,19 @@ class LocalWindows:
         for index, (window, total) in enumerate(zip(windows, totals)):
             if total + weight > window.limit:
                 return Outcome(False, index, self._retry(window, total, weight, now_ms), totals)
+        self.add(windows, weight, now_ms)
+        return Outcome(True, None, 0, [total + weight for total in totals])
+
+    def add(self, windows: list[Window], weight: float, now_ms: int) -> None:
+        """Count `weight` in every window without checking it (what was spent elsewhere, mirrored)."""
         for window in windows:
+            total = self._total(window, now_ms)  # also drops what has left the window
             if window.kind is Kind.SLIDING:
                 buckets = self._buckets.setdefault(window.key, {})
                 start = now_ms - now_ms % window.bucket_ms
                 buckets[start] = buckets.get(start, 0.0) + weight
             else:
-                day, total = self._days.get(window.key, (now_ms - now_ms % DAY_MS, 0.0))
-                self._days[window.key] = (day, total + weight)
-        return Outcome(True, None, 0, [total + weight for total in totals])
+                self._days[window.key] = (now_ms - now_ms % DAY_MS, total + weight)
 
     def forget(self, prefix: str) -> None:
         """Every window whose key starts with `prefix` (a payer not seen for a while)."""
