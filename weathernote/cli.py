@@ -65,7 +65,7 @@ class _LocalSimulator:
 
 def serve(args: argparse.Namespace) -> int:
     from weathernote.fairuse.identity import load_or_create_secret
-    from weathernote.http import server
+    from weathernote.http.serving import run
     from weathernote.redis.embedded import EmbeddedRedis
 
     settings = _settings_from(args)
@@ -92,7 +92,7 @@ def serve(args: argparse.Namespace) -> int:
             metrics_dir = Path(tempfile.mkdtemp(prefix="weathernote-metrics-"))
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         _export_environment(settings)
-        server.run(settings)
+        run(settings)
     finally:
         if embedded:
             embedded.stop()

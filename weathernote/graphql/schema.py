@@ -40,6 +40,7 @@ def build_current(cell: GridCell, reading: Reading, units: UnitSystem) -> Curren
         cached=reading.cached,
         stale=reading.stale,
         fetched_at_ms=reading.entry.fetched_at_ms,
+        next_update_ms=reading.entry.next_update_ms,
     )
 
 
@@ -64,6 +65,7 @@ def build_forecast(cell: GridCell, readings: Mapping[Part, Reading], days: int, 
         cached=all(r.cached for r in read),
         stale=any(r.stale for r in read),
         fetched_at=utc_from_ms(min(r.entry.fetched_at_ms for r in read)) if read else None,
+        next_update_at=utc_from_ms(min(r.entry.next_update_ms for r in read)) if read else None,
     )
 
 

@@ -69,10 +69,21 @@ class CurrentWeather:
     cached: bool = strawberry.field(description="Answered from the cache")
     stale: bool = strawberry.field(description="Past its freshness, served because the weather provider failed")
     fetched_at: datetime = strawberry.field(description="When the provider was asked")
+    next_update_at: datetime = strawberry.field(
+        description="When the provider can have newer values: until then, asking again answers the same"
+    )
 
     @classmethod
     def build(
-        cls, cell: GridCell, model: Current, units: UnitSystem, *, cached: bool, stale: bool, fetched_at_ms: int
+        cls,
+        cell: GridCell,
+        model: Current,
+        units: UnitSystem,
+        *,
+        cached: bool,
+        stale: bool,
+        fetched_at_ms: int,
+        next_update_ms: int,
     ) -> CurrentWeather:
         return cls(
             cell=Cell.of(cell),
@@ -93,6 +104,7 @@ class CurrentWeather:
             cached=cached,
             stale=stale,
             fetched_at=utc_from_ms(fetched_at_ms),
+            next_update_at=utc_from_ms(next_update_ms),
         )
 
 
@@ -139,6 +151,9 @@ class Forecast:
     cached: bool = strawberry.field(description="Every part read was answered from the cache")
     stale: bool = strawberry.field(description="A part read is past its freshness (provider failed)")
     fetched_at: datetime | None = strawberry.field(description="When the oldest part read was fetched")
+    next_update_at: datetime | None = strawberry.field(
+        description="When the provider can have newer values of a part read (the earliest)"
+    )
     hourly_rows: strawberry.Private[list[HourlyForecast]]
 
     @strawberry.field(description="Hourly steps from local midnight today; hours 1..24×days, default 24")

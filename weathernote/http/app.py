@@ -125,7 +125,7 @@ def create_app(settings: Settings) -> Starlette:
             return JSONResponse({"ready": True})
         return JSONResponse({"ready": False}, status_code=503)
 
-    rest = RestRoutes(services.weather, services.grid, services.admission)
+    rest = RestRoutes(services.weather, services.grid, services.admission, services.clock)
     ide_page = GRAPHIQL_DIR / "index.html"
     graphql = GraphQLEndpoint(
         schema=schema,

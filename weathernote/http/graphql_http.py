@@ -48,6 +48,7 @@ from weathernote.graphql.errors import (
     rate_limited_error,
 )
 from weathernote.http import csp
+from weathernote.http.caching import NO_STORE, Validity, entity_tag
 from weathernote.http.querystring import query_params
 from weathernote.model import Grid
 from weathernote.ops import metrics, requestlog
@@ -247,7 +248,8 @@ class Answer:
 
     status: int
     body: bytes
-    fresh_until_ms: int | None = None  # set when every entry read was a cache hit
+    validity: Validity | None = None  # set when the answer is weather read from entries, without errors
+    etag: str = ""
 
 
 class GraphQLEndpoint:
@@ -288,7 +290,8 @@ class GraphQLEndpoint:
         if request.method == "GET" and self._wants_ide(request):
             return self._ide_page()
         media = response_type(request.headers.get("accept"))
-        headers: dict[str, str] = {}
+        # a GET answer is weather an edge may keep (below), or nothing it may store
+        headers: dict[str, str] = dict(NO_STORE) if request.method == "GET" else {}
         try:
             if media is None:
                 raise RequestError(406, f"acceptable responses are {GRAPHQL_RESPONSE} and {JSON}")
@@ -299,7 +302,7 @@ class GraphQLEndpoint:
             identity = self.admission.identity(request.client.host if request.client else None, request.headers)
             cost = sum(item.cost for item in prepared)
             decision, raws = await self.admission.check(identity, cost=cost, read_keys=keys)
-            headers = self.admission.headers(decision)
+            headers.update(self.admission.headers(decision))
             if not decision.allowed:
                 return _response(429, _rate_limited_body(decision), media, headers)
             for item in prepared:  # admitted, and its document passed every check: a new APQ text is kept
@@ -312,10 +315,10 @@ class GraphQLEndpoint:
         if batched:
             return _response(200, b"[" + b",".join(a.body for a in answers) + b"]", media, headers)
         [answer] = answers
-        if request.method == "GET" and answer.fresh_until_ms is not None:
-            # every entry came from the cache: a CDN may keep this as long as they stay fresh
-            max_age = max(0, (answer.fresh_until_ms - self.clock.now_ms()) // 1000)
-            headers["Cache-Control"] = f"public, max-age={max_age}"
+        if request.method == "GET" and answer.validity is not None:
+            headers.update(answer.validity.headers(answer.etag, self.clock.now_ms(), vary="Accept"))
+            if answer.validity.unchanged_for(request.headers, answer.etag):
+                return Response(status_code=304, headers=headers)
         return _response(answer.status, answer.body, media, headers)
 
     def _ide_page(self) -> Response:
@@ -364,12 +367,10 @@ class GraphQLEndpoint:
         params, plan, bound = prepared.params, prepared.plan, prepared.bound
         variables = params.variables
         render_key = None
-        fresh_until = None
         if plan is not None and bound is not None:
-            hits = await self._prefetch(context, bound, raws)
+            versions = await self._prefetch(context, bound, raws)
             variables = bound.variables
-            if hits is not None:
-                versions, fresh_until = hits
+            if versions is not None:
                 render_key = (plan.serial, bound.key, versions, media)
                 rendered = self.renders.get(render_key)
                 if rendered is not None:
@@ -387,19 +388,25 @@ class GraphQLEndpoint:
             requestlog.note(outcome=outcome_of(result.errors))
         status, body = render(result, media)
         answer = Answer(status, kept_json(body) if render_key is not None else orjson.dumps(body))
-        if render_key is not None and bound is not None and not result.errors:
-            answer.fresh_until_ms = fresh_until
-            self.renders.put(render_key, answer, sys.getsizeof(answer.body) + len(bound.key))
+        if bound is not None and not result.errors:
+            answer.validity = Validity.of(
+                reading
+                for readings in context.prefetched.values()
+                if not isinstance(readings, Exception)
+                for reading in readings.values()
+            )
+            answer.etag = entity_tag(answer.body) if answer.validity is not None else ""
+            if render_key is not None:
+                self.renders.put(render_key, answer, sys.getsizeof(answer.body) + len(bound.key))
         return answer
 
     async def _prefetch(
         self, context: Context, bound: Bound, raws: list[bytes | None] | None
-    ) -> tuple[tuple[tuple[int, bool], ...], int] | None:
+    ) -> tuple[tuple[int, bool], ...] | None:
         """Read every entry the plan needs (or take what admission already read); when all
         came from the cache (fresh, or stale by the budget's choice), their versions and
-        staleness, and when the first of them stops being fresh."""
+        staleness."""
         versions: list[tuple[int, bool]] = []
-        fresh_until = 2**63
         all_hits = True
         offset = 0
         for cell, parts in bound.reads:
@@ -415,8 +422,7 @@ class GraphQLEndpoint:
             for reading in readings.values():
                 all_hits = all_hits and reading.cached
                 versions.append((reading.entry.fetched_at_ms, reading.stale))
-                fresh_until = min(fresh_until, reading.entry.fresh_until_ms)
-        return (tuple(versions), fresh_until) if all_hits and versions else None
+        return tuple(versions) if all_hits and versions else None
 
 
 def outcome_of(errors: list[GraphQLError]) -> str:

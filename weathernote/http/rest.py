@@ -10,8 +10,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from weathernote.cache import Reading, WeatherService
+from weathernote.clock import Clock
 from weathernote.errors import BadRequest, ShareSpent, UpstreamUnavailable
 from weathernote.fairuse import Admission
+from weathernote.http.caching import NO_STORE, Validity, entity_tag
 from weathernote.http.querystring import query_params
 from weathernote.model import FORECAST_DAYS, Cell, Current, Daily, Grid, InvalidCoordinates, Part, conditions
 from weathernote.ops import requestlog
@@ -23,7 +25,7 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Resp
 
 
 def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    return _json(status, {"error": {"code": code, "message": message}}, headers)
+    return _json(status, {"error": {"code": code, "message": message}}, {**NO_STORE, **(headers or {})})
 
 
 def _number(request: Request, name: str) -> float:
@@ -63,6 +65,7 @@ def _meta(cell: Cell, readings: list[Reading]) -> dict[str, Any]:
         "cached": all(r.cached for r in readings),
         "stale": any(r.stale for r in readings),
         "fetched_at": min(r.entry.fetched_at_ms for r in readings) / 1000,
+        "next_update_at": min(r.entry.next_update_ms for r in readings) / 1000,
     }
 
 
@@ -120,10 +123,11 @@ def forecast_body(cell: Cell, reading: Reading, days: int) -> dict[str, Any]:
 class RestRoutes:
     """GET /api/v1/weather and /api/v1/forecast, answered by the same service as GraphQL."""
 
-    def __init__(self, weather: WeatherService, grid: Grid, admission: Admission) -> None:
+    def __init__(self, weather: WeatherService, grid: Grid, admission: Admission, clock: Clock) -> None:
         self.weather_service = weather
         self.grid = grid
         self.admission = admission
+        self.clock = clock
 
     async def weather(self, request: Request) -> Response:
         return await self._answer(request, "current", Part.CURRENT)
@@ -172,5 +176,10 @@ class RestRoutes:
                 {**headers, "Retry-After": "30"},
             )
         reading = readings[part]
-        body = current_body(cell, reading) if part is Part.CURRENT else forecast_body(cell, reading, days)
-        return _json(200, body, headers)
+        body = orjson.dumps(current_body(cell, reading) if part is Part.CURRENT else forecast_body(cell, reading, days))
+        validity = Validity(reading.entry.fetched_at_ms, reading.entry.next_update_ms, reading.stale)
+        etag = entity_tag(body)
+        headers.update(validity.headers(etag, self.clock.now_ms()))
+        if validity.unchanged_for(request.headers, etag):
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type="application/json", headers=headers)

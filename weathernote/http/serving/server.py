@@ -10,7 +10,7 @@ from typing import cast
 
 import uvicorn
 
-from weathernote.http.protocol import HeaderDeadlineProtocol
+from weathernote.http.serving.protocol import HeaderDeadlineProtocol
 from weathernote.settings import Settings
 
 
