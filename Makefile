@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # deploy/nginx and fronts the local topology, chromium runs GraphiQL in a real browser
 DEBIAN_TOOLS := promtool:prometheus nginx:nginx chromium:chromium
 
-.PHONY: serve offline test lint debian-tools topology-up topology-down bench schema manifest models clean
+.PHONY: serve offline test test-fast lint debian-tools topology-up topology-down bench schema manifest models clean
 
 $(INSTALLED): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ lint: $(INSTALLED)
 
 test: $(INSTALLED) $(NODE_TESTS) $(TS_CLIENT) debian-tools lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the unit tier alone: in-process tests that start no process (tests/service and tests/system do)
+test-fast: $(INSTALLED)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 # the scale-out topology on loopback: a 3+3 Redis Cluster, three instances, nginx on :8080
 topology-up: $(INSTALLED) debian-tools

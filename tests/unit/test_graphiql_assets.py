@@ -9,7 +9,7 @@ vendored files must match their SRI hashes and VERSIONS.txt and be production
 builds, every response must carry the strict policy, and the page must point
 GraphiQL at /graphql over HTTP and at a ws:/wss: URL of the same host for
 subscriptions. A missing asset, a development build or a CDN URL creeping back
-fails here. (tests/test_graphiql_browser.py runs the page in Chromium.)
+fails here. (tests/system/test_graphiql_browser.py runs the page in Chromium.)
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from starlette.staticfiles import StaticFiles
 
 from weathernote.http import csp
 
-GRAPHIQL_DIR = Path(__file__).resolve().parents[1] / "weathernote" / "static" / "graphiql"
+GRAPHIQL_DIR = Path(__file__).resolve().parents[2] / "weathernote" / "static" / "graphiql"
 
 # The files the page must load, and the vendored ones among them (pinned by
 # SRI in index.html and by sha256 in VERSIONS.txt).

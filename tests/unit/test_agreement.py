@@ -46,7 +46,7 @@ from weathernote.model.cells import Cell, Grid, InvalidCoordinates
 from weathernote.model.entries import Entry, Part
 from weathernote.upstream.contract import parse_locations
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SDL = (ROOT / "schema.graphql").read_text()
 SCHEMA = graphql.build_schema(SDL)  # as clients see it: what documents are generated from
 GRID = Grid()

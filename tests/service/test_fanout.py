@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from tests.conftest import Server, Simulator, graphql, server_env
-from tests.test_subscriptions import PARIS, PARIS_KEY, WEATHER, refresh
+from tests.service.test_subscriptions import PARIS, PARIS_KEY, WEATHER, refresh
 from tests.wsclient import LEGACY, TRANSPORT, GraphQLSocket
 
 SHORT = "subscription($lat: Float!, $lon: Float!) { weatherUpdates(lat: $lat, lon: $lon) { fetchedAt } }"

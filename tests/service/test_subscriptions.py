@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import signal
 import socket as socket_module
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 import redis
 import websockets
 
-from tests.conftest import Server, Simulator, eventually, graphql, server_env, spell_key, wait_until
+from tests.conftest import Server, Simulator, eventually, graphql, server_env, spell_key
 from tests.wsclient import LEGACY, TRANSPORT, GraphQLSocket
 
 WEATHER = "subscription($lat: Float!, $lon: Float!) { weatherUpdates(lat: $lat, lon: $lon) { temperature cached fetchedAt cell { lat lon } } }"
@@ -344,36 +342,6 @@ async def test_shutdown_closes_sockets_with_going_away(redis_url: str, simulator
         assert srv.process.wait(20) == 0
     finally:
         srv.stop()
-
-
-def test_third_party_graphql_ws_client(server: Server, clean: Simulator, redis_client: redis.Redis) -> None:
-    node = shutil.which("node")
-    assert node, "Node.js is required for the third-party client tests"
-    clients = Path(__file__).resolve().parent / "node"
-    process = subprocess.Popen(
-        [
-            node,
-            str(clients / "subscribe.mjs"),
-            server.url.replace("http", "ws") + "/graphql",
-            WEATHER,
-            json.dumps(PARIS),
-            "2",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=clients,
-    )
-    try:
-        assert process.stdout is not None
-        first = json.loads(process.stdout.readline())
-        refresh(server, redis_client)
-        second = json.loads(process.stdout.readline())
-        assert process.wait(10) == 0, process.stderr.read() if process.stderr else ""
-    finally:
-        process.kill()
-    assert second["data"]["weatherUpdates"]["fetchedAt"] > first["data"]["weatherUpdates"]["fetchedAt"]
-    wait_until(lambda: numsub(redis_client, PARIS_CHANNEL) == 0, timeout=5)
 
 
 def _kill_subscribed_clients(redis_client: redis.Redis | redis.RedisCluster) -> int:

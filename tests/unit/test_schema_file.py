@@ -6,7 +6,7 @@ from pathlib import Path
 
 from weathernote.graphql.schema import schema
 
-SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schema.graphql"
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schema.graphql"
 
 
 def test_checked_in_schema_matches_the_code() -> None:

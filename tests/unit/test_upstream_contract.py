@@ -12,7 +12,7 @@ from weathernote.model.entries import Current, Daily, Hourly, Part
 from weathernote.upstream import request_weight
 from weathernote.upstream.contract import parse_locations, query_params
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def load(name: str) -> object:

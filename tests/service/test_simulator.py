@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import wait_until
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 DEFAULTS: dict[str, Any] = {
     "latency_ms": 0,
     "latency_jitter_ms": 0,

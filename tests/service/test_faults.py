@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from tests.conftest import Server, Simulator, graphql, server_env, wait_until
-from tests.test_economy import counted
+from tests.system.test_economy import counted
 from tests.wsclient import GraphQLSocket
 
 pytestmark = pytest.mark.topologies

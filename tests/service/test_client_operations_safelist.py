@@ -1,26 +1,24 @@
-"""The app's operations (clients/operations): valid against the schema, listed in a current manifest,
-and run by a server in safelist mode over HTTP (by hash and by text) and WebSocket; nothing else runs."""
+"""The app's operations (clients/operations): listed in a current manifest, and run by a server in safelist mode
+over HTTP (by hash and by text) and WebSocket; nothing else runs.
+
+What can be checked in process (the operations against the schema, the manifest's format and ids) is in
+tests/unit/test_client_operations.py."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from graphql import build_schema, parse, validate
 
-from tests.conftest import ROOT, Server, Simulator, graphql, server_env
+from tests.conftest import Server, Simulator, graphql, server_env
+from tests.unit.test_client_operations import MANIFEST, OPERATIONS, by_type, sha256
 from tests.wsclient import GraphQLSocket
 
-OPERATIONS = ROOT / "clients" / "operations"
-MANIFEST = OPERATIONS / "persisted-query-manifest.json"
-OPERATION_FILES = sorted(OPERATIONS.glob("*.graphql"))
 PARIS = {"lat": 48.8566, "lon": 2.3522}
 VARIABLES: dict[str, dict[str, Any]] = {
     "CurrentWeather": PARIS,
@@ -31,19 +29,6 @@ VARIABLES: dict[str, dict[str, Any]] = {
 UNLISTED = "query CurrentWeather($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { temperature } }"
 
 
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def manifest_operations() -> list[dict[str, str]]:
-    operations: list[dict[str, str]] = json.loads(MANIFEST.read_text())["operations"]
-    return operations
-
-
-def by_type(kind: str) -> list[dict[str, str]]:
-    return [operation for operation in manifest_operations() if operation["type"] == kind]
-
-
 def persisted(sha: str) -> dict[str, Any]:
     return {"persistedQuery": {"version": 1, "sha256Hash": sha}}
 
@@ -52,41 +37,12 @@ def first_error_code(body: dict[str, Any]) -> str:
     return str(body["errors"][0]["extensions"]["code"])
 
 
-def test_the_app_has_its_four_operations() -> None:
-    assert [path.stem for path in OPERATION_FILES] == [
-        "CurrentWeather",
-        "Forecast",
-        "ForecastUpdates",
-        "WeatherUpdates",
-    ]
-    assert {(op["name"], op["type"]) for op in manifest_operations()} == {
-        ("CurrentWeather", "query"),
-        ("Forecast", "query"),
-        ("WeatherUpdates", "subscription"),
-        ("ForecastUpdates", "subscription"),
-    }
-
-
-@pytest.mark.parametrize("path", OPERATION_FILES, ids=lambda path: path.stem)
-def test_every_operation_validates_against_the_schema(path: Path) -> None:
-    schema = build_schema((ROOT / "schema.graphql").read_text())
-    assert validate(schema, parse(path.read_text())) == []
-
-
 def test_the_manifest_is_current() -> None:
     """Fails when an operation file (or the schema it is checked against) changed without a rebuild."""
     result = subprocess.run(
         [sys.executable, str(OPERATIONS / "build_manifest.py"), "--check"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-
-
-def test_the_manifest_is_apollos_format_with_ids_that_hash_the_bodies() -> None:
-    manifest = json.loads(MANIFEST.read_text())
-    assert manifest["format"] == "apollo-persisted-query-manifest" and manifest["version"] == 1
-    for operation in manifest["operations"]:
-        assert set(operation) == {"id", "name", "type", "body"}
-        assert operation["id"] == sha256(operation["body"])
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,7 @@
-"""The multiplexed connection against real servers: order under concurrency, cancellation, stalls, drops, AUTH."""
+"""The multiplexed connection against real servers: order under concurrency, cancellation, stalls, drops, AUTH.
+
+Which URLs it takes is tested in process in tests/unit/test_redis_wire.py.
+"""
 
 from __future__ import annotations
 
@@ -131,10 +134,3 @@ async def test_the_gateway_reads_over_the_wire_and_reloads_forgotten_scripts(red
     assert await gateway.get_many(["weather:lat:1.0:lon:1.0", "absent"]) == [None, None]
     assert gateway.breaker.state is State.CLOSED
     await gateway.aclose()
-
-
-def test_only_tcp_urls_are_multiplexed() -> None:
-    assert MultiplexedConnection.supports("redis://127.0.0.1:6379/0")
-    assert MultiplexedConnection.supports("rediss://user:pw@localhost:6380/1?ssl_ca_certs=/ca.pem")
-    assert not MultiplexedConnection.supports("unix:///tmp/redis.sock")
-    assert not MultiplexedConnection.supports("redis://127.0.0.1:6379/0?protocol=3")

@@ -9,7 +9,7 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "weathernote"
+PACKAGE = Path(__file__).resolve().parents[2] / "weathernote"
 
 # Bottom to top: a unit may import only units of lower layers (and of its own).
 LAYERS: list[set[str]] = [

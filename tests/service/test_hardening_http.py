@@ -18,7 +18,7 @@ import pytest
 import websockets
 
 from tests.conftest import Server, Simulator, server_env, wait_until
-from tests.test_operations import scrape, value
+from tests.service.test_operations import scrape, value
 from tests.wsclient import LEGACY, GraphQLSocket
 
 WEATHER_UPDATES = "subscription { weatherUpdates(lat: 52.52, lon: 13.41) { temperature } }"
