@@ -9,7 +9,7 @@
 # stylesheet and the licences, rewrites VERSIONS.txt (sha256 of each file) and the integrity
 # attributes (sha384) in index.html. Then run:
 #
-#   .venv/bin/python -m pytest -q tests/test_graphiql_assets.py tests/test_graphiql_browser.py
+#   .venv/bin/python -m pytest -q tests/unit/test_graphiql_assets.py tests/system/test_graphiql_browser.py
 #
 # GraphiQL must stay on a version with a UMD build (graphiql 5 has none) and a production one
 # (graphiql <= 3.8.3 ships a webpack development build as graphiql.min.js: refused below).
