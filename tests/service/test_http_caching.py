@@ -18,9 +18,10 @@ def _seconds(iso: str) -> float:
 
 
 def _max_age(response: httpx.Response) -> int:
-    directives = dict(
-        (part.strip().split("=", 1) + [""])[:2] for part in response.headers["cache-control"].split(",")
-    )
+    directives = {}
+    for part in response.headers["cache-control"].split(","):
+        name, _, value = part.strip().partition("=")
+        directives[name] = value
     assert "public" in directives and directives["stale-while-revalidate"] == "60", directives
     return int(directives["max-age"])
 

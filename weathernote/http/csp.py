@@ -17,7 +17,7 @@ policy names no other origin:
   and CodeMirror set styles through the CSSOM, which a policy does not govern).
 - connect-src 'self': fetch() to /graphql and the WebSocket to ws(s)://<this host>/graphql
   for subscriptions (CSP Level 3: 'self' matches ws: and wss: of the page's own host in
-  current Chromium, Firefox and Safari; tests/test_graphiql_browser.py runs a subscription
+  current Chromium, Firefox and Safari; tests/system/test_graphiql_browser.py runs a subscription
   under it in Chromium). Naming the ws: origin outright would mean trusting the Host header.
 - img-src 'self' data: / font-src 'self' data:: GraphiQL's stylesheet embeds its fonts
   (Roboto, Fira Code) and three PNG images as data: URLs; the page's favicon is `data:,`.

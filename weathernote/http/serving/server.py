@@ -34,7 +34,7 @@ def run(settings: Settings) -> None:
         log_level=settings.log_level,
         # websockets' sans-I/O implementation: ~8 KB less per connection than its legacy one
         # (bench/subscriptions_fanout.py). wsproto saves 3 KB more but drops a socket that sends
-        # invalid UTF-8 without a close frame (tests/test_fuzz.py), so it is not used.
+        # invalid UTF-8 without a close frame (tests/system/test_fuzz.py), so it is not used.
         ws="websockets-sansio",
         # requests whose headers do not arrive in time are answered 408 and closed (slow clients)
         http=cast(type[asyncio.Protocol], protocol),

@@ -41,6 +41,8 @@ export type CurrentWeather = {
   /** Relative humidity at 2 m, % */
   humidity?: Maybe<Scalars['Float']['output']>;
   isDay?: Maybe<Scalars['Boolean']['output']>;
+  /** When the provider can have newer values: until then, asking again answers the same */
+  nextUpdateAt: Scalars['DateTime']['output'];
   /** Past 15 minutes (mm or inch) */
   precipitation?: Maybe<Scalars['Float']['output']>;
   /** Sea-level pressure, hPa */
@@ -88,6 +90,8 @@ export type Forecast = {
   fetchedAt?: Maybe<Scalars['DateTime']['output']>;
   /** Hourly steps from local midnight today; hours 1..24×days, default 24 */
   hourly: Array<HourlyForecast>;
+  /** When the provider can have newer values of a part read (the earliest) */
+  nextUpdateAt?: Maybe<Scalars['DateTime']['output']>;
   /** A part read is past its freshness (provider failed) */
   stale: Scalars['Boolean']['output'];
   /** IANA zone (or GMT offset) of the local times */
