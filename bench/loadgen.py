@@ -5,7 +5,8 @@ sends the next, for `duration` seconds after `warmup`. With `--rate`, the load i
 open: the clients together send `rate` requests a second on a fixed schedule, and
 each latency counts from the moment its request was due (a server that falls
 behind is charged for the wait, no coordinated omission). With `--requests FILE`
-(one JSON object a line: `{"url": ..., "body": ...}`, no body for a GET) the
+(one JSON object a line: `{"url": ..., "body": ..., "headers": {...}}`, no body for a GET,
+headers added to the `--header`s) the
 clients cycle through those requests instead of repeating one, and `--total N`
 ends the run after N answers. Prints one JSON line: requests, errors, seconds,
 rps and latency percentiles in milliseconds.
@@ -34,16 +35,21 @@ def build_request(url: str, body: bytes | None, headers: dict[str, str]) -> byte
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
 
 
-async def read_response(reader: asyncio.StreamReader) -> int:
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """The status, and whether the server closes the connection after it (nginx does every
+    `keepalive_requests` answers)."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
     length = 0
+    closes = False
     for line in head.split(b"\r\n"):
         if line[:15].lower() == b"content-length:":
             length = int(line[15:])
+        elif line.lower() == b"connection: close":
+            closes = True
     if length:
         await reader.readexactly(length)
-    return status
+    return status, closes
 
 
 @dataclass
@@ -77,7 +83,10 @@ async def client(
                 return
             writer.write(run.requests[sent % len(run.requests)])
             sent += 1
-            status = await read_response(reader)
+            status, closes = await read_response(reader)
+            if closes:
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
             if started >= run.record_from:
                 if status == 200:
                     run.latencies.append(time.perf_counter() - started)
@@ -90,7 +99,7 @@ async def client(
 async def load(
     urls: list[str],
     bodies: list[bytes | None],
-    headers: dict[str, str],
+    headers: list[dict[str, str]],
     connections: int,
     duration: float,
     warmup: float,
@@ -100,7 +109,7 @@ async def load(
     parts = urlsplit(urls[0])
     now = time.perf_counter()
     run = Run(
-        [build_request(url, body, headers) for url, body in zip(urls, bodies, strict=True)],
+        [build_request(*request) for request in zip(urls, bodies, headers, strict=True)],
         stop_at=now + warmup + duration,
         record_from=now + warmup,
         total=total,
@@ -159,11 +168,10 @@ def main() -> None:
             items = [json.loads(line) for line in lines if line.strip()]
         urls = [item["url"] for item in items]
         bodies = [item["body"].encode() if item.get("body") is not None else None for item in items]
+        each = [headers | item.get("headers", {}) for item in items]
     else:
-        urls, bodies = [args.url], [args.body.encode() if args.body is not None else None]
-    result = uvloop.run(
-        load(urls, bodies, headers, args.connections, args.duration, args.warmup, args.rate, args.total)
-    )
+        urls, bodies, each = [args.url], [args.body.encode() if args.body is not None else None], [headers]
+    result = uvloop.run(load(urls, bodies, each, args.connections, args.duration, args.warmup, args.rate, args.total))
     print(json.dumps(result))
 
 

@@ -91,6 +91,8 @@ def test_what_is_not_weather_is_not_stored(server: Server, clean: Simulator) -> 
     assert "cache-control" not in post.headers and "etag" not in post.headers, "POST answers carry no validators"
     rest_bad = httpx.get(f"{server.url}/api/v1/weather", params={"lat": "x", "lon": 0})
     assert rest_bad.status_code == 400 and rest_bad.headers["cache-control"] == "no-store"
+    for probe in ("health", "ready"):
+        assert httpx.get(f"{server.url}/{probe}").headers["cache-control"] == "no-store", probe
 
 
 def test_rest_answers_are_cacheable_and_revalidated(server: Server, clean: Simulator) -> None:

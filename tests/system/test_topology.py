@@ -8,6 +8,8 @@ client stands for many users; the limits have tests of their own).
 
 - a subscriber connected through nginx receives the refreshes caused by misses on the
   other instances (asked on their own ports);
+- nginx as the edge: a repeated GET is answered from its cache (the instances never see it), a
+  conditional one is a 304, an error is never kept;
 - the benchmark's small version: subscribers spread over the instances by nginx, every
   refresh reaches every one;
 - SIGKILL the instance holding a subscriber's socket under load: nobody sees a 5xx or a
@@ -301,6 +303,42 @@ def test_nginx_forwards_the_client_address_and_the_instances_believe_it(topo: An
     other = remaining("198.51.100.8")
     assert second < first, "the same client, counted twice"
     assert other > second, "another address, counted apart"
+
+
+def origin_requests(topo: Any) -> float:
+    """HTTP requests the instances counted, summed (WebSocket operations apart)."""
+    total = 0.0
+    for url in topo.instance_urls:
+        for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+            if line.startswith("weathernote_requests_total{") and 'transport="ws"' not in line:
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_nginx_as_the_edge_answers_a_repeated_get_itself_until_the_next_update(topo: Any) -> None:
+    """The instances' Cache-Control, ETag and Last-Modified are what nginx's proxy_cache follows: the
+    second GET of a cell is a HIT the instances never see, a conditional GET is a 304 from the
+    edge, and an error (no-store) is never kept."""
+    params = {"query": LOAD_QUERY, "variables": '{"lat": 45.94, "lon": 4.94}'}
+    first = httpx.get(f"{topo.url}/graphql", params=params, timeout=10)
+    assert first.status_code == 200 and first.json()["data"]["current"]["temperature"] is not None, first.text
+    assert first.headers["X-Cache-Status"] == "MISS"
+    assert "max-age=" in first.headers["Cache-Control"] and "ETag" in first.headers
+    before = origin_requests(topo)
+    second = httpx.get(f"{topo.url}/graphql", params=params, timeout=10)
+    assert second.headers["X-Cache-Status"] == "HIT"
+    assert second.content == first.content and second.headers["ETag"] == first.headers["ETag"]
+    unchanged = httpx.get(
+        f"{topo.url}/graphql", params=params, headers={"If-None-Match": first.headers["ETag"]}, timeout=10
+    )
+    assert unchanged.status_code == 304 and unchanged.content == b""
+    assert origin_requests(topo) == before, "the edge asked an instance for what it keeps"
+
+    refused = {"query": LOAD_QUERY, "variables": '{"lat": 95, "lon": 4.94}'}
+    for _ in range(2):
+        error = httpx.get(f"{topo.url}/graphql", params=refused, timeout=10)
+        assert error.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", error.text
+        assert error.headers["Cache-Control"] == "no-store" and error.headers["X-Cache-Status"] == "MISS"
 
 
 async def test_subscribers_spread_by_nginx_receive_every_refresh(topo: Any) -> None:

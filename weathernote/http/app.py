@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from weathernote.graphql import Operations, PayloadRenderer, build_root, schema
 from weathernote.graphql.documents import DocumentLimits, Planner
 from weathernote.http import csp, lifecycle
+from weathernote.http.caching import NO_STORE
 from weathernote.http.graphql_http import GraphQLEndpoint
 from weathernote.http.observability import RequestObservability, metrics_endpoint
 from weathernote.http.rest import RestRoutes
@@ -117,13 +118,14 @@ def create_app(settings: Settings) -> Starlette:
                 "redis": "ok" if redis_ok else "down",
                 "upstream": upstream,
                 "breaker": services.redis.breaker.state.value,
-            }
+            },
+            headers=NO_STORE,
         )
 
     async def ready(request: Request) -> Response:
         if services.ready:
-            return JSONResponse({"ready": True})
-        return JSONResponse({"ready": False}, status_code=503)
+            return JSONResponse({"ready": True}, headers=NO_STORE)
+        return JSONResponse({"ready": False}, status_code=503, headers=NO_STORE)
 
     rest = RestRoutes(services.weather, services.grid, services.admission, services.clock)
     ide_page = GRAPHIQL_DIR / "index.html"

@@ -4,6 +4,7 @@ the command that runs it in the state directory's prefix."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from importlib import resources
@@ -22,9 +23,9 @@ def nginx_binary() -> str:
 
 
 def write_config(prefix: Path, listen: int, instance_ports: list[int]) -> None:
-    """A fresh prefix (`logs/`, `temp/`) with `nginx.conf` for these instances, listening on `listen`."""
+    """A fresh prefix (`logs/`, `temp/`, the edge's `cache/`) with `nginx.conf` for these instances, listening on `listen`."""
     shutil.rmtree(prefix, ignore_errors=True)
-    for sub in ("logs", "temp"):
+    for sub in ("logs", "temp", "cache"):
         (prefix / sub).mkdir(parents=True)
     (prefix / "nginx.conf").write_text(render_config(listen, instance_ports))
 
@@ -37,11 +38,17 @@ def render_config(listen: int, instance_ports: list[int]) -> str:
         f"        location = /_instances/{index + 1}/{path} {{\n"
         f"            proxy_pass http://{HOST}:{port}/{path};\n"
         f'            proxy_set_header Connection "";\n'
+        f"            proxy_cache off;\n"
         f"        }}"
         for index, port in enumerate(instance_ports)
         for path in ("ready", "health")
     )
-    values = {"@LISTEN@": str(listen), "@UPSTREAM_SERVERS@": servers, "@INSTANCE_ROUTES@": routes}
+    values = {
+        "@LISTEN@": str(listen),
+        "@UPSTREAM_SERVERS@": servers,
+        "@INSTANCE_ROUTES@": routes,
+        "@WORKER_USER@": "user root;" if os.geteuid() == 0 else "",
+    }
     lines = TEMPLATE.read_text().splitlines()
     for placeholder, value in values.items():
         # placeholders are replaced outside comments only (the header names them)
