@@ -19,7 +19,7 @@ from weathernote.cache import EntryMemo, EntryStore, Freshness, Refresher, Spend
 from weathernote.clock import Clock
 from weathernote.demand import Demand, Usage
 from weathernote.errors import CacheError, ConfigurationError
-from weathernote.fairuse import Admission, Identifier, Identity, RateLimiter
+from weathernote.fairuse import Admission, Identifier, Identity, Pacer, RateLimiter
 from weathernote.graphql import Context
 from weathernote.graphql.documents import PersistedQueries, load_manifest
 from weathernote.live import EntryChannels, LiveWeather
@@ -64,6 +64,7 @@ class Services:
                 period_seconds=settings.rate_limit_period_seconds,
             ),
             self.usage,
+            Pacer(settings.connection_start_rate_per_second, settings.connection_start_burst),
         )
         safelist = load_manifest(settings.graphql_safelist) if settings.graphql_safelist else None
         self.persisted = PersistedQueries(self.redis, safelist)

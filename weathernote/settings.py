@@ -156,6 +156,10 @@ class Settings(BaseSettings):
         256, ge=1, description="WebSocket connections per address (IPv6: per prefix) and process"
     )
     ws_init_timeout_seconds: float = Field(10, gt=0, description="WebSocket connection_init deadline")
+    connection_start_rate_per_second: float = Field(
+        300, gt=0, description="WebSocket connection_inits a process admits a second (beyond: 4429 with a retry hint)"
+    )
+    connection_start_burst: int = Field(300, ge=1, description="connection_inits a process admits at once")
     ws_keepalive_seconds: float = Field(15, gt=0, description="WebSocket keep-alive ping period")
     ws_max_subscriptions: int = Field(100, ge=1, description="operations per WebSocket connection")
     ws_max_message_bytes: int = Field(64 * 1024, ge=1024, description="largest WebSocket message accepted")

@@ -7,16 +7,26 @@ from collections.abc import Mapping, Sequence
 from weathernote.demand import Usage
 from weathernote.fairuse.identity import Identifier, Identity
 from weathernote.fairuse.limiter import Decision, RateLimiter
+from weathernote.fairuse.pacer import Pacer
 from weathernote.ops import metrics, requestlog
 
 
 class Admission:
     """The one gate every way in passes: identity, then the limits, counted as usage."""
 
-    def __init__(self, identifier: Identifier, limiter: RateLimiter, usage: Usage) -> None:
+    def __init__(self, identifier: Identifier, limiter: RateLimiter, usage: Usage, starts: Pacer) -> None:
         self.identifier = identifier
         self.limiter = limiter
         self.usage = usage
+        self.starts = starts
+
+    def pace_start(self, transport: str) -> float:
+        """A streaming connection's start (a WebSocket `connection_init`): 0.0 to go on, else the
+        seconds after which to try again (this process admits starts at a steady rate)."""
+        wait = self.starts.admit()
+        if wait:
+            metrics.RATE_LIMITED.labels(transport, "starts").inc()
+        return wait
 
     def identity(self, peer: str | None, headers: Mapping[str, str]) -> Identity:
         """Who asks: the peer's address (or the one a trusted proxy forwarded) and the client id, hashed."""

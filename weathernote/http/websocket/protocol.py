@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,11 @@ class Limits:
     max_operations: int = 100
     max_connections: int = 16384  # per process
     max_connections_per_address: int = 256  # per address (IPv6: per prefix) and process
+
+
+def retry_reason(seconds: float) -> str:
+    """The close reason of a start refused for now: machine-readable, well under the 123-byte limit."""
+    return orjson.dumps({"code": "RATE_LIMITED", "retryAfter": math.ceil(seconds * 10) / 10}).decode()
 
 
 class ProtocolError(BadRequest):
@@ -182,6 +188,10 @@ class Connection:
         if self.init_received:
             raise ProtocolError(4429, "too many initialisation requests")
         self.init_received = True
+        wait = self.admission.pace_start("ws")
+        if wait:
+            # a reconnect storm: come back later (the reason carries when), rather than slow everyone
+            raise ProtocolError(4429, retry_reason(wait))
         payload = message.get("payload")
         if payload is not None and not isinstance(payload, dict):
             raise ProtocolError(4400, "connection_init payload must be an object")
