@@ -142,6 +142,10 @@ class Services:
             batch_size=settings.prewarm_batch_size,
             watched_share=settings.prewarm_watched_share,
         )
+        # a box's cells are charged one read each: no box may hold more than a client may read in a period
+        self.area_max_cells = min(
+            settings.area_max_cells, settings.rate_limit_per_minute, settings.effective_ip_rate_limit
+        )
         self._readiness: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -176,7 +180,22 @@ class Services:
     def context(self, connection: HTTPConnection, identity: Identity) -> Context:
         """What one operation's resolvers may use."""
         payer = Payer(identity.client, identity.address)
-        return Context(service=self.weather, grid=self.grid, live=self.live, request=connection, payer=payer)
+        admission = self.admission
+        transport = "ws" if connection.scope.get("type") == "websocket" else "http"
+
+        async def charge(cost: int) -> int:
+            decision, _ = await admission.check(identity, cost=cost, transport=transport)
+            return 0 if decision.allowed else decision.retry_after_seconds
+
+        return Context(
+            service=self.weather,
+            grid=self.grid,
+            live=self.live,
+            request=connection,
+            payer=payer,
+            area_max_cells=self.area_max_cells,
+            charge=charge,
+        )
 
     async def redis_alive(self) -> bool:
         """A health check is also the breaker's probe, so recovery needs no user traffic."""

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     forecast_ttl_seconds: float = Field(600, gt=0, description="forecast entry TTL")
     stale_seconds: float = Field(86400, ge=0, description="how long past its TTL an entry may be served as stale")
     grid_step: float = Field(0.1, gt=0, le=1, description="cell size in degrees")
+    area_max_cells: int = Field(
+        100,
+        ge=1,
+        le=1000,
+        description="the most cells one currentArea or weatherUpdatesInArea box may hold (its misses: one upstream request)",
+    )
     rate_limit_per_minute: int = Field(60, ge=1, description="per-client requests per minute")
     ip_rate_limit_per_minute: int | None = Field(
         None, ge=1, description="per-address requests per minute (default 4x the client limit)"

@@ -3,9 +3,11 @@
 `WeatherService.read` answers a cell's parts from Redis (`EntryStore`), decoded
 once per process (`EntryMemo`); misses go to the `Refresher` (one upstream call
 per cell across instances, within budget and breaker) unless the `SpendPolicy`
-lets older data stand in. `Freshness` says how long an entry lives.
+lets older data stand in. `Freshness` says how long an entry lives. `read_area` reads many cells'
+current weather at once: hits in one round trip, misses in one upstream request.
 """
 
+from weathernote.cache.area import read_area
 from weathernote.cache.freshness import Freshness
 from weathernote.cache.memo import EntryMemo
 from weathernote.cache.refresh import Refresher, Rendezvous
@@ -22,4 +24,5 @@ __all__ = [
     "Rendezvous",
     "SpendPolicy",
     "WeatherService",
+    "read_area",
 ]

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from weathernote.breaker import CircuitBreaker
@@ -24,7 +24,7 @@ from weathernote.cache.store import EntryStore
 from weathernote.clock import Clock
 from weathernote.demand import Usage
 from weathernote.errors import CacheError, SkipCause, UpstreamFailed, UpstreamSkipped
-from weathernote.model import Cell, Entry, Part
+from weathernote.model import Cell, Entry, Model, Part
 from weathernote.redis import AnyPipeline, RedisGateway
 from weathernote.upstream import OpenMeteoClient, Payer, UpstreamBudget, request_weight
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
-class _ShareRefused(UpstreamSkipped):
+class ShareRefused(UpstreamSkipped):
     """A refresh refused because its payer spent its share: the payer's problem, not its flight's joiners'."""
 
     def __init__(self, reason: str, retry_after: float | None, payer: Payer | None) -> None:
@@ -49,6 +49,40 @@ class Rendezvous(Protocol):
 
     def announce_locally(self, entries: list[Entry]) -> None:
         """Entries Redis could not announce, handed to this instance's subscribers."""
+
+
+class Flights:
+    """This process's refreshes under way, by (cell, part): a reader of one that is under way joins it."""
+
+    def __init__(self) -> None:
+        self._futures: dict[tuple[str, Part], asyncio.Future[Entry]] = {}
+
+    def open(self, cells: Sequence[Cell], part: Part) -> tuple[dict[str, asyncio.Future[Entry]], list[Cell]]:
+        """Each cell's refresh of `part`: joined where one is under way, else opened (the cells
+        returned, whose refresh the caller must `settle`)."""
+        loop = asyncio.get_running_loop()
+        futures: dict[str, asyncio.Future[Entry]] = {}
+        opened = []
+        for cell in cells:
+            flight = self._futures.get((cell.label, part))
+            if flight is None:
+                flight = self._futures[(cell.label, part)] = loop.create_future()
+                flight.add_done_callback(_retrieve_exception)
+                opened.append(cell)
+            futures[cell.label] = flight
+        return futures, opened
+
+    def settle(self, cells: Sequence[Cell], part: Part, results: Mapping[str, Entry | BaseException]) -> None:
+        """The refreshes `open` opened, done: each one's joiners get its entry or its error."""
+        for cell in cells:
+            future = self._futures.pop((cell.label, part))
+            result = results.get(cell.label)
+            if future.done():
+                continue
+            if isinstance(result, Entry):
+                future.set_result(result)
+            else:
+                future.set_exception(result or UpstreamSkipped("refresh abandoned", SkipCause.BREAKER))
 
 
 class Refresher:
@@ -81,7 +115,7 @@ class Refresher:
         self.clock = clock
         self.lock_seconds = lock_seconds
         self.healthy: bool | None = None  # outcome of the last upstream call
-        self._flights: dict[tuple[str, Part], asyncio.Future[Entry]] = {}
+        self.flights = Flights()
         self._release = redis.script(_RELEASE)
 
     async def refresh(self, cell: Cell, parts: Collection[Part], payer: Payer | None = None) -> dict[Part, Entry]:
@@ -92,7 +126,7 @@ class Refresher:
         """
         try:
             return await self._join(cell, parts, payer)
-        except _ShareRefused as exc:
+        except ShareRefused as exc:
             if exc.payer == payer:
                 raise
             return await self._join(cell, parts, payer)
@@ -100,15 +134,10 @@ class Refresher:
     async def _join(self, cell: Cell, parts: Collection[Part], payer: Payer | None) -> dict[Part, Entry]:
         futures: dict[Part, asyncio.Future[Entry]] = {}
         to_fetch: list[Part] = []
-        loop = asyncio.get_running_loop()
         for part in parts:
-            flight = self._flights.get((cell.label, part))
-            if flight is None:
-                flight = loop.create_future()
-                flight.add_done_callback(_retrieve_exception)
-                self._flights[(cell.label, part)] = flight
-                to_fetch.append(part)
-            futures[part] = flight
+            joined, opened = self.flights.open([cell], part)
+            futures[part] = joined[cell.label]
+            to_fetch += [part] if opened else []
         if to_fetch:
             # A task of its own: a cancelled first caller must not cancel the others' fetch.
             task = asyncio.create_task(self._resolve_flights(cell, to_fetch, payer))
@@ -118,19 +147,17 @@ class Refresher:
 
     async def _resolve_flights(self, cell: Cell, parts: list[Part], payer: Payer | None) -> None:
         try:
-            entries = await self._refresh_across_instances(cell, parts, payer)
+            entries: Mapping[Part, Entry | BaseException] = await self._refresh_across_instances(cell, parts, payer)
         except BaseException as exc:
-            for part in parts:
-                future = self._flights.pop((cell.label, part))
-                if not future.done():
-                    future.set_exception(exc)
+            entries = dict.fromkeys(parts, exc)
             raise
-        for part in parts:
-            self._flights.pop((cell.label, part)).set_result(entries[part])
+        finally:
+            for part in parts:
+                self.flights.settle([cell], part, {cell.label: entries[part]})
 
     async def _refresh_across_instances(self, cell: Cell, parts: list[Part], payer: Payer | None) -> dict[Part, Entry]:
         token = secrets.token_hex(8)
-        won = set(await self._lock([(cell, part) for part in parts], token))
+        won = set(await self.lock([(cell, part) for part in parts], token))
         mine = [part for part in parts if (cell, part) in won]
         theirs = [part for part in parts if (cell, part) not in won]
         entries: dict[Part, Entry] = {}
@@ -148,7 +175,7 @@ class Refresher:
                 [fetched] = await self.fetch([(cell, mine)], prewarm=False, payer=payer)
                 entries.update(fetched)
         finally:
-            await self._unlock([(cell, part) for cell, part in won], token)
+            await self.unlock([(cell, part) for cell, part in won], token)
         return entries
 
     async def refresh_batch(self, cells: Sequence[Cell], parts: Collection[Part]) -> list[Cell]:
@@ -159,19 +186,19 @@ class Refresher:
         Returns the cells refreshed.
         """
         token = secrets.token_hex(8)
-        won = await self._lock([(cell, part) for cell in cells for part in parts], token)
+        won = await self.lock([(cell, part) for cell in cells for part in parts], token)
         held = set(won)
         mine = [cell for cell in cells if all((cell, part) in held for part in parts)]
         fetching = set(mine)
-        await self._unlock([entry for entry in won if entry[0] not in fetching], token)
+        await self.unlock([entry for entry in won if entry[0] not in fetching], token)
         try:
             if mine:
                 await self.fetch([(cell, parts) for cell in mine], prewarm=True)
         finally:
-            await self._unlock([entry for entry in won if entry[0] in fetching], token)
+            await self.unlock([entry for entry in won if entry[0] in fetching], token)
         return mine
 
-    async def _lock(self, entries: list[tuple[Cell, Part]], token: str) -> list[tuple[Cell, Part]]:
+    async def lock(self, entries: list[tuple[Cell, Part]], token: str) -> list[tuple[Cell, Part]]:
         """The entries whose refresh lock we won (all of them when Redis cannot say)."""
         expiry = self.clock.real_ms(self.lock_seconds * 1000)
         keys = self.redis.keys
@@ -186,7 +213,7 @@ class Refresher:
             return entries  # no one to share with: refresh it all here
         return [entry for entry, ok in zip(entries, won) if ok is True]
 
-    async def _unlock(self, entries: list[tuple[Cell, Part]], token: str) -> None:
+    async def unlock(self, entries: list[tuple[Cell, Part]], token: str) -> None:
         if not entries:
             return
         keys = self.redis.keys
@@ -205,9 +232,34 @@ class Refresher:
         within budget (and `payer`'s share) and breaker; store and announce the entries."""
         parts = list(requests[0][1])
         cells = [cell for cell, _ in requests]
+        weight = await self._spend(request_weight(len(cells), parts), prewarm, payer)
+        try:
+            models = await self.upstream.fetch(cells, parts)
+        except UpstreamFailed:
+            self._failed()
+            raise
+        return await self._keep(cells, parts, models, weight)
+
+    async def fetch_each(
+        self, cells: Sequence[Cell], parts: Collection[Part], *, payer: Payer | None = None
+    ) -> list[dict[Part, Entry] | UpstreamFailed]:
+        """`fetch` of `parts` for `cells`, location by location: a location the upstream answered
+        wrongly is an UpstreamFailed in its place (nothing of it stored), the others are kept."""
+        parts = list(parts)
+        weight = await self._spend(request_weight(len(cells), parts), False, payer)
+        try:
+            answers = await self.upstream.fetch_each(cells, parts)
+        except UpstreamFailed:
+            self._failed()
+            raise
+        good = [(cell, answer) for cell, answer in zip(cells, answers) if not isinstance(answer, UpstreamFailed)]
+        kept = iter(await self._keep([cell for cell, _ in good], parts, [answer for _, answer in good], weight))
+        return [answer if isinstance(answer, UpstreamFailed) else next(kept) for answer in answers]
+
+    async def _spend(self, weight: float, prewarm: bool, payer: Payer | None) -> float:
+        """Draw a call's weight from the budget (and `payer`'s share), past the breaker; else UpstreamSkipped."""
         if not self.breaker.allow():
             raise UpstreamSkipped("upstream circuit breaker open", SkipCause.BREAKER)
-        weight = request_weight(len(cells), parts)
         try:
             spent = await self.budget.spend(weight, prewarm=prewarm, payer=payer)
         except BaseException:
@@ -216,14 +268,18 @@ class Refresher:
         if not spent.allowed:
             self.breaker.abandon()
             if spent.scope in ("client", "address"):
-                raise _ShareRefused(f"the {spent.scope}'s share of the budget is spent", spent.retry_after, payer)
+                raise ShareRefused(f"the {spent.scope}'s share of the budget is spent", spent.retry_after, payer)
             raise UpstreamSkipped("upstream budget spent", SkipCause.BUDGET, spent.retry_after)
-        try:
-            models = await self.upstream.fetch(cells, parts)
-        except UpstreamFailed:
-            self.healthy = False
-            self.breaker.failure()
-            raise
+        return weight
+
+    def _failed(self) -> None:
+        self.healthy = False
+        self.breaker.failure()
+
+    async def _keep(
+        self, cells: Sequence[Cell], parts: Sequence[Part], models: Sequence[Mapping[Part, Model]], weight: float
+    ) -> list[dict[Part, Entry]]:
+        """The upstream answered: entries made of its models, stored and announced."""
         self.healthy = True
         self.breaker.success()
         fetched_at = self.clock.now_ms()

@@ -125,7 +125,7 @@ class WeatherService:
             entry = self.memo.checked(part, cell, raw)
             if entry is not None and entry.is_fresh(now):
                 readings[part] = Reading(entry, cached=True, stale=False)
-                self._maybe_refresh_early(entry, now)
+                self.maybe_refresh_early(entry, now)
         missing = [part for part in wanted if part not in readings]
         for part in wanted:
             self.requested.read(part, cell)
@@ -219,7 +219,7 @@ class WeatherService:
                 await self.clock.sleep(wait)
                 waited += wait
 
-    def _maybe_refresh_early(self, entry: Entry, now: int) -> None:
+    def maybe_refresh_early(self, entry: Entry, now: int) -> None:
         """XFetch: the closer to expiry, the likelier a hit triggers a background refresh."""
         remaining = entry.fresh_until_ms - now
         if remaining > _XFETCH_DELTA_MS * _XFETCH_BETA * 20:

@@ -57,6 +57,15 @@ class WatchedCells:
         if new:
             await self._register(new)
 
+    async def watch_cells(self, cells: Iterable[Cell], parts: Iterable[Part], watcher: str) -> None:
+        """`watch` of many cells (a map's box), registered in one round trip."""
+        parts = tuple(parts)
+        members = [_watcher_member(part, cell, watcher) for cell in cells for part in parts]
+        new = [member for member in members if not self._local[member]]
+        self._local.update(members)
+        if new:
+            await self._register(new)
+
     def unwatch(self, cell: Cell, parts: Iterable[Part], watcher: str) -> None:
         """One watch of these parts ended; the registration ages out once no local watch renews it."""
         for part in parts:

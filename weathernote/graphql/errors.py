@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 from graphql import GraphQLError
 
+from weathernote.errors import ShareSpent, UpstreamError
 from weathernote.ops import requestlog
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,21 @@ def share_spent(retry_after: float) -> GraphQLError:
         f"This client has used its share of the weather provider's budget; retry in {seconds} s.",
         extensions={"code": RATE_LIMITED, "retryAfter": seconds},
     )
+
+
+def reads_refused(cells: int, retry_after: int) -> GraphQLError:
+    """A box whose reads (one a cell) are more than what is left of its client's limits."""
+    return GraphQLError(
+        f"This box reads {cells} cells, more than this client may read now; retry in {retry_after} s.",
+        extensions={"code": RATE_LIMITED, "retryAfter": retry_after},
+    )
+
+
+def cell_error(error: UpstreamError, lat: float, lon: float) -> GraphQLError:
+    """One cell of a box that has nothing to show: the field's error, naming the cell."""
+    coded_error = share_spent(error.retry_after) if isinstance(error, ShareSpent) else upstream_unavailable()
+    coded_error.extensions = {**(coded_error.extensions or {}), "cell": {"lat": lat, "lon": lon}}
+    return coded_error
 
 
 def coded(error: GraphQLError, code: str) -> GraphQLError:

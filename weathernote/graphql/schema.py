@@ -12,8 +12,9 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext, Info
 
 from weathernote.cache.service import Reading
+from weathernote.errors import UpstreamError
 from weathernote.graphql.context import Context, check_days
-from weathernote.graphql.errors import mask_internal
+from weathernote.graphql.errors import cell_error, mask_internal
 from weathernote.graphql.extensions import schema_extensions
 from weathernote.graphql.selection import forecast_parts
 from weathernote.graphql.types import (
@@ -42,6 +43,20 @@ def build_current(cell: GridCell, reading: Reading, units: UnitSystem) -> Curren
         fetched_at_ms=reading.entry.fetched_at_ms,
         next_update_ms=reading.entry.next_update_ms,
     )
+
+
+def build_area_cell(cell: GridCell, answer: Reading | UpstreamError, units: UnitSystem) -> Any:
+    """A box's cell: its current weather, or the error that stands in its place (naming the cell)."""
+    if isinstance(answer, Reading):
+        return build_current(cell, answer, units)
+    return cell_error(answer, cell.lat, cell.lon)
+
+
+_AREA = (
+    "every cell whose centre lies in the box (edges included), south to north and west to east; "
+    "west <= east (a box does not cross the antimeridian: ask for west..180 and -180..east); at most "
+    "WEATHERNOTE_AREA_MAX_CELLS cells (100 by default), each charged as one read"
+)
 
 
 def build_forecast(cell: GridCell, readings: Mapping[Part, Reading], days: int, units: UnitSystem) -> Forecast:
@@ -119,6 +134,23 @@ class Query:
         readings = await info.context.read(request.cell, request.parts)
         return build_forecast(request.cell, readings, request.days, request.units)
 
+    @strawberry.field(
+        description=f"Current weather of {_AREA}; a cell with nothing to show is null, its error naming it"
+    )
+    async def current_area(
+        self,
+        info: Info[Context, None],
+        south: float,
+        west: float,
+        north: float,
+        east: float,
+        units: Units | None = UnitSystem.METRIC,
+    ) -> list[CurrentWeather | None]:
+        cells = await info.context.area(south, west, north, east)
+        answers = await info.context.read_area(cells)
+        units = units or UnitSystem.METRIC
+        return [build_area_cell(cell, answer, units) for cell, answer in zip(cells, answers)]
+
 
 @strawberry.type
 class Subscription:
@@ -135,6 +167,24 @@ class Subscription:
         cell = info.context.cell(lat, lon)
         async for readings in info.context.updates(cell, frozenset({Part.CURRENT})):
             yield build_current(cell, readings[Part.CURRENT], units or UnitSystem.METRIC)
+
+    @strawberry.subscription(
+        description=f"Current weather of {_AREA}: each cell's value now, then each cell's every refresh, "
+        "one cell a payload (an error payload names a cell with nothing to show yet)"
+    )
+    async def weather_updates_in_area(
+        self,
+        info: Info[Context, None],
+        south: float,
+        west: float,
+        north: float,
+        east: float,
+        units: Units | None = UnitSystem.METRIC,
+    ) -> AsyncGenerator[CurrentWeather, None]:
+        cells = await info.context.area(south, west, north, east)
+        units = units or UnitSystem.METRIC
+        async for cell, answer in info.context.area_updates(cells):
+            yield build_area_cell(cell, answer, units)
 
     @strawberry.subscription(description="The forecast at a point now, then at every refresh")
     async def forecast_updates(

@@ -8,11 +8,12 @@ watched cells and a dead instance's watches age out on their own.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from weathernote.cache import Reading, WeatherService
+from weathernote.cache import Reading, WeatherService, read_area
 from weathernote.demand import WatchedCells
+from weathernote.errors import UpstreamError
 from weathernote.live.channels import EntryChannels
 from weathernote.live.hub import Wakeup
 from weathernote.model import Cell, Entry, Part
@@ -131,6 +132,88 @@ class Updates:
             await self._wakeup.wait()
 
 
+class AreaUpdates:
+    """Watches of a box's cells for a task that waits on them: each cell's reading now, then each
+    cell's every newer refresh, one (cell, reading) at a time.
+
+    Use as `async with live.area_updates(cells, payer) as updates: async for cell, reading in updates`.
+    One watch per cell (the hub keeps one subscription per channel per process, shared with every
+    other watcher of the cell), and the payer's client registered as watching every cell (one round
+    trip): the pre-warmer counts a watched box as that many watched cells. The first readings come
+    from one area read (hits in one round trip, misses in one upstream request); a cell with nothing
+    to show yields its failure (ShareSpent, UpstreamUnavailable) and later its first refresh. A cell
+    refreshed several times before the task takes it yields its latest once.
+    """
+
+    __slots__ = ("_changed", "_wakeup", "live", "payer", "watches")
+
+    def __init__(self, live: LiveWeather, cells: Sequence[Cell], payer: Payer) -> None:
+        self.live = live
+        self.payer = payer
+        self._wakeup = Wakeup()
+        self._changed: dict[str, None] = {}  # cells refreshed and not yet yielded, in the order they landed
+        self.watches = {cell.label: Watch(live, cell, (Part.CURRENT,), self._noticer(cell.label)) for cell in cells}
+
+    def _noticer(self, label: str) -> Callable[[], None]:
+        def notice() -> None:
+            self._changed[label] = None
+            self._wakeup.set()
+
+        return notice
+
+    async def __aenter__(self) -> AreaUpdates:
+        opened = []
+        try:
+            for watch in self.watches.values():
+                await watch.open()
+                opened.append(watch)
+        except BaseException:
+            for watch in opened:
+                await watch.close()
+            raise
+        cells = [watch.cell for watch in self.watches.values()]
+        try:
+            await self.live.watched.watch_cells(cells, (Part.CURRENT,), self.payer.client)
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for watch in self.watches.values():
+            self.live.unregister(watch.cell, watch.parts, self.payer.client)
+        await self._close()
+
+    async def _close(self) -> None:
+        for watch in self.watches.values():
+            await watch.close()
+
+    async def __aiter__(self) -> AsyncIterator[tuple[Cell, Reading | UpstreamError]]:
+        cells = [watch.cell for watch in self.watches.values()]
+        # after `open`: a refresh landing in between is not lost
+        first = await read_area(self.live.service, cells, self.payer)
+        sent: dict[str, int] = {}
+        for watch, answer in zip(self.watches.values(), first):
+            if isinstance(answer, Reading):
+                watch.merge({Part.CURRENT: answer})
+            reading = watch.readings.get(Part.CURRENT)
+            if reading is None:
+                yield watch.cell, answer
+            else:
+                sent[watch.cell.label] = reading.entry.fetched_at_ms
+                yield watch.cell, reading
+        while True:
+            while self._changed:
+                label = next(iter(self._changed))
+                del self._changed[label]
+                watch = self.watches[label]
+                reading = watch.readings[Part.CURRENT]
+                if sent.get(label) != reading.entry.fetched_at_ms:  # what was already yielded yields nothing
+                    sent[label] = reading.entry.fetched_at_ms
+                    yield watch.cell, reading
+            await self._wakeup.wait()
+
+
 class LiveWeather:
     """Watches of cells fed by the entry channels, and who watches them."""
 
@@ -144,6 +227,9 @@ class LiveWeather:
 
     def updates(self, cell: Cell, parts: Collection[Part], payer: Payer) -> Updates:
         return Updates(self, cell, parts, payer)
+
+    def area_updates(self, cells: Sequence[Cell], payer: Payer) -> AreaUpdates:
+        return AreaUpdates(self, cells, payer)
 
     async def register(self, cell: Cell, parts: Collection[Part], watcher: str) -> None:
         """`watcher` watches these parts of `cell` here: the pre-warmer counts it (until `unregister`)."""

@@ -3,7 +3,7 @@
 Plain values with no I/O: every other package builds on these.
 """
 
-from weathernote.model.cells import Cell, Grid, InvalidCoordinates
+from weathernote.model.cells import Cell, Grid, InvalidBox, InvalidCoordinates
 from weathernote.model.entries import FORECAST_DAYS, Current, Daily, Entry, Hourly, Model, Part
 from weathernote.model.units import Units
 
@@ -15,6 +15,7 @@ __all__ = [
     "Entry",
     "Grid",
     "Hourly",
+    "InvalidBox",
     "InvalidCoordinates",
     "Model",
     "Part",

@@ -18,6 +18,10 @@ class InvalidCoordinates(InvalidInput):
     """A latitude or longitude that is not a finite number in range."""
 
 
+class InvalidBox(InvalidCoordinates):
+    """A box whose edges are out of order (or cross the antimeridian), or that holds too many cells."""
+
+
 @dataclass(frozen=True, slots=True)
 class Cell:
     """The centre of one grid cell; `lat`/`lon` are already rounded."""
@@ -52,6 +56,52 @@ class Grid:
         _, lat, _, lon = label.split(":")
         return self.cell(float(lat), float(lon))
 
+    def cells_in(self, south: float, west: float, north: float, east: float, *, max_cells: int) -> list[Cell]:
+        """Every cell whose centre lies in the box, edges included: south to north, west to east in each row.
+
+        Centres are whole multiples of the step, found in exact decimals (the edges as
+        written, so 40.1 is the edge 40.1, not 40.09999…). A box never crosses the
+        antimeridian (west <= east; ask for west..180 and -180..east instead); the centres
+        at 180 and -180 are one cell. Raises InvalidBox past `max_cells` cells.
+        """
+        for name, value, bound in (
+            ("south", south, 90.0),
+            ("north", north, 90.0),
+            ("west", west, 180.0),
+            ("east", east, 180.0),
+        ):
+            _check(name, value, bound)
+        if south > north:
+            raise InvalidBox(f"south must not exceed north, got south {south:g} > north {north:g}")
+        if west > east:
+            raise InvalidBox(
+                f"west must not exceed east, got west {west:g} > east {east:g}: a box does not cross the "
+                "antimeridian (ask for west..180 and -180..east)"
+            )
+        rows = self._indices(south, north)
+        columns = self._indices(west, east)
+        if len(rows) * (len(columns) - 1) > max_cells:  # too many even if one column is the antimeridian's twin
+            raise InvalidBox(self._too_many(len(rows) * len(columns), max_cells))
+        cells: dict[str, Cell] = {}
+        for row in rows:
+            for column in columns:
+                cell = self.cell(self._centre(row), self._centre(column))
+                cells.setdefault(cell.label, cell)
+        if len(cells) > max_cells:
+            raise InvalidBox(self._too_many(len(cells), max_cells))
+        return list(cells.values())
+
+    def _indices(self, low: float, high: float) -> range:
+        """The multiples of the step within [low, high], as whole numbers of steps."""
+        step = Decimal(str(self.step))
+        return range(math.ceil(Decimal(repr(float(low))) / step), math.floor(Decimal(repr(float(high))) / step) + 1)
+
+    def _centre(self, index: int) -> float:
+        return float(index * Decimal(str(self.step)))
+
+    def _too_many(self, count: int, max_cells: int) -> str:
+        return f"the box holds {count} cells of {self.step:g} degrees; at most {max_cells} cells may be asked at once"
+
     def _snap(self, value: float) -> float:
         return round(value / self.step) * self.step
 
@@ -72,9 +122,13 @@ class Grid:
 
 def validate(lat: float, lon: float) -> None:
     for name, value, bound in (("lat", lat, 90.0), ("lon", lon, 180.0)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InvalidCoordinates(f"{name} must be a number")
-        if not math.isfinite(value):
-            raise InvalidCoordinates(f"{name} must be a finite number")
-        if not -bound <= value <= bound:
-            raise InvalidCoordinates(f"{name} must be between -{bound:g} and {bound:g}, got {value:g}")
+        _check(name, value, bound)
+
+
+def _check(name: str, value: float, bound: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidCoordinates(f"{name} must be a number")
+    if not math.isfinite(value):
+        raise InvalidCoordinates(f"{name} must be a finite number")
+    if not -bound <= value <= bound:
+        raise InvalidCoordinates(f"{name} must be between -{bound:g} and {bound:g}, got {value:g}")

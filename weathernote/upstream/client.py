@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Collection, Sequence
+from typing import Any
 
 import httpx
 import orjson
@@ -12,8 +14,10 @@ from weathernote.errors import ContractError, FailureCause, UpstreamFailed
 from weathernote.model.cells import Cell
 from weathernote.model.entries import Model, Part
 from weathernote.ops import metrics
-from weathernote.upstream.contract import forecast_days, parse_locations, query_params, request_weight
+from weathernote.upstream.contract import forecast_days, parse_each, parse_locations, query_params, request_weight
 from weathernote.upstream.health import UpstreamHealth, connection_symptom
+
+log = logging.getLogger(__name__)
 
 # Beyond this many locations the coordinate lists go in a POST body, as
 # Open-Meteo advises for long location lists (URLs over 3500 chars are refused).
@@ -75,7 +79,47 @@ class OpenMeteoClient:
         return max(self.max_body_bytes, self.max_body_bytes_per_location * locations)
 
     async def fetch(self, cells: Sequence[Cell], parts: Collection[Part]) -> list[dict[Part, Model]]:
-        """Fetch `parts` for every cell in one upstream request, in the order given."""
+        """Fetch `parts` for every cell in one upstream request, in the order given (any flaw fails it all)."""
+        body = await self._request(cells, parts)
+        try:
+            locations = parse_locations(body, len(cells), parts, days=forecast_days(parts))
+        except ContractError as exc:
+            raise self._malformed(str(exc)) from exc
+        self._succeeded(len(cells), parts)
+        return locations
+
+    async def fetch_each(
+        self, cells: Sequence[Cell], parts: Collection[Part]
+    ) -> list[dict[Part, Model] | UpstreamFailed]:
+        """`fetch`, location by location: a location whose answer is flawed is an UpstreamFailed in its
+        place, and the others stand. An answer of the wrong shape, or flawed everywhere, fails it all."""
+        body = await self._request(cells, parts)
+        try:
+            parsed = parse_each(body, len(cells), parts, days=forecast_days(parts))
+        except ContractError as exc:
+            raise self._malformed(str(exc)) from exc
+        flawed = [result for result in parsed if isinstance(result, ContractError)]
+        if len(flawed) == len(parsed):
+            raise self._malformed(str(flawed[0]))
+        self._succeeded(len(cells), parts)
+        if flawed:
+            log.warning(
+                "malformed answer for %d of %d locations (the others kept): %s", len(flawed), len(parsed), flawed[0]
+            )
+        return [
+            UpstreamFailed(f"malformed answer: {result}", FailureCause.MALFORMED, status=200)
+            if isinstance(result, ContractError)
+            else result
+            for result in parsed
+        ]
+
+    def _succeeded(self, locations: int, parts: Collection[Part]) -> None:
+        metrics.UPSTREAM_CALLS.labels("ok").inc()
+        metrics.UPSTREAM_WEIGHT.inc(request_weight(locations, parts))
+        self.health.succeeded()
+
+    async def _request(self, cells: Sequence[Cell], parts: Collection[Part]) -> Any:
+        """One request for `parts` of `cells`: its decoded 200 body; any other outcome an UpstreamFailed."""
         if not cells or not parts:
             raise ValueError("fetch needs at least one cell and one part")
         params = query_params(parts)
@@ -99,13 +143,9 @@ class OpenMeteoClient:
             metrics.UPSTREAM_WEIGHT.inc()
             raise self._failed(UpstreamFailed(_error_reason(status, content), cause, status=status), f"HTTP {status}")
         try:
-            locations = parse_locations(orjson.loads(content), len(cells), parts, days=forecast_days(parts))
-        except (orjson.JSONDecodeError, ContractError) as exc:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
             raise self._malformed(str(exc)) from exc
-        metrics.UPSTREAM_CALLS.labels("ok").inc()
-        metrics.UPSTREAM_WEIGHT.inc(request_weight(len(cells), parts))
-        self.health.succeeded()
-        return locations
 
     async def _exchange(self, params: dict[str, str], locations: int) -> tuple[int, bytes]:
         """One request: its status and body, the body read no further than its cap."""

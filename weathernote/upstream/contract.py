@@ -159,6 +159,28 @@ def parse_locations(
     return [_parse_location(obj, index, wanted, days) for index, obj in enumerate(objects)]
 
 
+def parse_each(
+    body: Any, count: int, parts: Iterable[Part], *, days: int = FORECAST_DAYS
+) -> list[dict[Part, Model] | ContractError]:
+    """`parse_locations`, location by location: a flawed location is its own ContractError, in its place.
+
+    The answer's shape (an array of `count` locations, or one object for one) must
+    hold, else ContractError; each location is then validated whole on its own, so a
+    bad one spoils nothing of the others.
+    """
+    objects = [body] if count == 1 and isinstance(body, dict) else body
+    if not isinstance(objects, list) or len(objects) != count:
+        raise ContractError(f"expected {count} location(s)")
+    wanted = tuple(parts)
+    parsed: list[dict[Part, Model] | ContractError] = []
+    for index, obj in enumerate(objects):
+        try:
+            parsed.append(_parse_location(obj, index, wanted, days))
+        except ContractError as exc:
+            parsed.append(exc)
+    return parsed
+
+
 def _parse_location(obj: Any, index: int, parts: tuple[Part, ...], days: int) -> dict[Part, Model]:
     try:
         if not isinstance(obj, dict):

@@ -58,6 +58,11 @@ _ROOT_FIELDS = {
 }
 
 
+# root fields over a box of cells: charged one read here (without their variables), the rest of
+# their cells by their resolver (graphql.context.Context.area), and run by the ordinary path
+AREA_FIELDS = frozenset({"currentArea", "weatherUpdatesInArea"})
+
+
 @dataclass(frozen=True, slots=True)
 class RootRead:
     """One root field of a plan: where its coordinates come from and the parts it reads."""
@@ -208,11 +213,15 @@ def plan_operation(document: DocumentNode, operation: OperationDefinitionNode) -
 
 def read_cost(document: DocumentNode, operation: OperationDefinitionNode) -> int:
     """What admission charges an operation the planner could not bind: an upper bound of the entries
-    its root fields read (aliases and fragments counted, @skip and @include not trusted)."""
+    its root fields read (aliases and fragments counted, @skip and @include not trusted); a box one,
+    its resolver charging its other cells once it knows them."""
     fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
     reads_current = {**_ROOT_FIELDS[OperationType.QUERY], **_ROOT_FIELDS[OperationType.SUBSCRIPTION]}
     cost = 0
     for field in _root_fields(operation.selection_set, fragments, set()):
+        if field.name.value in AREA_FIELDS:
+            cost += 1
+            continue
         current = reads_current.get(field.name.value)
         if current is None:
             continue  # introspection, __typename: nothing read
