@@ -132,18 +132,37 @@ async def watch(
             delay = policy.backoff(retries) if restart.delay is None else restart.delay
             reason = restart.reason
         except ConnectionClosed as closed:
-            if closed.rcvd is not None and closed.rcvd.code in FATAL_CLOSE_CODES:
+            hint = _start_refused(closed)
+            if hint is not None:  # a reconnect storm: the server says when to come back
+                delay = policy.after(hint)
+                reason = "the server paces connection starts"
+            elif closed.rcvd is not None and closed.rcvd.code in FATAL_CLOSE_CODES:
                 raise WeatherNoteClientError(
                     f"the server closed the connection: {closed.rcvd.code} {closed.rcvd.reason}"
                 ) from None
-            delay = policy.backoff(retries)
-            reason = f"connection closed ({closed.rcvd.code if closed.rcvd else 'no close frame'})"
+            else:
+                delay = policy.backoff(retries)
+                reason = f"connection closed ({closed.rcvd.code if closed.rcvd else 'no close frame'})"
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             delay = policy.backoff(retries)
             reason = f"cannot connect ({exc or type(exc).__name__})"
         log.info("%s: %s; subscribing again in %.1f s", url, reason, delay)
         retries += 1
         await asyncio.sleep(delay)
+
+
+def _start_refused(closed: ConnectionClosed) -> float | None:
+    """The seconds a 4429 close asks to wait when it paces starts (its reason `{"retryAfter": s}`);
+    None for any other close (a 4429 for a second connection_init stays fatal)."""
+    if closed.rcvd is None or closed.rcvd.code != 4429:
+        return None
+    try:
+        retry_after = json.loads(closed.rcvd.reason)["retryAfter"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if isinstance(retry_after, bool) or not isinstance(retry_after, int | float) or not 0 <= retry_after <= 3600:
+        return None
+    return float(retry_after)
 
 
 class _Session:

@@ -26,6 +26,11 @@ class RetryPolicy:
         if self.attempts < 1 or self.base_delay < 0 or self.max_delay < self.base_delay or self.max_retry_after < 0:
             raise ValueError("RetryPolicy needs attempts >= 1 and 0 <= base_delay <= max_delay, max_retry_after >= 0")
 
+    def after(self, retry_after: float) -> float:
+        """Seconds to wait when the server said `retry_after`: that, plus up to a fifth more at random,
+        so that clients told the same moment spread out."""
+        return retry_after * random.uniform(1.0, 1.2)
+
     def backoff(self, retry: int) -> float:
         """Seconds before retry number `retry` (0 for the first): half of the exponential step, plus up
         to as much again at random, so that clients dropped together do not come back together."""
