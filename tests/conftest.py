@@ -92,6 +92,7 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "max_concurrent": 0,
     "clock_speed": 1.0,
     "corrupt": None,
+    "corrupt_location": None,
     "body_padding_bytes": 0,
     "trickle_bytes_per_second": 0,
 }

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "clock_speed": 1.0,
     "seed": 0,
     "corrupt": None,
+    "corrupt_location": None,
     "body_padding_bytes": 0,
     "trickle_bytes_per_second": 0.0,
 }
@@ -615,6 +616,8 @@ def test_config_endpoint_rejects_bad_knobs_atomically(sim: httpx.Client) -> None
         {"latency_ms": 1, "max_concurrent": -1},
         {"seed": "x"},
         {"corrupt": "everything"},
+        {"corrupt_location": -1},
+        {"corrupt_location": "1"},
         {"body_padding_bytes": -1},
         {"body_padding_bytes": 1.5},
         {"trickle_bytes_per_second": -1},
@@ -659,6 +662,21 @@ def test_corrupt_answers_are_well_formed_json_with_wrong_contents(sim: httpx.Cli
     assert [location["current"]["temperature_2m"] for location in several] == [None, None]
     # faults, not data: charged one call each like the other faults
     assert stats(sim)["served"] == 1
+
+
+def test_corrupt_location_spoils_one_location_of_a_multi_location_answer(sim: httpx.Client) -> None:
+    configure(sim, clock_speed=0)
+    good = sim.get("/v1/forecast", params=MULTI_QUERY).json()
+    configure(sim, clock_speed=0, corrupt="nulls", corrupt_location=1)
+    several = sim.get("/v1/forecast", params=MULTI_QUERY).json()
+    assert several[0] == {**good[0], "generationtime_ms": several[0]["generationtime_ms"]}
+    assert (
+        several[1]["current"]["temperature_2m"] is None and several[1]["current"]["time"] == good[1]["current"]["time"]
+    )
+    # an answer like any other (two locations served), not a fault
+    assert stats(sim)["served"] == 2 and stats(sim)["locations"] == 4
+    configure(sim, clock_speed=0, corrupt="nulls", corrupt_location=5)  # no such location: nothing spoilt
+    assert sim.get("/v1/forecast", params=MULTI_QUERY).json()[1]["current"] == good[1]["current"]
 
 
 def test_padded_answer_is_the_real_one_followed_by_whitespace(sim: httpx.Client) -> None:

@@ -3,7 +3,7 @@
 A forecast request goes through, in order: the per-client concurrency limit,
 the configured latency, a forced status, the rate-limit windows, parameter
 validation, fault injection, and finally the deterministic weather answer
-(made wrong by the `corrupt` knob), delivered at once, padded to a huge size
+(made wrong by the `corrupt` knob: all of it, or only the location `corrupt_location` names), delivered at once, padded to a huge size
 or trickled (the `body_padding_bytes` and `trickle_bytes_per_second` knobs).
 """
 
@@ -109,11 +109,14 @@ class Simulator:
             self.rate_limiter.charge(client, now, 1)
             return await self._fault(query, now, model)
         body = await asyncio.to_thread(render_forecast, query, now, model)
-        if config.corrupt is not None:
+        if config.corrupt is not None and config.corrupt_location is None:
             # a fault like the others: charged one call, not counted as data served
             self.rate_limiter.charge(client, now, 1)
             body = corrupt(body, config.corrupt)
         else:
+            if config.corrupt is not None:
+                # one wrong location among right ones: an answer like any other, charged whole
+                body = corrupt(body, config.corrupt, only=config.corrupt_location)
             charged_at = self.clock.now()
             self.rate_limiter.charge(client, charged_at, query.weight)
             self.stats.served_data(len(query.locations), query.weight, charged_at)

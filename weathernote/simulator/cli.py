@@ -24,6 +24,7 @@ _HELP = {
     "clock_speed": "simulated seconds per real second",
     "seed": "seed of the weather and of fault/jitter draws",
     "corrupt": "answer 200 with a well-formed but wrong body: " + ", ".join(CORRUPTIONS),
+    "corrupt_location": "with --corrupt, make only this location (its index, from 0) of an answer wrong",
     "body_padding_bytes": "follow each answer with this many bytes of JSON whitespace (a huge body)",
     "trickle_bytes_per_second": "send answers at this many bytes a second (0 = at once)",
 }
@@ -33,6 +34,7 @@ _TYPES: dict[str, type] = {
     "seed": int,
     "body_padding_bytes": int,
     "corrupt": str,
+    "corrupt_location": int,
 }
 
 

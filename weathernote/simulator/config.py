@@ -24,6 +24,7 @@ class SimulatorConfig:
     clock_speed: float = 1.0
     seed: int = 0
     corrupt: str | None = None
+    corrupt_location: int | None = None
     body_padding_bytes: int = 0
     trickle_bytes_per_second: float = 0.0
 
@@ -54,6 +55,10 @@ def _checked(name: str, value: Any) -> Any:
     if name in ("max_concurrent", "body_padding_bytes"):
         if not (_is_int(value) and value >= 0):
             raise ValueError(f"'{name}' must be a non-negative integer")
+        return value
+    if name == "corrupt_location":
+        if value is not None and not (_is_int(value) and value >= 0):
+            raise ValueError("'corrupt_location' must be null or a location's index (0, 1, …)")
         return value
     if name == "corrupt":
         if value is not None and value not in CORRUPTIONS:

@@ -7,6 +7,9 @@ that checks the contents (not just the syntax) notices:
 - `nulls`: every value is null, only the times are left;
 - `lengths`: every hourly and daily column is one value shorter than its `time`;
 - `horizon`: hourly and daily cover one day less than the request asked for.
+
+With `corrupt_location` only that location of a multi-location answer is made wrong
+(the others are right): a client must refuse that one and keep the others.
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _KEEP = ("time", "interval")  # what `nulls` leaves as it is
 
 
-def corrupt(body: bytes, kind: str) -> bytes:
-    """`body`, a rendered answer for one or several locations, made wrong in the way `kind` names."""
+def corrupt(body: bytes, kind: str, only: int | None = None) -> bytes:
+    """`body`, a rendered answer for one or several locations, made wrong in the way `kind` names:
+    every location, or `only` the one of that index (in request order; none if there is no such one)."""
     document = orjson.loads(body)
-    for location in document if isinstance(document, list) else [document]:
+    for index, location in enumerate(document if isinstance(document, list) else [document]):
+        if only is not None and index != only:
+            continue
         for name in ("current", "hourly", "daily"):
             section = location.get(name)
             if section is not None:
