@@ -25,6 +25,8 @@ VARIABLES: dict[str, dict[str, Any]] = {
     "Forecast": {**PARIS, "days": 3, "hours": 30},
     "WeatherUpdates": {**PARIS, "units": "IMPERIAL"},
     "ForecastUpdates": {**PARIS, "days": 2, "hours": 6},
+    "CurrentArea": {"south": 48.8, "west": 2.3, "north": 48.9, "east": 2.4},
+    "WeatherUpdatesInArea": {"south": 48.9, "west": 2.3, "north": 48.9, "east": 2.4, "units": "IMPERIAL"},
 }
 UNLISTED = "query CurrentWeather($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { temperature } }"
 
@@ -58,6 +60,11 @@ def check_query_data(name: str, data: dict[str, Any]) -> None:
         current = data["current"]
         assert current["cell"] == {"lat": 48.9, "lon": 2.4}
         assert isinstance(current["temperature"], float) and current["condition"]["description"]
+    elif name == "CurrentArea":
+        area = data["currentArea"]
+        assert [item["cell"] for item in area] == [
+            {"lat": lat, "lon": lon} for lat in (48.8, 48.9) for lon in (2.3, 2.4)
+        ]
     else:
         forecast = data["forecast"]
         assert forecast["days"] == 3 and len(forecast["daily"]) == 3 and len(forecast["hourly"]) == 30
@@ -112,6 +119,9 @@ async def test_every_subscription_runs_in_safelist_mode(
     data = message["payload"]["data"]
     if operation["name"] == "WeatherUpdates":
         assert data["weatherUpdates"]["units"] == "IMPERIAL" and data["weatherUpdates"]["fetchedAt"]
+    elif operation["name"] == "WeatherUpdatesInArea":
+        update = data["weatherUpdatesInArea"]  # the box's first cell
+        assert update["cell"] == {"lat": 48.9, "lon": 2.3} and update["units"] == "IMPERIAL"
     else:
         updates = data["forecastUpdates"]
         assert len(updates["daily"]) == 2 and len(updates["hourly"]) == 6

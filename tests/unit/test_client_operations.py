@@ -1,4 +1,4 @@
-"""The app's operations (clients/operations), read in process: the four of them, valid against the schema,
+"""The app's operations (clients/operations), read in process: the six of them, valid against the schema,
 listed in a manifest of Apollo's format whose ids hash the bodies.
 
 That the manifest is current (its builder's --check) and that a server in safelist mode runs these
@@ -33,17 +33,21 @@ def by_type(kind: str) -> list[dict[str, str]]:
     return [operation for operation in manifest_operations() if operation["type"] == kind]
 
 
-def test_the_app_has_its_four_operations() -> None:
+def test_the_app_has_its_six_operations() -> None:
     assert [path.stem for path in OPERATION_FILES] == [
+        "CurrentArea",
         "CurrentWeather",
         "Forecast",
         "ForecastUpdates",
         "WeatherUpdates",
+        "WeatherUpdatesInArea",
     ]
     assert {(op["name"], op["type"]) for op in manifest_operations()} == {
+        ("CurrentArea", "query"),
         ("CurrentWeather", "query"),
         ("Forecast", "query"),
         ("WeatherUpdates", "subscription"),
+        ("WeatherUpdatesInArea", "subscription"),
         ("ForecastUpdates", "subscription"),
     }
 

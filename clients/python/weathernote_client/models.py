@@ -67,7 +67,7 @@ class Condition:
 class CurrentWeather:
     """Conditions now, at a 15-minute step
 
-    Selected as Query.current, Subscription.weatherUpdates.
+    Selected as Query.currentArea, Query.current, Subscription.weatherUpdates, Subscription.weatherUpdatesInArea.
     """
 
     cell: Cell

@@ -6,6 +6,7 @@ import { test } from "node:test";
 
 import {
   BadUserInputError,
+  CurrentAreaDocument,
   CurrentWeatherDocument,
   ForecastDocument,
   ForecastUpdatesDocument,
@@ -16,6 +17,7 @@ import {
   WeatherNoteClient,
   WeatherNoteError,
   WeatherUpdatesDocument,
+  WeatherUpdatesInAreaDocument,
   operationText,
   sha256Hex,
   type CurrentWeather,
@@ -57,7 +59,14 @@ test("the bodies sent are clients/operations' persisted-query manifest, hash for
   const manifest = JSON.parse(await readFile(new URL("../../operations/persisted-query-manifest.json", import.meta.url), "utf8")) as {
     operations: { id: string; name: string; body: string }[];
   };
-  const documents = { CurrentWeather: CurrentWeatherDocument, Forecast: ForecastDocument, WeatherUpdates: WeatherUpdatesDocument, ForecastUpdates: ForecastUpdatesDocument };
+  const documents = {
+    CurrentArea: CurrentAreaDocument,
+    CurrentWeather: CurrentWeatherDocument,
+    Forecast: ForecastDocument,
+    WeatherUpdates: WeatherUpdatesDocument,
+    WeatherUpdatesInArea: WeatherUpdatesInAreaDocument,
+    ForecastUpdates: ForecastUpdatesDocument,
+  };
   assert.deepEqual(manifest.operations.map((o) => o.name).sort(), Object.keys(documents).sort());
   for (const entry of manifest.operations) {
     const text = operationText(documents[entry.name as keyof typeof documents]);

@@ -6,6 +6,17 @@ export type Incremental<T> = T | { [P in keyof T]?: P extends ' $fragmentName' |
 import type * as Types from './schema.js';
 
 import type { DocumentTypeDecoration } from '@graphql-typed-document-node/core';
+export type CurrentAreaQueryVariables = Exact<{
+  south: number;
+  west: number;
+  north: number;
+  east: number;
+  units?: Types.Units | null | undefined;
+}>;
+
+
+export type CurrentAreaQuery = { currentArea: Array<{ time: string, temperature: number | null, apparentTemperature: number | null, humidity: number | null, precipitation: number | null, weatherCode: number | null, cloudCover: number | null, pressure: number | null, windSpeed: number | null, windDirection: number | null, windGusts: number | null, isDay: boolean | null, units: Types.Units, cached: boolean, stale: boolean, fetchedAt: string, cell: { lat: number, lon: number }, condition: { code: number | null, description: string } } | null> };
+
 export type CurrentWeatherQueryVariables = Exact<{
   lat: number;
   lon: number;
@@ -46,6 +57,17 @@ export type WeatherUpdatesSubscriptionVariables = Exact<{
 
 export type WeatherUpdatesSubscription = { weatherUpdates: { time: string, temperature: number | null, apparentTemperature: number | null, humidity: number | null, precipitation: number | null, weatherCode: number | null, cloudCover: number | null, pressure: number | null, windSpeed: number | null, windDirection: number | null, windGusts: number | null, isDay: boolean | null, units: Types.Units, cached: boolean, stale: boolean, fetchedAt: string, cell: { lat: number, lon: number }, condition: { code: number | null, description: string } } };
 
+export type WeatherUpdatesInAreaSubscriptionVariables = Exact<{
+  south: number;
+  west: number;
+  north: number;
+  east: number;
+  units?: Types.Units | null | undefined;
+}>;
+
+
+export type WeatherUpdatesInAreaSubscription = { weatherUpdatesInArea: { time: string, temperature: number | null, apparentTemperature: number | null, humidity: number | null, precipitation: number | null, weatherCode: number | null, cloudCover: number | null, pressure: number | null, windSpeed: number | null, windDirection: number | null, windGusts: number | null, isDay: boolean | null, units: Types.Units, cached: boolean, stale: boolean, fetchedAt: string, cell: { lat: number, lon: number }, condition: { code: number | null, description: string } } };
+
 export class TypedDocumentString<TResult, TVariables>
   extends String
   implements DocumentTypeDecoration<TResult, TVariables>
@@ -65,6 +87,42 @@ export class TypedDocumentString<TResult, TVariables>
   }
 }
 
+export const CurrentAreaDocument = new TypedDocumentString(`
+    query CurrentArea($south: Float!, $west: Float!, $north: Float!, $east: Float!, $units: Units = METRIC) {
+  currentArea(
+    south: $south
+    west: $west
+    north: $north
+    east: $east
+    units: $units
+  ) {
+    cell {
+      lat
+      lon
+    }
+    time
+    temperature
+    apparentTemperature
+    humidity
+    precipitation
+    weatherCode
+    condition {
+      code
+      description
+    }
+    cloudCover
+    pressure
+    windSpeed
+    windDirection
+    windGusts
+    isDay
+    units
+    cached
+    stale
+    fetchedAt
+  }
+}
+    `) as unknown as TypedDocumentString<CurrentAreaQuery, CurrentAreaQueryVariables>;
 export const CurrentWeatherDocument = new TypedDocumentString(`
     query CurrentWeather($lat: Float!, $lon: Float!, $units: Units = METRIC) {
   current(lat: $lat, lon: $lon, units: $units) {
@@ -203,3 +261,39 @@ export const WeatherUpdatesDocument = new TypedDocumentString(`
   }
 }
     `) as unknown as TypedDocumentString<WeatherUpdatesSubscription, WeatherUpdatesSubscriptionVariables>;
+export const WeatherUpdatesInAreaDocument = new TypedDocumentString(`
+    subscription WeatherUpdatesInArea($south: Float!, $west: Float!, $north: Float!, $east: Float!, $units: Units = METRIC) {
+  weatherUpdatesInArea(
+    south: $south
+    west: $west
+    north: $north
+    east: $east
+    units: $units
+  ) {
+    cell {
+      lat
+      lon
+    }
+    time
+    temperature
+    apparentTemperature
+    humidity
+    precipitation
+    weatherCode
+    condition {
+      code
+      description
+    }
+    cloudCover
+    pressure
+    windSpeed
+    windDirection
+    windGusts
+    isDay
+    units
+    cached
+    stale
+    fetchedAt
+  }
+}
+    `) as unknown as TypedDocumentString<WeatherUpdatesInAreaSubscription, WeatherUpdatesInAreaSubscriptionVariables>;

@@ -117,6 +117,8 @@ export type HourlyForecast = {
 export type Query = {
   /** Current weather at a point (rounded to its grid cell) */
   current: CurrentWeather;
+  /** Current weather of every cell whose centre lies in the box (edges included), south to north and west to east; west <= east (a box does not cross the antimeridian: ask for west..180 and -180..east); at most WEATHERNOTE_AREA_MAX_CELLS cells (100 by default), each charged as one read; a cell with nothing to show is null, its error naming it */
+  currentArea: Array<Maybe<CurrentWeather>>;
   /** Forecast at a point for 1..16 days */
   forecast: Forecast;
 };
@@ -126,6 +128,15 @@ export type QueryCurrentArgs = {
   lat: Scalars['Float']['input'];
   lon: Scalars['Float']['input'];
   units?: InputMaybe<Units>;
+};
+
+
+export type QueryCurrentAreaArgs = {
+  east: Scalars['Float']['input'];
+  north: Scalars['Float']['input'];
+  south: Scalars['Float']['input'];
+  units?: InputMaybe<Units>;
+  west: Scalars['Float']['input'];
 };
 
 
@@ -141,6 +152,8 @@ export type Subscription = {
   forecastUpdates: Forecast;
   /** Current weather at a point now, then at every refresh of its cell */
   weatherUpdates: CurrentWeather;
+  /** Current weather of every cell whose centre lies in the box (edges included), south to north and west to east; west <= east (a box does not cross the antimeridian: ask for west..180 and -180..east); at most WEATHERNOTE_AREA_MAX_CELLS cells (100 by default), each charged as one read: each cell's value now, then each cell's every refresh, one cell a payload (an error payload names a cell with nothing to show yet) */
+  weatherUpdatesInArea: CurrentWeather;
 };
 
 
@@ -156,6 +169,15 @@ export type SubscriptionWeatherUpdatesArgs = {
   lat: Scalars['Float']['input'];
   lon: Scalars['Float']['input'];
   units?: InputMaybe<Units>;
+};
+
+
+export type SubscriptionWeatherUpdatesInAreaArgs = {
+  east: Scalars['Float']['input'];
+  north: Scalars['Float']['input'];
+  south: Scalars['Float']['input'];
+  units?: InputMaybe<Units>;
+  west: Scalars['Float']['input'];
 };
 
 /** Unit system of the values */
