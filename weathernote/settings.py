@@ -169,6 +169,19 @@ class Settings(BaseSettings):
     ws_keepalive_seconds: float = Field(15, gt=0, description="WebSocket keep-alive ping period")
     ws_max_subscriptions: int = Field(100, ge=1, description="operations per WebSocket connection")
     ws_max_message_bytes: int = Field(64 * 1024, ge=1024, description="largest WebSocket message accepted")
+    sse_max_streams: int = Field(16384, ge=1, description="open GraphQL-over-SSE event streams per process")
+    sse_max_streams_per_address: int = Field(
+        256, ge=1, description="open GraphQL-over-SSE event streams per address (IPv6: per prefix) and process"
+    )
+    sse_keepalive_seconds: float = Field(12, gt=0, description="GraphQL-over-SSE keep-alive comment period")
+    sse_max_operations: int = Field(100, ge=1, description="operations per single-connection SSE stream")
+    sse_max_reservations: int = Field(16384, ge=1, description="single-connection SSE reservations per process")
+    sse_max_reservations_per_address: int = Field(
+        16, ge=1, description="single-connection SSE reservations per address (IPv6: per prefix) and process"
+    )
+    sse_reservation_ttl_seconds: float = Field(
+        30, gt=0, description="how long a single-connection SSE reservation waits for its stream"
+    )
     drain_seconds: float = Field(
         0, ge=0, description="after SIGTERM, seconds not ready but still serving, for the load balancer"
     )

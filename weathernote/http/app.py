@@ -23,6 +23,7 @@ from weathernote.http.caching import NO_STORE
 from weathernote.http.graphql_http import GraphQLEndpoint
 from weathernote.http.observability import RequestObservability, metrics_endpoint
 from weathernote.http.rest import RestRoutes
+from weathernote.http.sse import DistinctStreams, Reservations, SingleConnection, StreamGate, wants_event_stream
 from weathernote.http.websocket import GraphQLWebSocket, Limits
 from weathernote.live import Feeds
 from weathernote.ops.logs import configure_logging
@@ -70,14 +71,15 @@ def create_app(settings: Settings) -> Starlette:
         ),
         cache_bytes=settings.render_cache_bytes,
     )
+    operations = Operations(
+        schema,
+        planner,
+        PayloadRenderer(schema._schema, build_root, settings.render_cache_bytes),
+        services.persisted,
+        Feeds(services.live),
+    )
     websockets = GraphQLWebSocket(
-        Operations(
-            schema,
-            planner,
-            PayloadRenderer(schema._schema, build_root, settings.render_cache_bytes),
-            services.persisted,
-            Feeds(services.live),
-        ),
+        operations,
         services.context,
         Limits(
             connection_init_timeout=settings.ws_init_timeout_seconds,
@@ -89,8 +91,43 @@ def create_app(settings: Settings) -> Starlette:
         services.admission,
     )
 
+    streams = StreamGate(
+        Limits(
+            keepalive_interval=settings.sse_keepalive_seconds,
+            max_operations=settings.sse_max_operations,
+            max_connections=settings.sse_max_streams,
+            max_connections_per_address=settings.sse_max_streams_per_address,
+        )
+    )
+    distinct_streams = DistinctStreams(
+        operations,
+        services.context,
+        services.admission,
+        streams,
+        keepalive=settings.sse_keepalive_seconds,
+        max_body_bytes=settings.http_max_body_bytes,
+        body_timeout=settings.http_body_timeout_seconds,
+    )
+    single_connection = SingleConnection(
+        operations,
+        services.context,
+        services.admission,
+        streams,
+        Reservations(
+            lambda value: services.admission.identifier.hash("sse", value),
+            ttl=settings.sse_reservation_ttl_seconds,
+            max_total=settings.sse_max_reservations,
+            max_per_address=settings.sse_max_reservations_per_address,
+        ),
+        keepalive=settings.sse_keepalive_seconds,
+        max_operations=settings.sse_max_operations,
+        max_body_bytes=settings.http_max_body_bytes,
+        body_timeout=settings.http_body_timeout_seconds,
+    )
+
     async def drain() -> None:
         services.ready = False
+        streams.close_all()
         await websockets.close_all(1001)
 
     @contextlib.asynccontextmanager
@@ -144,8 +181,16 @@ def create_app(settings: Settings) -> Starlette:
         body_timeout=settings.http_body_timeout_seconds,
         render_cache_bytes=settings.render_cache_bytes,
     )
+
+    async def graphql_over_http(request: Request) -> Response:
+        """GET and POST /graphql: an event stream when the client asks for one (graphql-sse), else GraphQL over HTTP."""
+        if wants_event_stream(request.headers.get("accept")):
+            return await distinct_streams.handle(request)
+        return await graphql.handle(request)
+
     routes = [
-        Route("/graphql", graphql.handle, methods=["GET", "POST"]),
+        Route("/graphql", graphql_over_http, methods=["GET", "POST"]),
+        Route("/graphql/stream", single_connection.handle, methods=["GET", "POST", "PUT", "DELETE"]),
         WebSocketRoute("/graphql", websockets.handle),
         Route("/health", health),
         Route("/ready", ready),
@@ -159,10 +204,14 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(RequestObservability), Middleware(HotRoute, path="/graphql", endpoint=graphql.handle)],
+        middleware=[
+            Middleware(RequestObservability),
+            Middleware(HotRoute, path="/graphql", endpoint=graphql_over_http),
+        ],
     )
     app.state.services = services
     app.state.websockets = websockets
+    app.state.streams = streams
     return app
 
 
