@@ -13,6 +13,7 @@ from weathernote.errors import ShareSpent, UpstreamError, UpstreamUnavailable
 from weathernote.graphql.errors import bad_user_input, reads_refused, share_spent, upstream_unavailable
 from weathernote.live import LiveWeather
 from weathernote.model import FORECAST_DAYS, Cell, Grid, InvalidCoordinates, Part
+from weathernote.ops import requestlog
 from weathernote.upstream import Payer
 
 Prefetched = dict[tuple[str, frozenset[Part]], "Mapping[Part, Reading] | UpstreamError"]
@@ -59,8 +60,9 @@ class Context:
         except UpstreamUnavailable:
             raise upstream_unavailable() from None
 
-    async def area(self, south: float, west: float, north: float, east: float) -> list[Cell]:
+    async def area(self, field: str, south: float, west: float, north: float, east: float) -> list[Cell]:
         """The box's cells, admitted: charged one read each (the transport charged the field one)."""
+        requestlog.note(operation=field)  # the ordinary path's label would be "other"
         try:
             cells = self.grid.cells_in(south, west, north, east, max_cells=self.area_max_cells)
         except InvalidCoordinates as exc:

@@ -146,7 +146,7 @@ class Query:
         east: float,
         units: Units | None = UnitSystem.METRIC,
     ) -> list[CurrentWeather | None]:
-        cells = await info.context.area(south, west, north, east)
+        cells = await info.context.area("currentArea", south, west, north, east)
         answers = await info.context.read_area(cells)
         units = units or UnitSystem.METRIC
         return [build_area_cell(cell, answer, units) for cell, answer in zip(cells, answers)]
@@ -181,7 +181,7 @@ class Subscription:
         east: float,
         units: Units | None = UnitSystem.METRIC,
     ) -> AsyncGenerator[CurrentWeather, None]:
-        cells = await info.context.area(south, west, north, east)
+        cells = await info.context.area("weatherUpdatesInArea", south, west, north, east)
         units = units or UnitSystem.METRIC
         async for cell, answer in info.context.area_updates(cells):
             yield build_area_cell(cell, answer, units)
