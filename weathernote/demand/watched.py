@@ -51,11 +51,7 @@ class WatchedCells:
 
     async def watch(self, cell: Cell, parts: Iterable[Part], watcher: str) -> None:
         """`watcher` (a hashed client id) watches these parts of `cell` from now on, here."""
-        members = [_watcher_member(part, cell, watcher) for part in parts]
-        new = [member for member in members if not self._local[member]]
-        self._local.update(members)
-        if new:
-            await self._register(new)
+        await self.watch_cells([cell], parts, watcher)
 
     async def watch_cells(self, cells: Iterable[Cell], parts: Iterable[Part], watcher: str) -> None:
         """`watch` of many cells (a map's box), registered in one round trip."""
