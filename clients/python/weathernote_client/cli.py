@@ -38,6 +38,9 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--url", default=os.environ.get("WEATHERNOTE_URL", DEFAULT_URL), help="server base URL")
     top.add_argument("--client-id", default=os.environ.get("WEATHERNOTE_CLIENT_ID"), help="sent as x-client-id")
     top.add_argument("--json", action="store_true", help="one JSON object per result")
+    top.add_argument(
+        "--transport", choices=["websocket", "sse"], default="websocket", help="how `watch` listens (default websocket)"
+    )
     top.add_argument("--verbose", action="store_true", help="say on stderr when a watch reconnects")
     commands = top.add_subparsers(dest="command", required=True)
     current = commands.add_parser("current", help="current weather at a position")
@@ -65,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
 async def run(arguments: argparse.Namespace) -> int:
     units = Units(arguments.units)
     try:
-        async with WeatherNoteClient(arguments.url, client_id=arguments.client_id) as client:
+        async with WeatherNoteClient(
+            arguments.url, client_id=arguments.client_id, transport=arguments.transport
+        ) as client:
             if arguments.command == "current":
                 weather = await client.current(arguments.lat, arguments.lon, units)
                 emit(as_json(weather) if arguments.json else current_line(weather))

@@ -8,7 +8,7 @@ import email.utils
 import json
 from collections.abc import AsyncGenerator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -23,14 +23,16 @@ from weathernote_client.errors import (
     WeatherNoteClientError,
     error_from_graphql,
 )
-from weathernote_client.live import LiveOperation, watch
+from weathernote_client.live import LiveOperation, T, watch
 from weathernote_client.models import CurrentWeather, Forecast, Units
 from weathernote_client.operations import CURRENT_WEATHER, FORECAST, FORECAST_UPDATES, WEATHER_UPDATES, Operation
 from weathernote_client.retry import RetryPolicy
+from weathernote_client.sse import watch_sse
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 ACCEPT = "application/graphql-response+json, application/json;q=0.9"
 _COMPACT = (",", ":")
+Transport = Literal["websocket", "sse"]
 
 
 class WeatherNoteClient:
@@ -41,6 +43,10 @@ class WeatherNoteClient:
     then by text when the server answers PERSISTED_QUERY_NOT_FOUND; they are retried
     by `retry`. Use it as `async with WeatherNoteClient(url) as client:`, or call
     `aclose()`.
+
+    Watches go over WebSocket (`graphql-transport-ws`), or with `transport="sse"` over
+    Server-Sent Events (graphql-sse, one `POST /graphql` stream per watch), for networks
+    that drop WebSockets; both reconnect and never yield the same update twice.
     """
 
     def __init__(
@@ -50,7 +56,11 @@ class WeatherNoteClient:
         client_id: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float = 10.0,
+        transport: Transport = "websocket",
     ) -> None:
+        if transport not in ("websocket", "sse"):
+            raise ValueError(f"transport is 'websocket' or 'sse', not {transport!r}")
+        self.transport = transport
         base = url.rstrip("/")
         parts = urlsplit(base)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -97,7 +107,7 @@ class WeatherNoteClient:
         by leaving an `async with contextlib.aclosing(...)` block.
         """
         live = LiveOperation(WEATHER_UPDATES, "weatherUpdates", CurrentWeather.from_json)
-        return watch(self.websocket_url, self.headers, live, {"lat": lat, "lon": lon, "units": units.value}, self.retry)
+        return self._watch(live, {"lat": lat, "lon": lon, "units": units.value})
 
     def watch_forecast(
         self, lat: float, lon: float, days: int = 7, hours: int = 24, units: Units = Units.METRIC
@@ -105,6 +115,11 @@ class WeatherNoteClient:
         """The forecast now, then at every refresh of its daily or hourly part (as `watch_current`)."""
         live = LiveOperation(FORECAST_UPDATES, "forecastUpdates", Forecast.from_json)
         variables = {"lat": lat, "lon": lon, "days": days, "hours": hours, "units": units.value}
+        return self._watch(live, variables)
+
+    def _watch(self, live: LiveOperation[T], variables: Mapping[str, Any]) -> AsyncGenerator[T, None]:
+        if self.transport == "sse":
+            return watch_sse(self._http, self.graphql_url, live, variables, self.retry)
         return watch(self.websocket_url, self.headers, live, variables, self.retry)
 
     async def _query(self, operation: Operation, variables: Mapping[str, Any]) -> Mapping[str, Any]:
