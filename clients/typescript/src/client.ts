@@ -1,9 +1,12 @@
 /**
  * The WeatherNote client: queries over `fetch` with Automatic Persisted Queries, live
- * updates over graphql-ws. Runs in browsers and in Node ≥ 20 (where `ws` stands in for the
- * WebSocket that Node 20 lacks).
+ * updates over graphql-ws, or over Server-Sent Events (graphql-sse) where WebSockets are
+ * dropped. Runs in browsers and in Node ≥ 20 (where `ws` stands in for the WebSocket that
+ * Node 20 lacks).
  */
 
+import { createClient as createSseClient, type Client as SseClient, type ClientOptions as SseClientOptions } from "graphql-sse";
+import type { FormattedExecutionResult } from "graphql-ws";
 import { createClient, type Client, type ClientOptions, type EventListener, type Event } from "graphql-ws/client";
 
 import {
@@ -14,7 +17,7 @@ import {
   WeatherNoteError,
   type GraphQLErrorPayload,
 } from "./errors.js";
-import { LiveUpdates } from "./live.js";
+import { LiveUpdates, type Subscriber } from "./live.js";
 import {
   CurrentWeatherDocument,
   ForecastDocument,
@@ -57,7 +60,10 @@ export interface WeatherNoteClientOptions {
   timeoutMs?: number;
   /** The fetch to use; default `globalThis.fetch`. */
   fetch?: typeof fetch;
-  /** How many times graphql-ws reconnects in a row before a watch fails. Default 8. */
+  /** How watches listen: "websocket" (graphql-ws, default) or "sse" (graphql-sse, one event stream per watch on
+   * `url`: for networks and proxies that drop WebSockets; `x-client-id` and `headers` are sent everywhere). */
+  transport?: "websocket" | "sse";
+  /** How many times graphql-ws (or graphql-sse) reconnects in a row before a watch fails. Default 8. */
   retryAttempts?: number;
   /** Waits before reconnect attempt `retries`; default graphql-ws's randomised exponential backoff (1 s, 2 s, 4 s, … + 0.3–3 s). */
   retryWait?: (retries: number) => Promise<void>;
@@ -136,6 +142,7 @@ export class WeatherNoteClient {
   private readonly operations = new Map<AnyDocument, Operation>();
   private persisted: "GET" | "POST" | false;
   private socket: Promise<Client> | undefined;
+  private streams: SseClient | undefined;
 
   constructor(options: WeatherNoteClientOptions) {
     this.options = options;
@@ -195,10 +202,12 @@ export class WeatherNoteClient {
     return this.unwrap(await this.send("POST", { ...body, query: operation.text }, options)) as TResult;
   }
 
-  /** Closes the WebSocket, if any (watches still open end). */
+  /** Closes the WebSocket and the event streams, if any (watches still open end). */
   async dispose(): Promise<void> {
     const socket = this.socket;
     this.socket = undefined;
+    this.streams?.dispose();
+    this.streams = undefined;
     if (socket) await (await socket.catch(() => undefined))?.dispose();
   }
 
@@ -295,7 +304,8 @@ export class WeatherNoteClient {
     signal: AbortSignal | undefined,
   ): LiveUpdates<T> {
     const { text, name } = this.operation(document);
-    return new LiveUpdates<T>(this.graphqlWs(), { query: text, variables: { ...variables } as Record<string, unknown>, operationName: name }, field, signal);
+    const subscriber = this.options.transport === "sse" ? Promise.resolve(this.graphqlSse()) : this.graphqlWs();
+    return new LiveUpdates<T>(subscriber, { query: text, variables: { ...variables } as Record<string, unknown>, operationName: name }, field, signal);
   }
 
   /** One graphql-ws client for all watches: one socket, opened with the first watch, closed after the last. */
@@ -316,6 +326,25 @@ export class WeatherNoteClient {
       return createClient(options);
     });
     return this.socket;
+  }
+
+  /** One graphql-sse client for all watches, in distinct connections mode: an event stream per watch. */
+  private graphqlSse(): Subscriber {
+    this.streams ??= createSseClient({
+      url: this.url,
+      headers: () => ({
+        ...(this.options.clientId ? { "x-client-id": this.options.clientId } : {}),
+        ...this.options.headers,
+      }),
+      retryAttempts: this.options.retryAttempts ?? 8,
+      ...(this.options.retryWait ? { retry: this.options.retryWait } : {}),
+      ...(this.options.fetch ? { fetchFn: this.options.fetch } : {}),
+    } satisfies SseClientOptions);
+    const streams = this.streams;
+    return {
+      iterate: <Data>(request: { query: string; variables: Record<string, unknown>; operationName: string }) =>
+        streams.iterate<Data>(request) as AsyncIterableIterator<FormattedExecutionResult<Data, unknown>>,
+    };
   }
 
   private async webSocketImpl(): Promise<unknown> {

@@ -1,14 +1,14 @@
 /**
- * Live updates as async iterables over graphql-ws, with nothing delivered twice.
+ * Live updates as async iterables over graphql-ws (or graphql-sse), with nothing delivered twice.
  *
- * graphql-ws reconnects by itself (retryAttempts, randomised exponential backoff) and
- * subscribes again; the server then sends the cell's value at once, which the caller may
+ * graphql-ws and graphql-sse reconnect by themselves (retryAttempts, randomised exponential
+ * backoff) and subscribe again; the server then sends the cell's value at once, which the caller may
  * already have. Each value carries `fetchedAt` (when the provider was asked): a value not
  * newer than the last one delivered is dropped, unless it differs in content (a forecast's
  * `fetchedAt` is its oldest part's, so a refresh of one part can leave it unchanged).
  */
 
-import type { Client, FormattedExecutionResult } from "graphql-ws";
+import type { FormattedExecutionResult } from "graphql-ws";
 
 import { errorFromGraphQL, toWeatherNoteError, type GraphQLErrorPayload } from "./errors.js";
 
@@ -20,6 +20,15 @@ export function instantMicros(iso: string): number | undefined {
   const millis = Date.parse(`${base}${zone}`);
   if (Number.isNaN(millis)) return undefined;
   return millis * 1000 + Number(fraction.slice(0, 6).padEnd(6, "0"));
+}
+
+/** What runs one subscription: a graphql-ws client, or a graphql-sse one. */
+export interface Subscriber {
+  iterate<Data = Record<string, unknown>>(request: {
+    query: string;
+    variables: Record<string, unknown>;
+    operationName: string;
+  }): AsyncIterableIterator<FormattedExecutionResult<Data, unknown>>;
 }
 
 interface Delivered {
@@ -61,7 +70,7 @@ export class LiveUpdates<T extends { readonly fetchedAt?: string | null }> imple
   private closed = false;
 
   constructor(
-    client: Promise<Client>,
+    client: Promise<Subscriber>,
     request: { query: string; variables: Record<string, unknown>; operationName: string },
     private readonly field: string,
     signal?: AbortSignal,

@@ -20,6 +20,7 @@ const USAGE = `usage: watch --lat <degrees> --lon <degrees> [options]
   --hours <n>        forecast hours (default 24)
   --json             one JSON object per update instead of a line of text
   --client-id <id>   sent as x-client-id
+  --transport <t>    websocket (default) or sse (Server-Sent Events, where WebSockets are dropped)
 `;
 
 function fail(message: string): never {
@@ -67,6 +68,7 @@ async function main(): Promise<number> {
         hours: { type: "string" },
         json: { type: "boolean", default: false },
         "client-id": { type: "string" },
+        transport: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
       strict: true,
@@ -87,10 +89,13 @@ async function main(): Promise<number> {
   if (units !== undefined && units !== "METRIC" && units !== "IMPERIAL") fail(`--units: METRIC or IMPERIAL, not ${parsed.units}`);
   const url = parsed.url ?? process.env["WEATHERNOTE_URL"] ?? "http://127.0.0.1:8000/graphql";
   const clientId = parsed["client-id"];
+  const transport = parsed.transport ?? "websocket";
+  if (transport !== "websocket" && transport !== "sse") fail(`--transport: websocket or sse, not ${transport}`);
 
   const client = new WeatherNoteClient({
     url: /\/graphql\/?$/.test(url) ? url : `${url.replace(/\/$/, "")}/graphql`,
     ...(clientId ? { clientId } : {}),
+    transport,
     on: {
       connected: (_socket, _payload, wasRetry) => {
         if (wasRetry) process.stderr.write("reconnected\n");
