@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -284,3 +285,16 @@ async def test_an_sse_and_a_websocket_subscriber_hear_the_same_updates(
         for _ in range(2):
             await asyncio.to_thread(refresh, server, redis_client)
             assert (await events.data())["data"] == (await socket.data())["data"]
+
+
+async def test_shutdown_ends_the_streams(redis_url: str, simulator: Simulator) -> None:
+    """On SIGTERM every stream ends (without `complete`: the client reconnects elsewhere), so none holds the exit."""
+    srv = Server(server_env(redis_url, simulator))
+    try:
+        async with distinct(srv.url, WEATHER, PARIS) as events:
+            await events.data()
+            srv.process.send_signal(signal.SIGTERM)
+            assert await events.ended(timeout=5)
+        assert await asyncio.to_thread(srv.process.wait, 10) == 0
+    finally:
+        srv.stop()
