@@ -2,7 +2,8 @@
 
 `npm test` in clients/typescript checks that the generated types are current, builds the
 client and runs `node --test` against the servers this test starts (WEATHERNOTE_URL, and
-WEATHERNOTE_LIMITED_URL with a limit of 2 requests a minute). What a client cannot do, the
+WEATHERNOTE_LIMITED_URL with a limit of 2 requests a minute, WEATHERNOTE_PACED_URL pacing
+connection starts at 2 a second). What a client cannot do, the
 Node tests ask of a small HTTP hook here (WEATHERNOTE_CONTROL_URL): make Paris's cell refresh
 (drop its entries and stale copies, then ask for it: the miss refetches and announces), and
 replace the server (SIGTERM: its sockets close with 1001; another starts on the same port).
@@ -128,7 +129,17 @@ def limited(redis_url: str, simulator: Simulator) -> Iterator[Server]:
     srv.stop()
 
 
-def test_typescript_client_against_live_servers(harness: Harness, limited: Server, simulator: Simulator) -> None:
+@pytest.fixture
+def paced(redis_url: str, simulator: Simulator) -> Iterator[Server]:
+    """Connection starts paced: 2 a second after a burst of 1 (a reconnect storm in miniature)."""
+    srv = Server(server_env(redis_url, simulator, connection_start_rate_per_second=2, connection_start_burst=1))
+    yield srv
+    srv.stop()
+
+
+def test_typescript_client_against_live_servers(
+    harness: Harness, limited: Server, paced: Server, simulator: Simulator
+) -> None:
     npm = shutil.which("npm")
     assert npm, "Node.js and npm are required for the TypeScript client's tests"
     assert (CLIENT / "node_modules").is_dir(), "run `npm ci` in clients/typescript first (make test does)"
@@ -137,6 +148,7 @@ def test_typescript_client_against_live_servers(harness: Harness, limited: Serve
         **{k: v for k, v in os.environ.items() if not k.startswith("WEATHERNOTE_")},
         "WEATHERNOTE_URL": f"{harness.url}/graphql",
         "WEATHERNOTE_LIMITED_URL": f"{limited.url}/graphql",
+        "WEATHERNOTE_PACED_URL": f"{paced.url}/graphql",
         "WEATHERNOTE_SIMULATOR_URL": simulator.url,
         "WEATHERNOTE_CONTROL_URL": f"http://127.0.0.1:{hook.server_address[1]}",
         "npm_config_offline": "true",  # nothing to download at test time

@@ -18,6 +18,7 @@ import {
   type GraphQLErrorPayload,
 } from "./errors.js";
 import { LiveUpdates, type Subscriber } from "./live.js";
+import { defaultRetryWait, hintedWait, pacedWebSocket, StartHint, type SocketClass } from "./pacing.js";
 import {
   CurrentWeatherDocument,
   ForecastDocument,
@@ -65,7 +66,7 @@ export interface WeatherNoteClientOptions {
   transport?: "websocket" | "sse";
   /** How many times graphql-ws (or graphql-sse) reconnects in a row before a watch fails. Default 8. */
   retryAttempts?: number;
-  /** Waits before reconnect attempt `retries`; default graphql-ws's randomised exponential backoff (1 s, 2 s, 4 s, … + 0.3–3 s). */
+  /** Waits before reconnect attempt `retries`; default graphql-ws's randomised exponential backoff (1 s, 2 s, 4 s, … + 0.3–3 s). A start the server paced waits its hint instead. */
   retryWait?: (retries: number) => Promise<void>;
   /** A WebSocket class; default the global one, else the `ws` package (Node 20). */
   webSocketImpl?: unknown;
@@ -311,17 +312,24 @@ export class WeatherNoteClient {
   /** One graphql-ws client for all watches: one socket, opened with the first watch, closed after the last. */
   private graphqlWs(): Promise<Client> {
     this.socket ??= this.webSocketImpl().then((webSocketImpl) => {
+      // a start the server paced (4429 with a hint) is retried after the hint (see pacing.ts)
+      const hint = new StartHint();
+      const socketClass = (webSocketImpl ?? globalThis.WebSocket) as SocketClass | undefined;
+      const backoff = this.options.retryWait ?? defaultRetryWait;
       const options: ClientOptions = {
         url: this.wsUrl,
         lazy: true,
         retryAttempts: this.options.retryAttempts ?? 8,
         // retry after any failure to connect (a refused connection while a server restarts is
         // an `error` event, which graphql-ws alone would not retry); close codes that mean
-        // "do not retry" (4400, 4401, 4406, 4409, 4429, 4500, …) still end the watch
+        // "do not retry" (4400, 4401, 4406, 4409, 4429 but a paced start, 4500, …) still end the watch
         shouldRetry: () => true,
-        ...(this.options.retryWait ? { retryWait: this.options.retryWait } : {}),
+        retryWait: async (retries) => {
+          const seconds = hint.take();
+          await (seconds === undefined ? backoff(retries) : hintedWait(seconds));
+        },
         ...(this.options.on ? { on: this.options.on } : {}),
-        ...(webSocketImpl ? { webSocketImpl } : {}),
+        ...(socketClass ? { webSocketImpl: pacedWebSocket(socketClass, hint) } : {}),
       };
       return createClient(options);
     });

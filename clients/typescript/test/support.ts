@@ -3,6 +3,7 @@
  *
  * WEATHERNOTE_URL             the GraphQL endpoint of a running server (required)
  * WEATHERNOTE_LIMITED_URL     a server with a rate limit of 2 requests a minute (its test is skipped without it)
+ * WEATHERNOTE_PACED_URL      a server pacing connection starts at 2 a second (its test is skipped without it)
  * WEATHERNOTE_SIMULATOR_URL   the Open-Meteo simulator behind WEATHERNOTE_URL (its test is skipped without it)
  * WEATHERNOTE_CONTROL_URL     the harness's hook (tests/system/test_typescript_client.py), which does what a
  *                             client cannot: POST /refresh {"part": "current"|"forecast"} makes Paris's
