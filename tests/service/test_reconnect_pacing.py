@@ -73,3 +73,31 @@ async def test_a_storm_is_admitted_at_the_rate_and_the_refused_are_told_when(pac
         await socket.close()
     metrics = (await asyncio.to_thread(httpx.get, f"{paced.url}/metrics")).text
     assert 'weathernote_rate_limited_total{scope="starts",transport="ws"} 5.0' in metrics
+
+
+async def test_event_streams_are_paced_like_websocket_starts(paced: Server) -> None:
+    """An SSE subscriber reconnecting in a storm meets the same pacer: refused before its stream opens
+    with HTTP 429, Retry-After and RATE_LIMITED; the streams it admitted are served."""
+    await asyncio.sleep(BURST / RATE + 0.5)
+    query = "subscription { weatherUpdates(lat: 48.8566, lon: 2.3522) { temperature } }"
+    async with httpx.AsyncClient(timeout=10) as client:
+
+        async def start() -> tuple[int, str, httpx.Response]:
+            request = client.build_request(
+                "POST", f"{paced.url}/graphql", json={"query": query}, headers={"accept": "text/event-stream"}
+            )
+            response = await client.send(request, stream=True)
+            return response.status_code, response.headers.get("retry-after", ""), response
+
+        started = await asyncio.gather(*(start() for _ in range(BURST + 3)))
+        try:
+            statuses = sorted(status for status, _, _ in started)
+            assert statuses == [200] * BURST + [429] * 3, statuses
+            for status, retry_after, response in started:
+                if status == 429:
+                    body = json.loads(await response.aread())
+                    assert int(retry_after) >= 1 and body["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+                else:
+                    assert response.headers["content-type"].startswith("text/event-stream")
+        finally:
+            await asyncio.gather(*(response.aclose() for _, _, response in started))

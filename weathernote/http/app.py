@@ -97,7 +97,8 @@ def create_app(settings: Settings) -> Starlette:
             max_operations=settings.sse_max_operations,
             max_connections=settings.sse_max_streams,
             max_connections_per_address=settings.sse_max_streams_per_address,
-        )
+        ),
+        services.admission,
     )
     distinct_streams = DistinctStreams(
         operations,

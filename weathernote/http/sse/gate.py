@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import orjson
 from starlette.responses import Response
 
-from weathernote.fairuse import Identity
+from weathernote.fairuse import Admission, Identity
 from weathernote.graphql.errors import rate_limited_error
 from weathernote.http.sse.protocol import NO_STORE
 from weathernote.http.sse.stream import EventStream
@@ -21,12 +22,15 @@ class StreamGate:
     """Counts open streams (both modes) against the WebSocket side's kind of limits.
 
     A stream past either cap is refused before it opens: HTTP 429 with
-    Retry-After, as a WebSocket handshake over its caps. Draining, every stream
-    ends (its clients reconnect elsewhere) and no new one opens (503).
+    Retry-After, as a WebSocket handshake over its caps. So is one past the
+    process's pace of connection starts (a reconnect storm), told when to come
+    back. Draining, every stream ends (its clients reconnect elsewhere) and no
+    new one opens (503).
     """
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, admission: Admission) -> None:
         self.limits = limits
+        self.admission = admission
         self.streams: set[EventStream] = set()
         self.open = 0
         self.per_address: Counter[str] = Counter()
@@ -44,13 +48,10 @@ class StreamGate:
             or self.per_address[identity.address] >= self.limits.max_connections_per_address
         ):
             metrics.RATE_LIMITED.labels("sse", "connections").inc()
-            body = orjson.dumps({"errors": [rate_limited_error(RETRY_SECONDS)]})
-            return Response(
-                body,
-                status_code=429,
-                media_type="application/json; charset=utf-8",
-                headers={**NO_STORE, "Retry-After": str(RETRY_SECONDS)},
-            )
+            return _too_many(RETRY_SECONDS)
+        wait = self.admission.pace_start("sse")
+        if wait:
+            return _too_many(math.ceil(wait))
         self.open += 1
         self.per_address[identity.address] += 1
         return None
@@ -75,3 +76,13 @@ class StreamGate:
         self.accepting = False
         for stream in list(self.streams):
             stream.end()
+
+
+def _too_many(retry_after: int) -> Response:
+    body = orjson.dumps({"errors": [rate_limited_error(retry_after)]})
+    return Response(
+        body,
+        status_code=429,
+        media_type="application/json; charset=utf-8",
+        headers={**NO_STORE, "Retry-After": str(retry_after)},
+    )
