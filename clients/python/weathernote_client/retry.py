@@ -14,7 +14,8 @@ class RetryPolicy:
     it waits `backoff(n)`; when rate limited it waits what the server asked
     (`Retry-After`, or `extensions.retryAfter`), unless that is longer than
     `max_retry_after`, which raises `RateLimited` at once. A watch reconnects
-    with the same backoff, for as long as it is iterated.
+    with the same backoff, for as long as it is iterated, or when a server pacing
+    connection starts closed it with 4429, after the hint it gave (`after`).
     """
 
     attempts: int = 4
