@@ -8,6 +8,15 @@ others, and an idle subscriber costs no task); channels are reference-counted
 under a lock (SUBSCRIBE for the first local subscriber, UNSUBSCRIBE after the
 last); a dropped connection is re-established with backoff, every channel
 resubscribed and `on_reconnect` told which channels may have missed messages.
+
+The hub connects when it first has a channel, and from then on its listener
+keeps reading the link, channels or none, so that the link's liveness checks
+keep running: a link parked unread while no channel was wanted was closed by
+the server's idle `timeout` (it is an ordinary client once nothing is
+subscribed) or lost otherwise unseen, and the next subscriber found it broken
+(issue 21). A listener that lost its link reconnects only if a channel is
+still wanted; otherwise it waits for one. Each loss of a link that was up is
+counted (`weathernote_pubsub_reconnects_total`, by what ended it).
 """
 
 from __future__ import annotations
@@ -27,6 +36,12 @@ from weathernote.redis import PubSubBackend
 from weathernote.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
+
+
+def _reason(exc: Exception) -> str:
+    """What ended a link, as the backend says it (the cause of its RedisUnavailable): a bounded label."""
+    cause = exc.__cause__ if isinstance(exc, RedisUnavailable) and exc.__cause__ is not None else exc
+    return type(cause).__name__
 
 
 class Listener(Protocol):
@@ -189,7 +204,7 @@ class Hub:
             await self.backend.subscribe(channels)
         except RedisUnavailable as exc:
             log.warning("pub/sub subscribe failed (%s); will resubscribe on reconnect", exc)
-            self._lost()
+            self._link_lost(exc)
 
     def deliver(self, channel: str, data: bytes) -> None:
         """Decode a message once and hand it to every local subscriber of `channel`."""
@@ -214,18 +229,18 @@ class Hub:
     async def _listen(self) -> None:
         backoff = 0.05
         while True:
-            await self._has_channels.wait()
             try:
                 if not self.connected or self.backend is None:
-                    await self._connect()
+                    await self._has_channels.wait()  # no link until a channel is wanted
+                    if not await self._connect():
+                        continue  # every channel left while we waited for the lock
                     backoff = 0.05
                 assert self.backend is not None
+                # channels or none: reading keeps the link's liveness checked
                 message = await self.backend.next_message(timeout=1.0)
             except Exception as exc:  # whatever it was, the connection is to be made again
                 if self.connected:
-                    log.warning("pub/sub connection lost (%s: %s); reconnecting", type(exc).__name__, exc)
-                    self.breaker.failure()
-                self._lost()
+                    self._link_lost(exc)
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
@@ -238,16 +253,26 @@ class Hub:
         """Connected to Redis and subscribed to every local channel."""
         return self._listening.is_set()
 
-    def _lost(self) -> None:
+    def _link_lost(self, exc: Exception) -> None:
+        """A link that was up is gone: counted, said, held against Redis, and to be made again."""
+        metrics.PUBSUB_RECONNECTS.labels(_reason(exc)).inc()
+        log.warning("pub/sub connection lost (%s: %s); reconnecting", type(exc).__name__, exc)
+        self.breaker.failure()
         self._listening.clear()
 
-    async def _connect(self) -> None:
+    async def _connect(self) -> bool:
+        """(Re)connect with every channel wanted now; False, and no link, if none is."""
         if not self.breaker.allow():
             raise RedisUnavailable("circuit breaker open")
         async with self._lock:
             channels = list(self._subscribers)
             if self.backend is not None:
                 await self.backend.close()
+                self.backend = None
+            if not channels:
+                # they left while we waited for the lock: a link with nothing to read waits for a subscribe
+                self.breaker.abandon()
+                return False
             self.backend = self.new_backend()
             try:
                 async with asyncio.timeout(self.connect_timeout):
@@ -267,3 +292,4 @@ class Hub:
             task = asyncio.create_task(self.on_reconnect(channels))
             self._catching_up.add(task)
             task.add_done_callback(self._catching_up.discard)
+        return True

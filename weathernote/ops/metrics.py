@@ -61,6 +61,13 @@ PUBSUB_MESSAGES = Counter("weathernote_pubsub_messages_total", "Refresh announce
 PUBSUB_DELIVERIES = Counter(
     "weathernote_pubsub_deliveries_total", "Announcements handed to local subscribers (fan-out)"
 )
+PUBSUB_RECONNECTS = Counter(
+    "weathernote_pubsub_reconnects_total",
+    "Pub/sub links lost while up, each made again (its channels resubscribed and caught up), by what ended it:"
+    " redis-py's error (ConnectionError, TimeoutError, ...), LinkClosed (found closed before use), LinkSilent"
+    " (a PING unanswered) or SlotMoved (a Cluster slot moved)",
+    ["reason"],
+)
 RENDERS = Counter(
     "weathernote_renders_total", "Responses and payloads rendered (not served from the render caches)", ["kind"]
 )

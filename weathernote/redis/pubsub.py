@@ -13,11 +13,24 @@ Two backends behind one small interface (after encode/broadcaster's): connect
   subscribes every channel where it lives now, then catches up.
 
 Neither retries on its own: the hub must see every disconnect to catch up on
-what was announced meanwhile. A link that goes silent without closing (a
-partition, a stuck proxy: no RST ever comes) is found by `Liveness`: each
-connection that has said nothing for `keepalive` seconds is sent a PING, and
-one whose answer does not come within `timeout` is lost like any other. TCP
-keepalive is on as well, for what the kernel can tell.
+what was announced meanwhile. redis-py would: even with no retries, its PubSub
+reconnects (and resubscribes) inside the call that found the connection broken,
+from whichever task made it, so a SUBSCRIBE and the listener's read each made
+the connection again at once and read its handshake together: asyncio's
+"read() called while another coroutine is already waiting for incoming data"
+(issue 21). So nothing here runs redis-py's failure handler, and no backend
+touches a connection it has not got: each connects once, in `connect`, before
+anyone reads it, and a call on a connection that is gone is `RedisUnavailable`.
+Only the listener reads; SUBSCRIBE and UNSUBSCRIBE only write.
+
+A link that goes silent without closing (a partition, a stuck proxy: no RST
+ever comes) is found by `Liveness`: each connection that has said nothing for
+`keepalive` seconds is sent a PING, and one whose answer does not come within
+`timeout` is lost like any other. TCP keepalive is on as well, for what the
+kernel can tell.
+
+A lost link's `RedisUnavailable` has what ended it as its cause (redis-py's
+error, or `LinkClosed`, `LinkSilent`, `SlotMoved`): the hub counts reconnects by it.
 """
 
 from __future__ import annotations
@@ -27,11 +40,12 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Collection
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
@@ -58,13 +72,45 @@ class PubSubBackend(Protocol):
     async def close(self) -> None: ...
 
 
+class LinkClosed(Exception):
+    """A pub/sub connection found gone (closed, reset, never made) before it was used."""
+
+
+class LinkSilent(Exception):
+    """A pub/sub connection that did not answer a PING in time."""
+
+
+class SlotMoved(Exception):
+    """A Cluster node dropped a sharded subscription: its slot lives elsewhere now."""
+
+
 def _client(url: str, timeout: float) -> Redis:
-    # redis-py's own retries off: it would reconnect a PubSub silently and lose
-    # what was announced meanwhile without anyone knowing. Its health check off too:
-    # it swallows the answers to its PINGs, and Liveness needs to hear them.
+    # No retries and no failure handler: redis-py's (PubSub._reconnect) runs even with
+    # Retry(NoBackoff(), 0) and makes the connection again inside the failing call, behind
+    # the hub's back and racing its reader (`supported_errors=()`: no error is the retry's
+    # business). Its health check off too: it swallows the answers to its PINGs, and
+    # Liveness needs to hear them.
     return Redis.from_url(
-        url, socket_connect_timeout=timeout, socket_keepalive=True, health_check_interval=0, retry=Retry(NoBackoff(), 0)
+        url,
+        socket_connect_timeout=timeout,
+        socket_keepalive=True,
+        health_check_interval=0,
+        retry=Retry(NoBackoff(), 0, supported_errors=()),
     )
+
+
+def _lost(reason: Exception, detail: str) -> RedisUnavailable:
+    """The hub's error for a lost link, with what ended it as its cause."""
+    error = RedisUnavailable(detail)
+    error.__cause__ = reason
+    return error
+
+
+def _connected(pubsub: PubSub) -> None:
+    """RedisUnavailable unless `pubsub` has a connection that is up: redis-py would make one on its own."""
+    connection: AbstractConnection | None = pubsub.connection
+    if connection is None or not connection.is_connected:
+        raise _lost(LinkClosed(), "pub/sub connection closed")
 
 
 _LIVENESS_TOKEN = b"weathernote-liveness"
@@ -80,22 +126,24 @@ class Liveness:
         self._heard = time.monotonic()
         self._pinged: float | None = None
 
-    def heard(self, message: dict[str, Any] | None) -> bool:
-        """Note what the connection said; whether it was only the answer to our PING."""
-        if message is None:
-            return False
-        self._heard, self._pinged = time.monotonic(), None
-        return _text(message.get("type")) == "pong"
-
-    async def check(self, pubsub: PubSub) -> None:
-        """PING if the connection has been silent long enough; RedisUnavailable if a PING went unanswered."""
+    async def read(self, pubsub: PubSub, timeout: float) -> dict[str, Any] | None:
+        """The connection's next message (an answer to our PING included) within `timeout`, or None;
+        a PING first if it has been silent `keepalive` seconds; RedisUnavailable if one went unanswered."""
         now = time.monotonic()
-        if self._pinged is not None:
-            if now - self._pinged > self.timeout:
-                raise RedisUnavailable(f"pub/sub link silent: no answer to PING within {self.timeout:g} s")
-        elif now - self._heard > self.keepalive:
-            self._pinged = now
-            await pubsub.ping(_LIVENESS_TOKEN)
+        if self._pinged is not None and now - self._pinged > self.timeout:
+            # an event loop stalled past the deadline may have left the answer unread: what is
+            # already there counts before the link is called silent
+            message = await pubsub.get_message(timeout=0)
+            if message is None:
+                raise _lost(LinkSilent(), f"pub/sub link silent: no answer to PING within {self.timeout:g} s")
+        else:
+            if self._pinged is None and now - self._heard > self.keepalive:
+                self._pinged = now
+                await pubsub.ping(_LIVENESS_TOKEN)
+            message = await pubsub.get_message(timeout=min(timeout, self.wait))
+        if message is not None:
+            self._heard, self._pinged = time.monotonic(), None
+        return cast(dict[str, Any] | None, message)
 
     @property
     def wait(self) -> float:
@@ -116,32 +164,36 @@ class PlainPubSub:
         self._liveness = Liveness(keepalive, max(2.0, timeout * 4))
 
     async def connect(self, channels: Collection[str]) -> None:
+        """The connection (its handshake read here, before the listener reads), then `channels`."""
         try:
-            await self._pubsub.reset()
+            await self._pubsub.connect()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             if channels:
                 await self._pubsub.subscribe(*channels)
         except (RedisError, OSError) as exc:
             raise RedisUnavailable(type(exc).__name__) from exc
 
     async def subscribe(self, channels: Collection[str]) -> None:
+        _connected(self._pubsub)
         try:
             await self._pubsub.subscribe(*channels)
         except (RedisError, OSError) as exc:
             raise RedisUnavailable(type(exc).__name__) from exc
 
     async def unsubscribe(self, channels: Collection[str]) -> None:
-        with contextlib.suppress(RedisError, OSError):
+        # a connection that is gone has nothing subscribed; the listener finds it lost
+        with contextlib.suppress(RedisError, OSError, RedisUnavailable):
+            _connected(self._pubsub)
             await self._pubsub.unsubscribe(*channels)
 
     async def next_message(self, timeout: float) -> Message | None:
+        """The next announcement; with no channel subscribed, the connection's liveness only."""
+        _connected(self._pubsub)
         try:
-            await self._liveness.check(self._pubsub)
-            message = await self._pubsub.get_message(timeout=min(timeout, self._liveness.wait))
+            message = await self._liveness.read(self._pubsub, timeout)
         except RedisUnavailable:
             raise
         except Exception as exc:  # whatever breaks the connection, the hub reconnects
             raise RedisUnavailable(type(exc).__name__) from exc
-        self._liveness.heard(message)
         if message is None or message.get("type") != "message":
             return None
         return _text(message["channel"]), message["data"]
@@ -175,9 +227,9 @@ class _Shard:
     async def _read(self) -> None:
         try:
             while True:
-                await self.liveness.check(self.pubsub)
-                message = await self.pubsub.get_message(timeout=self.liveness.wait)
-                if message is None or self.liveness.heard(message):
+                _connected(self.pubsub)
+                message = await self.liveness.read(self.pubsub, self.liveness.wait)
+                if message is None:
                     continue
                 kind = _text(message.get("type"))
                 channel = _text(message.get("channel"))
@@ -185,13 +237,13 @@ class _Shard:
                     self.queue.put_nowait((channel, message["data"]))
                 elif kind == "sunsubscribe" and self.leaving[channel] <= 0:
                     # the server dropped us: the slot moved to another node
-                    raise RedisUnavailable(f"slot of {channel} moved")
+                    raise _lost(SlotMoved(), f"slot of {channel} moved")
                 elif kind == "sunsubscribe":
                     self.leaving[channel] -= 1
         except RedisUnavailable as exc:
             self.queue.put_nowait(exc)
         except Exception as exc:  # whatever ends the reader, the hub must hear of it
-            self.queue.put_nowait(RedisUnavailable(type(exc).__name__))
+            self.queue.put_nowait(_lost(exc, type(exc).__name__))
 
     async def close(self) -> None:
         if self.reader:
@@ -244,6 +296,8 @@ class ShardedPubSub:
             by_slot.setdefault((name, key_slot(channel.encode())), []).append(channel)
         for (name, _), wanted in by_slot.items():
             shard = self._shards[name]
+            if shard.reader is not None:
+                _connected(shard.pubsub)  # its reader finds it lost; redis-py would reconnect it here
             try:
                 await shard.pubsub.ssubscribe(*wanted)
             except (RedisError, OSError) as exc:
@@ -259,7 +313,8 @@ class ShardedPubSub:
                     continue
                 shard.channels.discard(channel)
                 shard.leaving[channel] += 1
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(RedisError, OSError, RedisUnavailable):
+                    _connected(shard.pubsub)
                     await shard.pubsub.sunsubscribe(channel)
                 if not shard.channels:
                     # a shard with nothing wanted is not worth a connection
