@@ -19,7 +19,7 @@ with jittered exponential backoff and honours the server's 4429 hint). Then:
 Bounded: each wait has a timeout; the killed instance is restarted at the end when the topology
 is the caller's. `run` is what tests/system/test_topology.py runs in its short version.
 
-Usage: .venv/bin/python bench/storm.py [--subscribers 10000] [--cells 100] [--rate 200] [--dir DIR]
+Usage: .venv/bin/python bench/storm.py [--subscribers 10000] [--cells 100] [--rate 200] [--start-rate N] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -62,8 +62,10 @@ class Storm:
     held: dict[int, float] = field(default_factory=dict)  # instance → sockets before the kill
     killed: int = -1
     recovered_seconds: float | None = None
-    p99_quiet_ms: float = 0.0
+    p99_quiet_ms: float = 0.0  # at the load generator, which shares the machine's two cores
     p99_storm_ms: float = 0.0
+    nginx_p99_quiet_ms: float = 0.0  # nginx's $request_time of the same requests
+    nginx_p99_storm_ms: float = 0.0
     http_errors: int = 0  # loadgen's non-200 answers during both loads
     refused: int = 0
     failed: int = 0
@@ -80,10 +82,11 @@ class Storm:
         held = ", ".join(f"{i + 1}: {n:,.0f}" for i, n in sorted(self.held.items()))
         return "\n".join(
             [
-                "| subscribers (per instance) | killed held | reconnected | all subscribed again after | paced (4429) | failed attempts | HTTP p99 quiet | HTTP p99 storm | cache misses, upstream requests | ≥ 500 | received the next refresh |",
+                "| subscribers (per instance) | killed held | reconnected | all subscribed again after | paced (4429) | failed attempts | HTTP p99 quiet (nginx) | HTTP p99 storm (nginx) | cache misses, upstream requests | ≥ 500 | received the next refresh |",
                 "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
                 f"| {self.subscribers:,} ({held}) | {self.held.get(self.killed, 0):,.0f} | {self.reconnects:,} | {recovered} | "
-                f"{self.refused:,} | {self.failed:,} | {self.p99_quiet_ms:.1f} ms | {self.p99_storm_ms:.1f} ms | "
+                f"{self.refused:,} | {self.failed:,} | {self.p99_quiet_ms:.1f} ms ({self.nginx_p99_quiet_ms:.1f}) | "
+                f"{self.p99_storm_ms:.1f} ms ({self.nginx_p99_storm_ms:.1f}) | "
                 f"{self.misses:.0f}, {self.upstream_requests} | {self.server_errors} | {self.refreshed:,} / {self.subscribers:,} |",
             ]
         )
@@ -245,6 +248,17 @@ def upstream_requests(topology: Topology) -> int:
     return int(httpx.get(f"{topology.upstream_url}/__simulator/stats", timeout=10).json()["requests"])
 
 
+def nginx_p99_ms(topology: Topology, since: float, until: float) -> float:
+    """p99 of nginx's request_time for the load's POSTs between `since` and `until`."""
+    times = []
+    for line in topology.access_log.read_text().splitlines():
+        match = re.match(r'^(\S+) \d+ "POST /graphql .* request_time=(\S+)', line)
+        if match and since <= float(match.group(1)) <= until:
+            times.append(float(match.group(2)) * 1000)
+    times.sort()
+    return times[min(len(times) - 1, int(0.99 * len(times)))] if times else float("nan")
+
+
 def server_errors(topology: Topology, since: float) -> int:
     count = 0
     for line in topology.access_log.read_text().splitlines():
@@ -299,13 +313,16 @@ async def run(
         log(f"{subscribers:,} subscribers hold a value after {opened:.1f} s")
         storm.held = await asyncio.to_thread(sockets_held, topology)
         storm.killed = max(storm.held, key=lambda index: storm.held[index])
+        quiet_from = time.time()
         quiet = await asyncio.to_thread(load, topology, cells, rate, load_seconds)
+        storm.nginx_p99_quiet_ms = await asyncio.to_thread(nginx_p99_ms, topology, quiet_from, time.time())
         storm.p99_quiet_ms = quiet["p99_ms"]
         storm.http_errors += int(quiet["errors"])
         survivors = [index for index in range(len(topology.instance_urls)) if index != storm.killed]
         misses_before = await asyncio.to_thread(misses, topology, survivors)
         before, reconnects_before = await asyncio.to_thread(upstream_requests, topology), crowds.total("reconnects")
         refused_before, failed_before = crowds.total("refused"), crowds.total("failed")
+        storm_from = time.time()
         loading = asyncio.create_task(asyncio.to_thread(load, topology, cells, rate, load_seconds))
         await asyncio.sleep(1.0)
         killed_at = time.time()
@@ -316,6 +333,7 @@ async def run(
         if storm.recovered_seconds is not None:
             storm.recovered_seconds += 0.5
         during = await loading
+        storm.nginx_p99_storm_ms = await asyncio.to_thread(nginx_p99_ms, topology, storm_from, time.time())
         storm.p99_storm_ms = during["p99_ms"]
         storm.http_errors += int(during["errors"])
         storm.upstream_requests = await asyncio.to_thread(upstream_requests, topology) - before
@@ -360,6 +378,14 @@ async def main(args: argparse.Namespace) -> int:
                     for who in ("client", "address")
                     for window in ("minute", "day")
                 },
+                **(
+                    {
+                        "connection_start_rate_per_second": args.start_rate,
+                        "connection_start_burst": round(args.start_rate),
+                    }
+                    if args.start_rate
+                    else {}
+                ),
             },
         )
         print(f"starting the local topology in {state} …", flush=True)
@@ -394,6 +420,9 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=200, help="HTTP requests a second during both loads")
     parser.add_argument("--load-seconds", type=float, default=10)
     parser.add_argument("--processes", type=int, default=4, help="subscriber processes")
+    parser.add_argument(
+        "--start-rate", type=float, default=None, help="connection starts a process admits a second (and its burst)"
+    )
     parser.add_argument("--dir", type=Path, default=None, help="use the topology running in this state directory")
     parser.add_argument("--port", type=int, default=8091, help="nginx's port when the benchmark starts its own")
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -163,9 +163,11 @@ class Settings(BaseSettings):
     )
     ws_init_timeout_seconds: float = Field(10, gt=0, description="WebSocket connection_init deadline")
     connection_start_rate_per_second: float = Field(
-        300, gt=0, description="WebSocket connection_inits a process admits a second (beyond: 4429 with a retry hint)"
+        500,
+        gt=0,
+        description="connection starts (WebSocket connection_inits, SSE streams) a process admits a second (beyond: 4429 or HTTP 429 with a retry hint)",
     )
-    connection_start_burst: int = Field(300, ge=1, description="connection_inits a process admits at once")
+    connection_start_burst: int = Field(500, ge=1, description="connection starts a process admits at once")
     ws_keepalive_seconds: float = Field(15, gt=0, description="WebSocket keep-alive ping period")
     ws_max_subscriptions: int = Field(100, ge=1, description="operations per WebSocket connection")
     ws_max_message_bytes: int = Field(64 * 1024, ge=1024, description="largest WebSocket message accepted")
