@@ -87,6 +87,7 @@ class Phase:
 
 
 def origin_requests(topology: Topology) -> float:
+    """HTTP requests the instances counted, summed (WebSocket operations apart): what reached the origin."""
     total = 0.0
     for url in topology.instance_urls:
         for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():

@@ -78,6 +78,7 @@ def _load(name: str, path: Path) -> Any:
 # the benchmarks are scripts, not a package: their `run` is loaded from the file
 bench = _load("topology_delivery", ROOT / "bench" / "topology_delivery.py")
 storm_bench = _load("storm", ROOT / "bench" / "storm.py")
+edge_bench = _load("edge", ROOT / "bench" / "edge.py")
 
 PARIS = {"lat": 48.8566, "lon": 2.3522}
 KEY = "weather:{lat:48.9:lon:2.4}"  # on a Cluster the cell is the key's hash tag
@@ -309,16 +310,6 @@ def test_nginx_forwards_the_client_address_and_the_instances_believe_it(topo: An
     assert other > second, "another address, counted apart"
 
 
-def origin_requests(topo: Any) -> float:
-    """HTTP requests the instances counted, summed (WebSocket operations apart)."""
-    total = 0.0
-    for url in topo.instance_urls:
-        for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-            if line.startswith("weathernote_requests_total{") and 'transport="ws"' not in line:
-                total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def test_nginx_as_the_edge_answers_a_repeated_get_itself_until_the_next_update(topo: Any) -> None:
     """The instances' Cache-Control, ETag and Last-Modified are what nginx's proxy_cache follows: the
     second GET of a cell is a HIT the instances never see, a conditional GET is a 304 from the
@@ -328,7 +319,7 @@ def test_nginx_as_the_edge_answers_a_repeated_get_itself_until_the_next_update(t
     assert first.status_code == 200 and first.json()["data"]["current"]["temperature"] is not None, first.text
     assert first.headers["X-Cache-Status"] == "MISS"
     assert "max-age=" in first.headers["Cache-Control"] and "ETag" in first.headers
-    before = origin_requests(topo)
+    before = edge_bench.origin_requests(topo)
     second = httpx.get(f"{topo.url}/graphql", params=params, timeout=10)
     assert second.headers["X-Cache-Status"] == "HIT"
     assert second.content == first.content and second.headers["ETag"] == first.headers["ETag"]
@@ -336,7 +327,7 @@ def test_nginx_as_the_edge_answers_a_repeated_get_itself_until_the_next_update(t
         f"{topo.url}/graphql", params=params, headers={"If-None-Match": first.headers["ETag"]}, timeout=10
     )
     assert unchanged.status_code == 304 and unchanged.content == b""
-    assert origin_requests(topo) == before, "the edge asked an instance for what it keeps"
+    assert edge_bench.origin_requests(topo) == before, "the edge asked an instance for what it keeps"
 
     refused = {"query": LOAD_QUERY, "variables": '{"lat": 95, "lon": 4.94}'}
     for _ in range(2):

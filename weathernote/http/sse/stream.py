@@ -5,44 +5,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from weathernote.http.latest import LatestWins
 from weathernote.http.sse.protocol import KEEPALIVE, STREAM_HEADERS
 from weathernote.tasks import run_now
 
 _CLOSE_TIMEOUT = 5.0  # how long the end of a stream waits for a stalled client to take it
 
 
-class Framed(Protocol):
-    """An operation whose results are framed as its events."""
-
-    def frame(self, payload: str) -> bytes: ...
-
-
-class EventStream:
+class EventStream(LatestWins[bytes]):
     """A `text/event-stream` answer, from its headers to its end.
 
-    Writes go out at once, from the callback that brought them. While the
-    client cannot take more (a write waits for the connection to drain), each
-    operation keeps only its latest result, written when it drains: a reader
-    that stalls neither grows memory nor delays anyone else, and is sent the
-    latest (as the WebSocket writer does). A comment every `keepalive` seconds
+    Writes go out at once, from the callback that brought them; while the
+    client cannot take more, each operation keeps only its latest result
+    (`LatestWins`, as the WebSocket writer does). A comment every `keepalive` seconds
     keeps proxies and clients from taking a quiet stream for a dead one.
     """
 
-    __slots__ = ("_ended", "_send", "_timer", "_waiting", "_writing", "gone", "keepalive")
+    __slots__ = ("_ended", "_send", "_timer", "gone", "keepalive")
 
     def __init__(self, send: Send, keepalive: float) -> None:
+        super().__init__()
         self._send = send
         self.keepalive = keepalive
         self.gone = False  # the client hung up
         self._ended = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
-        self._writing: asyncio.Task[None] | None = None  # a write waiting for the connection to drain
-        self._waiting: dict[Framed, str] | None = None  # meanwhile, each operation's latest result
 
     async def open(self, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
         """The answer's head, then a comment: some clients and proxies pass nothing on until a first byte."""
@@ -58,20 +49,6 @@ class EventStream:
             await self._send({"type": "http.response.body", "body": data, "more_body": True})
         except Exception:  # the connection closed under the write (a middleware may say so its own way)
             self._hang_up()
-
-    def push(self, operation: Framed, payload: str) -> None:
-        """Write `operation`'s result now, or keep it (latest wins) while an earlier write waits."""
-        if self._writing is None:
-            self._write(operation.frame(payload))
-        else:
-            if self._waiting is None:
-                self._waiting = {}
-            self._waiting[operation] = payload
-
-    def forget(self, operation: Framed) -> None:
-        """`operation` ended: a result it kept waiting is not written."""
-        if self._waiting:
-            self._waiting.pop(operation, None)
 
     def end(self) -> None:
         """Our side is done: `until_closed` returns."""
@@ -115,21 +92,8 @@ class EventStream:
         self._waiting = None
         self._ended.set()
 
-    def _write(self, data: bytes) -> None:
-        writing = run_now(self.write(data))
-        if writing is not None:
-            self._writing = writing
-            writing.add_done_callback(self._written)
-
-    def _written(self, writing: asyncio.Task[None]) -> None:
-        self._writing = None
-        if writing.cancelled():
-            self._waiting = None
-            return
-        # each write that completes at once leaves the connection free for the next
-        while self._waiting and self._writing is None:
-            operation = next(iter(self._waiting))
-            self._write(operation.frame(self._waiting.pop(operation)))
+    def _start(self, frame: bytes) -> asyncio.Task[None] | None:
+        return run_now(self.write(frame))
 
     def _schedule(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(self.keepalive, self._keepalive)
@@ -137,7 +101,7 @@ class EventStream:
     def _keepalive(self) -> None:
         if self.gone or self._ended.is_set():
             return
-        if self._writing is None:  # a stream busy writing is not quiet
+        if not self.writing:  # a stream busy writing is not quiet
             self._write(KEEPALIVE)
         self._schedule()
 
