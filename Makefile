@@ -63,8 +63,10 @@ topology-up: $(INSTALLED) debian-tools
 topology-down: $(INSTALLED)
 	$(BIN)/python -m weathernote.topology down $(ARGS)
 
+# the cached `current` rows, then the rows where the cache cannot help (ROWS_ARGS: bench/cache_cannot_help.py's)
 bench: $(INSTALLED)
 	$(BIN)/python bench/cached_current.py $(ARGS)
+	$(BIN)/python bench/cache_cannot_help.py $(ROWS_ARGS)
 
 schema: $(INSTALLED)
 	$(BIN)/weathernote export-schema -o schema.graphql

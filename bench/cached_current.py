@@ -11,6 +11,8 @@ turn by the same closed-loop generator (its own process, so it gets its own core
   - graphql-yoga:      GraphQL Yoga on Node (bench/peers/yoga: node:http, ioredis, one GET and a
                        JSON parse per query); `npm ci` runs there first when node_modules is missing
                        or older than its lock file; skipped, saying so, when node or npm is missing
+  - graphql-yoga+rc:   the same with Yoga's response cache (@graphql-yoga/plugin-response-cache, in
+                       memory, one global session): like WeatherNote, it replays a stored answer
 
 Then, per peer, latency under an open load of `--rate` requests a second (1,000: a busy
 instance's share, far from saturation), and WeatherNote's memory: its RSS idle (warm, before any
@@ -42,7 +44,7 @@ from urllib.parse import quote
 import httpx
 from harness import ROOT, components, free_port, wait_http
 from redis import Redis
-from yoga_peer import yoga_cmd, yoga_env, yoga_ready, yoga_versions
+from yoga_peer import response_cache_version, yoga_cmd, yoga_env, yoga_ready, yoga_versions
 
 from weathernote.simulator import SimulatorProcess
 
@@ -159,7 +161,8 @@ def main() -> None:
     limits = {f"rate_limit_per_{window}": int(unlimited) for window in ("minute", "hour", "day")}
     # the simulator outside: it outlives the servers, which stop first
     with SimulatorProcess(**limits) as simulator, components() as running:
-        names = ["weathernote", "bare-asgi", "plain-strawberry"] + ([] if yoga_skipped else ["graphql-yoga"])
+        names = ["weathernote", "bare-asgi", "plain-strawberry"]
+        names += [] if yoga_skipped else ["graphql-yoga", "graphql-yoga+rc"]
         ports = {name: free_port("127.0.0.1") for name in names}
         env = {
             **os.environ,
@@ -195,8 +198,10 @@ def main() -> None:
         }
         if not yoga_skipped:
             running.start(yoga_cmd(ports["graphql-yoga"], running.redis_url), yoga_env(env))
-            targets["graphql-yoga"] = (f"http://127.0.0.1:{ports['graphql-yoga']}/graphql", BODY)
-            wait_http(f"http://127.0.0.1:{ports['graphql-yoga']}/health")
+            running.start([*yoga_cmd(ports["graphql-yoga+rc"], running.redis_url), "--response-cache"], yoga_env(env))
+            for name in ("graphql-yoga", "graphql-yoga+rc"):
+                targets[name] = (f"http://127.0.0.1:{ports[name]}/graphql", BODY)
+                wait_http(f"http://127.0.0.1:{ports[name]}/health")
         wait_http(f"http://127.0.0.1:{ports['weathernote']}/ready", ready=300)
         wait_http(targets["bare-asgi"][0])
         wait_http(targets["plain-strawberry"][0])
@@ -224,9 +229,15 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, (url, body) in targets.items():
                 keep_entry(redis, graphql_url, round_seconds)
-                if name in ("plain-strawberry", "graphql-yoga"):  # the same answer from the same entry
+                if name in (
+                    "plain-strawberry",
+                    "graphql-yoga",
+                    "graphql-yoga+rc",
+                ):  # the same answer from the same entry
                     answer = httpx.post(url, json={"query": QUERY}).json()["data"]["current"]
                     expected = httpx.post(graphql_url, json={"query": QUERY}).json()["data"]["current"]
+                    if name == "graphql-yoga+rc":  # its cached answer may predate a refill (its TTL is 60 s)
+                        answer, expected = answer["cell"], expected["cell"]
                     assert answer == expected, (name, answer, expected)
                 result = load(url, body, args)
                 if name not in best or result["rps"] > best[name]["rps"]:
@@ -263,6 +274,7 @@ def main() -> None:
             print(f"graphql-yoga: skipped ({yoga_skipped})")
         else:
             print(f"graphql-yoga: {yoga_versions()}")
+            print(f"graphql-yoga+rc: the same and @graphql-yoga/plugin-response-cache {response_cache_version()}")
         print(f"{'peer':<22}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'x bare':>8}{'x yoga':>8}")
         for name, r in best.items():
             bare = r["rps"] / best["bare-asgi"]["rps"]

@@ -47,3 +47,9 @@ def yoga_versions() -> str:
         for name in ("graphql-yoga", "graphql", "graphql-ws", "ioredis")
     )
     return f"node {node}, {packages}, one process, NODE_ENV=production"
+
+
+def response_cache_version() -> str:
+    """The version of @graphql-yoga/plugin-response-cache the peer's --response-cache runs."""
+    package = YOGA_DIR / "node_modules" / "@graphql-yoga" / "plugin-response-cache" / "package.json"
+    return str(json.loads(package.read_text())["version"])

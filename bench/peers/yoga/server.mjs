@@ -11,11 +11,17 @@
 // itself), decoded once per message for all of the cell's subscribers, latest wins per subscriber.
 // One Redis subscriber connection: SUBSCRIBE for a cell's first subscriber, UNSUBSCRIBE after its last.
 //
+// With --response-cache, Yoga's own response cache (@graphql-yoga/plugin-response-cache, in memory,
+// one global session, --response-cache-ttl-ms, 60 s by default) answers a query it answered before
+// without executing it: what a Yoga deployment turns on when its answers are cacheable.
+//
 // Usage: node server.mjs [--port 4000] [--host 127.0.0.1] [--redis-url redis://127.0.0.1:6379/0]
+//                        [--response-cache] [--response-cache-ttl-ms 60000]
 // (or PORT, HOST, BENCH_REDIS_URL). GET /health answers once the server listens.
 import { createServer } from "node:http";
 import { parseArgs } from "node:util";
 import { createGraphQLError, createSchema, createYoga, Repeater, SlidingBuffer } from "graphql-yoga";
+import { useResponseCache } from "@graphql-yoga/plugin-response-cache";
 import { useServer } from "graphql-ws/use/ws";
 import { Redis } from "ioredis";
 import { WebSocketServer } from "ws";
@@ -26,6 +32,8 @@ const { values: options } = parseArgs({
     port: { type: "string", default: process.env.PORT ?? "4000" },
     host: { type: "string", default: process.env.HOST ?? "127.0.0.1" },
     "redis-url": { type: "string", default: process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379/0" },
+    "response-cache": { type: "boolean", default: false },
+    "response-cache-ttl-ms": { type: "string", default: "60000" },
   },
 });
 
@@ -183,6 +191,9 @@ const yoga = createYoga({
   graphiql: false,
   landingPage: false,
   logging: "warn",
+  plugins: options["response-cache"]
+    ? [useResponseCache({ session: () => null, ttl: Number(options["response-cache-ttl-ms"]) })]
+    : [],
 });
 
 const server = createServer(yoga);

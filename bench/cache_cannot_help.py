@@ -1,0 +1,272 @@
+"""Rows where the cache cannot help (issue 23, part 1): WeatherNote beside a peer that executes.
+
+bench/cached_current.py asks one document about one cell: after its first request WeatherNote
+replays stored bytes while its peers execute every request. These rows take that away, each
+WeatherNote run beside its peer's in the same run (interleaved, `--runs` times each, one server
+process each, the same closed-loop generator in its own process, the same Redis entries):
+
+  - cached current:          the cached_current document on one warm cell, WeatherNote as deployed
+                             beside GraphQL Yoga WITH its response cache
+                             (@graphql-yoga/plugin-response-cache, in memory, one global session):
+                             both replay a stored answer
+  - response cache missing:  one document, its variables cycling over `--cells` warm cells, to a
+                             WeatherNote whose in-process caches have WEATHERNOTE_RENDER_CACHE_BYTES
+                             (`--small-cache-bytes`, 100,000) so that those answers do not fit
+                             (least recently used, cycled in order: every request misses), beside
+                             Yoga without a response cache
+  - a new document every request:  the cached_current selection on the warm cell under an alias that
+                             changes with every request (no document, validation or response cache
+                             can have seen it), beside plain Strawberry (bench/peers/plain_strawberry.py)
+
+Prints min / median / max req/s and the median p99 per server, and the median ratio against the
+peer. A lapsing entry (the upstream's 15-minute step) is waited for and refilled through
+WeatherNote before a run, so no server is measured answering misses. Every process it starts
+(the simulator, Redis, the servers, the load generator) is stopped on the way out, failures included.
+
+Usage: python bench/cache_cannot_help.py [--duration 4] [--warmup 1] [--runs 3] [--connections 32]
+                                         [--cells 500] [--small-cache-bytes 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cached_current import BODY, QUERY, keep_entry, load, uvicorn_cmd
+from harness import components, free_port, wait_http
+from redis import Redis
+from yoga_peer import response_cache_version, yoga_cmd, yoga_env, yoga_ready, yoga_versions
+
+from weathernote.simulator import SimulatorProcess
+
+# the fields WeatherNote and the Yoga peer both have (the peer has no `condition` or `units`)
+CELLS_QUERY = (
+    "query Cell($lat: Float!, $lon: Float!) { current(lat: $lat, lon: $lon) { cell { lat lon } time temperature"
+    " apparentTemperature humidity precipitation weatherCode cloudCover pressure windSpeed windDirection"
+    " windGusts isDay cached stale fetchedAt } }"
+)
+SHARED = ("cell", "temperature", "humidity", "weatherCode", "windSpeed", "cached")
+
+
+def cell_points(count: int) -> list[tuple[float, float]]:
+    """`count` points in as many 0.1° cells (bench/cached_current.py's spread)."""
+    return [(round(-60 + (i // 50) * 2.5 + 0.01, 2), round(-170 + (i % 50) * 6.5 + 0.01, 2)) for i in range(count)]
+
+
+def entry_key(lat: float, lon: float) -> str:
+    """The single-server entry key of the cell of (lat, lon); the points above are far from any tie."""
+    return f"weather:lat:{round(lat, 1):.1f}:lon:{round(lon, 1):.1f}"
+
+
+def write_requests(lines: list[dict[str, str]]) -> Path:
+    path = Path(tempfile.mkdtemp(prefix="bench-requests-")) / "requests.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines))
+    return path
+
+
+def fill_cells(url: str, points: list[tuple[float, float]]) -> None:
+    """Ask WeatherNote for every cell (a miss to the simulator each when it lapsed)."""
+    with httpx.Client(timeout=30) as client:
+        for lat, lon in points:
+            answer = client.post(url, json={"query": CELLS_QUERY, "variables": {"lat": lat, "lon": lon}}).json()
+            assert "errors" not in answer, answer
+
+
+def keep_cells(redis: Redis, url: str, points: list[tuple[float, float]], seconds: float) -> None:
+    """Every cell's entry outlives the next `seconds` (else: wait for the lapse, refill them all)."""
+    pipe = redis.pipeline(transaction=False)
+    for lat, lon in points:
+        pipe.pttl(entry_key(lat, lon))
+    remaining = [int(ms) for ms in pipe.execute()]
+    if min(remaining) > seconds * 1000:
+        return
+    lapsing = [ms for ms in remaining if ms <= seconds * 1000]
+    if max(lapsing) > 0:
+        print(f"(cell entries lapse within {max(lapsing) / 1000:.1f} s: waiting for them, then refilling)", flush=True)
+        time.sleep(max(lapsing) / 1000 + 0.1)
+    fill_cells(url, points)
+
+
+def alias_requests(url: str, prefix: str, count: int) -> Path:
+    """`count` POSTs of the cached_current selection, each under its own alias."""
+    selection = QUERY.removeprefix("{ ").removesuffix(" }")
+    return write_requests(
+        [{"url": url, "body": json.dumps({"query": f"{{ {prefix}{i}: {selection} }}"})} for i in range(count)]
+    )
+
+
+def same_answer(ours: dict[str, Any], theirs: dict[str, Any], fields: tuple[str, ...]) -> None:
+    assert "errors" not in ours and "errors" not in theirs, (ours, theirs)
+    a, b = ours["data"]["current"], theirs["data"]["current"]
+    assert all(a[f] == b[f] for f in fields), (a, b)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=4)
+    parser.add_argument("--warmup", type=float, default=1)
+    parser.add_argument("--runs", type=int, default=3, help="runs per server and row, interleaved with its peer's")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--cells", type=int, default=500, help="cells the response-cache-missing row cycles over")
+    parser.add_argument("--small-cache-bytes", type=int, default=100_000, help="WEATHERNOTE_RENDER_CACHE_BYTES there")
+    parser.add_argument(
+        "--documents", type=int, default=64_000, help="distinct aliases per run of the new-document row"
+    )
+    args = parser.parse_args()
+    yoga_skipped = yoga_ready()
+    unlimited = "1000000000"
+    limits = {f"rate_limit_per_{window}": int(unlimited) for window in ("minute", "hour", "day")}
+    points = cell_points(args.cells)
+
+    with SimulatorProcess(**limits) as simulator, components() as running:
+        names = ["weathernote", "weathernote-small", "plain-strawberry", "yoga", "yoga-rc"]
+        ports = {name: free_port("127.0.0.1") for name in names}
+        url = {name: f"http://127.0.0.1:{port}/graphql" for name, port in ports.items()}
+        env = {  # bench/cached_current.py's: the full pipeline as users run it, limits out of the way
+            **os.environ,
+            "WEATHERNOTE_REDIS_URL": running.redis_url,
+            "WEATHERNOTE_UPSTREAM_URL": simulator.url,
+            "WEATHERNOTE_LOG_LEVEL": "info",
+            "WEATHERNOTE_WEATHER_TTL_SECONDS": "3600",
+            "WEATHERNOTE_RATE_LIMIT_PER_MINUTE": "100000000",
+            "WEATHERNOTE_RATE_LIMIT_PERIOD_SECONDS": "1",
+            "WEATHERNOTE_PREWARM_INTERVAL_SECONDS": "0",
+            "WEATHERNOTE_UPSTREAM_BUDGET_PER_MINUTE": unlimited,
+            "WEATHERNOTE_UPSTREAM_BUDGET_PER_HOUR": unlimited,
+            "WEATHERNOTE_UPSTREAM_BUDGET_PER_DAY": unlimited,
+            "WEATHERNOTE_CLIENT_ID_SECRET": "5e0b6c1d7a2f8e3b9c4d0a5f1e6b2c7d8a3f9e4b0c5d1a6f2e7b3c8d9a4f0e5b",
+            "BENCH_REDIS_URL": running.redis_url,
+        }
+        serve = [sys.executable, "-m", "weathernote", "serve"]
+        running.start(serve, {**env, "WEATHERNOTE_PORT": str(ports["weathernote"])})
+        running.start(
+            serve,
+            {
+                **env,
+                "WEATHERNOTE_PORT": str(ports["weathernote-small"]),
+                "WEATHERNOTE_RENDER_CACHE_BYTES": str(args.small_cache_bytes),
+            },
+        )
+        running.start(uvicorn_cmd("plain_strawberry:app", ports["plain-strawberry"]), env)
+        if not yoga_skipped:
+            running.start(yoga_cmd(ports["yoga"], running.redis_url), yoga_env(env))
+            running.start([*yoga_cmd(ports["yoga-rc"], running.redis_url), "--response-cache"], yoga_env(env))
+            for name in ("yoga", "yoga-rc"):
+                wait_http(f"http://127.0.0.1:{ports[name]}/health")
+        for name in ("weathernote", "weathernote-small"):
+            wait_http(f"http://127.0.0.1:{ports[name]}/ready", ready=300)
+        wait_http(url["plain-strawberry"])
+
+        redis = Redis.from_url(running.redis_url)
+        run_seconds = args.warmup + args.duration + 1
+        fill_cells(url["weathernote-small"], points)
+        warm = httpx.post(url["weathernote"], json={"query": QUERY}).json()
+        assert "errors" not in warm, warm
+
+        def check_one_cell() -> None:
+            """The warm cell, the same answer from WeatherNote and each peer."""
+            keep_entry(redis, url["weathernote"], 2 * run_seconds)
+            ours = httpx.post(url["weathernote"], json={"query": QUERY}).json()
+            assert ours["data"]["current"]["cached"] is True, ours
+            same_answer(
+                ours, httpx.post(url["plain-strawberry"], json={"query": QUERY}).json(), ("temperature", "cell")
+            )
+            if not yoga_skipped:  # its cached answer may predate a refill (its TTL is 60 s): the cell only
+                same_answer(ours, httpx.post(url["yoga-rc"], json={"query": QUERY}).json(), ("cached", "cell"))
+
+        def check_cells() -> None:
+            keep_cells(redis, url["weathernote-small"], points, 2 * run_seconds)
+            if yoga_skipped:
+                return
+            for lat, lon in (points[0], points[len(points) // 2], points[-1]):
+                body = {"query": CELLS_QUERY, "variables": {"lat": lat, "lon": lon}}
+                same_answer(
+                    httpx.post(url["weathernote-small"], json=body).json(),
+                    httpx.post(url["yoga"], json=body).json(),
+                    SHARED,
+                )
+
+        # the response-cache-missing row's requests: one document, the cells' variables in turn
+        cells_files = {
+            name: write_requests(
+                [
+                    {"url": url[name], "body": json.dumps({"query": CELLS_QUERY, "variables": {"lat": la, "lon": lo}})}
+                    for la, lo in points
+                ]
+            )
+            for name in ("weathernote-small", "yoga")
+        }
+
+        # (row, WeatherNote's server, its peer)
+        rows: list[tuple[str, str, str]] = []
+        results: dict[tuple[str, str], list[dict[str, float]]] = {}
+        if not yoga_skipped:
+            rows.append(("cached current", "weathernote", "yoga-rc"))
+        rows.append(("response cache missing", "weathernote-small", "yoga"))
+        rows.append(("a new document every request", "weathernote", "plain-strawberry"))
+        for row, ours, peer in rows:
+            if row == "response cache missing" and yoga_skipped:
+                continue
+            for run in range(args.runs):
+                for name in (ours, peer):
+                    if row == "cached current":
+                        check_one_cell()
+                        result = load(url[name], BODY, args)
+                    elif row == "response cache missing":
+                        check_cells()
+                        result = load(cells_files[name], None, args)
+                    else:
+                        check_one_cell()
+                        result = load(alias_requests(url[name], f"r{run}_", args.documents), None, args)
+                    results.setdefault((row, name), []).append(result)
+            if row == "response cache missing":  # the answers did not fit: the cache stayed within its budget
+                held = [
+                    line
+                    for line in httpx.get(f"http://127.0.0.1:{ports[ours]}/metrics").text.splitlines()
+                    if line.startswith('weathernote_render_cache_bytes{kind="response"}')
+                ]
+                print(f"(weathernote-small after its runs: {held[0] if held else 'no response cache gauge'})")
+        redis.close()
+
+    print(
+        f"\nrows where the cache cannot help, {args.connections} connections, {args.runs} runs x"
+        f" {args.duration:g} s each (after {args.warmup:g} s warm-up), interleaved with the peer's"
+    )
+    if yoga_skipped:
+        print(f"graphql-yoga: skipped ({yoga_skipped}): the cached and response-cache-missing rows are left out")
+    else:
+        print(f"graphql-yoga: {yoga_versions()}")
+        print(f"yoga+response-cache: the same and @graphql-yoga/plugin-response-cache {response_cache_version()}")
+    print(f"{'row':<30}{'server':<20}{'min req/s':>10}{'median':>9}{'max':>9}{'p99 ms':>9}{'errors':>8}{'x peer':>8}")
+    labels = {
+        "weathernote": "weathernote",
+        "weathernote-small": f"weathernote ({args.small_cache_bytes // 1000} kB)",
+        "plain-strawberry": "plain-strawberry",
+        "yoga": "yoga (no cache)",
+        "yoga-rc": "yoga+response-cache",
+    }
+    for row, ours, peer in rows:
+        if (row, ours) not in results:
+            continue
+        peer_median = statistics.median(r["rps"] for r in results[(row, peer)])
+        for name in (ours, peer):
+            rps = [r["rps"] for r in results[(row, name)]]
+            p99 = statistics.median(r["p99_ms"] for r in results[(row, name)])
+            errors = sum(int(r["errors"]) for r in results[(row, name)])
+            ratio = f"{statistics.median(rps) / peer_median:>8.2f}" if name == ours else f"{'':>8}"
+            print(
+                f"{row if name == ours else '':<30}{labels[name]:<20}{min(rps):>10.0f}{statistics.median(rps):>9.0f}"
+                f"{max(rps):>9.0f}{p99:>9.2f}{errors:>8}{ratio}"
+            )
+
+
+if __name__ == "__main__":
+    main()
