@@ -17,6 +17,11 @@ process each, the same closed-loop generator in its own process, the same Redis 
   - a new document every request:  the cached_current selection on the warm cell under an alias that
                              changes with every request (no document, validation or response cache
                              can have seen it), beside plain Strawberry (bench/peers/plain_strawberry.py)
+  - a realistic mix:         the app's own operations (clients/operations: CurrentWeather two requests
+                             in three, Forecast one in three, default variables) as APQ GETs, their
+                             cells drawn Zipf (s = `--zipf-s`, 1.0) over `--mix-cells` (2,000) warm
+                             cells, WeatherNote as deployed beside Yoga without and with its response
+                             cache (each answers the same data: checked before the runs)
 
 Prints min / median / max req/s and the median p99 per server, and the median ratio against the
 peer. A lapsing entry (the upstream's 15-minute step) is waited for and refilled through
@@ -24,24 +29,28 @@ WeatherNote before a run, so no server is measured answering misses. Every proce
 (the simulator, Redis, the servers, the load generator) is stopped on the way out, failures included.
 
 Usage: python bench/cache_cannot_help.py [--duration 4] [--warmup 1] [--runs 3] [--connections 32]
-                                         [--cells 500] [--small-cache-bytes 100000]
+                                         [--cells 500] [--small-cache-bytes 100000] [--documents 64000]
+                                         [--mix-cells 2000] [--zipf-s 1.0] [--no-mix]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import random
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from cached_current import BODY, QUERY, keep_entry, load, uvicorn_cmd
-from harness import components, free_port, wait_http
+from harness import ROOT, components, free_port, wait_http
 from redis import Redis
 from yoga_peer import response_cache_version, yoga_cmd, yoga_env, yoga_ready, yoga_versions
 
@@ -66,6 +75,72 @@ def entry_key(lat: float, lon: float) -> str:
     return f"weather:lat:{round(lat, 1):.1f}:lon:{round(lon, 1):.1f}"
 
 
+MANIFEST = ROOT / "clients" / "operations" / "persisted-query-manifest.json"
+MIX = (("CurrentWeather", 2), ("Forecast", 1))  # operation, weight
+
+
+def operations() -> dict[str, tuple[str, str]]:
+    """The mix's operations: name -> (sha256 id, text), from the persisted-query manifest."""
+    manifest = json.loads(MANIFEST.read_text())
+    return {op["name"]: (op["id"], op["body"]) for op in manifest["operations"] if op["name"] in dict(MIX)}
+
+
+def apq_get(url: str, name: str, sha: str, lat: float, lon: float) -> str:
+    extensions = json.dumps({"persistedQuery": {"version": 1, "sha256Hash": sha}})
+    variables = json.dumps({"lat": lat, "lon": lon})
+    return f"{url}?operationName={name}&variables={quote(variables)}&extensions={quote(extensions)}"
+
+
+def zipf_mix(url: str, points: list[tuple[float, float]], s: float, count: int, seed: int) -> Path:
+    """`count` APQ GETs: a cell by Zipf rank (ranks shuffled over the cells), an operation by MIX's weights."""
+    ops = operations()
+    rng = random.Random(seed)
+    ranked = points[:]
+    rng.shuffle(ranked)
+    weights = [1 / (rank + 1) ** s for rank in range(len(ranked))]
+    cells = rng.choices(ranked, weights=weights, k=count)
+    names = rng.choices([name for name, _ in MIX], weights=[w for _, w in MIX], k=count)
+    return write_requests(
+        [{"url": apq_get(url, name, ops[name][0], lat, lon)} for (lat, lon), name in zip(cells, names, strict=True)]
+    )
+
+
+def register(url: str) -> None:
+    """Each operation's text once with its hash, as a client does after PERSISTED_QUERY_NOT_FOUND."""
+    for name, (sha, text) in operations().items():
+        body = {
+            "query": text,
+            "operationName": name,
+            "variables": {"lat": 40.7128, "lon": -74.0060},
+            "extensions": {"persistedQuery": {"version": 1, "sha256Hash": sha}},
+        }
+        answer = httpx.post(url, json=body, timeout=30).json()
+        assert "errors" not in answer, (url, answer)
+
+
+def fill_mix(url: str, points: list[tuple[float, float]]) -> None:
+    """Every cell's current and forecast entries, through WeatherNote (16 requests at a time)."""
+    ops = operations()
+
+    async def fill() -> None:
+        gate = asyncio.Semaphore(16)
+        async with httpx.AsyncClient(timeout=60) as client:
+
+            async def one(name: str, lat: float, lon: float) -> None:
+                async with gate:
+                    answer = (await client.get(apq_get(url, name, ops[name][0], lat, lon))).json()
+                assert "errors" not in answer, answer
+
+            await asyncio.gather(*(one(name, lat, lon) for lat, lon in points for name, _ in MIX))
+
+    asyncio.run(fill())
+
+
+def mix_keys(lat: float, lon: float) -> list[str]:
+    cell = entry_key(lat, lon).removeprefix("weather:")
+    return [f"weather:{cell}", f"forecast:{cell}:days:16", f"forecast:{cell}:days:16:hourly"]
+
+
 def write_requests(lines: list[dict[str, str]]) -> Path:
     path = Path(tempfile.mkdtemp(prefix="bench-requests-")) / "requests.jsonl"
     path.write_text("\n".join(json.dumps(line) for line in lines))
@@ -80,11 +155,12 @@ def fill_cells(url: str, points: list[tuple[float, float]]) -> None:
             assert "errors" not in answer, answer
 
 
-def keep_cells(redis: Redis, url: str, points: list[tuple[float, float]], seconds: float) -> None:
-    """Every cell's entry outlives the next `seconds` (else: wait for the lapse, refill them all)."""
+def keep_cells(redis: Redis, url: str, points: list[tuple[float, float]], seconds: float, mix: bool = False) -> None:
+    """Every cell's entries outlive the next `seconds` (else: wait for the lapse, refill them all)."""
     pipe = redis.pipeline(transaction=False)
     for lat, lon in points:
-        pipe.pttl(entry_key(lat, lon))
+        for key in mix_keys(lat, lon) if mix else [entry_key(lat, lon)]:
+            pipe.pttl(key)
     remaining = [int(ms) for ms in pipe.execute()]
     if min(remaining) > seconds * 1000:
         return
@@ -92,7 +168,10 @@ def keep_cells(redis: Redis, url: str, points: list[tuple[float, float]], second
     if max(lapsing) > 0:
         print(f"(cell entries lapse within {max(lapsing) / 1000:.1f} s: waiting for them, then refilling)", flush=True)
         time.sleep(max(lapsing) / 1000 + 0.1)
-    fill_cells(url, points)
+    if mix:
+        fill_mix(url, points)
+    else:
+        fill_cells(url, points)
 
 
 def alias_requests(url: str, prefix: str, count: int) -> Path:
@@ -120,6 +199,10 @@ def main() -> None:
     parser.add_argument(
         "--documents", type=int, default=64_000, help="distinct aliases per run of the new-document row"
     )
+    parser.add_argument("--mix-cells", type=int, default=2000, help="cells the realistic mix draws from")
+    parser.add_argument("--zipf-s", type=float, default=1.0, help="the Zipf exponent of the realistic mix")
+    parser.add_argument("--mix-requests", type=int, default=30_000, help="requests in a run's mix file")
+    parser.add_argument("--no-mix", action="store_true", help="leave out the realistic mix")
     args = parser.parse_args()
     yoga_skipped = yoga_ready()
     unlimited = "1000000000"
@@ -205,27 +288,51 @@ def main() -> None:
             for name in ("weathernote-small", "yoga")
         }
 
-        # (row, WeatherNote's server, its peer)
-        rows: list[tuple[str, str, str]] = []
+        mix_points = cell_points(args.mix_cells)
+        mixing = not args.no_mix and not yoga_skipped
+        if mixing:
+            for name in ("weathernote", "yoga", "yoga-rc"):
+                register(url[name])
+            started = time.monotonic()
+            fill_mix(url["weathernote"], mix_points)
+            print(f"(the mix's {args.mix_cells:,} cells filled in {time.monotonic() - started:.1f} s)", flush=True)
+            ops = operations()
+            for lat, lon in (mix_points[0], mix_points[len(mix_points) // 2], mix_points[-1]):
+                for name, _ in MIX:  # the same data from both, the whole of it
+                    ours = httpx.get(apq_get(url["weathernote"], name, ops[name][0], lat, lon)).json()
+                    theirs = httpx.get(apq_get(url["yoga"], name, ops[name][0], lat, lon)).json()
+                    assert "errors" not in ours and ours == theirs, (name, ours, theirs)
+
+        def check_mix() -> None:
+            keep_cells(redis, url["weathernote"], mix_points, 3 * run_seconds, mix=True)
+
+        # (row, WeatherNote's server, its peers)
+        rows: list[tuple[str, str, tuple[str, ...]]] = []
         results: dict[tuple[str, str], list[dict[str, float]]] = {}
         if not yoga_skipped:
-            rows.append(("cached current", "weathernote", "yoga-rc"))
-        rows.append(("response cache missing", "weathernote-small", "yoga"))
-        rows.append(("a new document every request", "weathernote", "plain-strawberry"))
-        for row, ours, peer in rows:
-            if row == "response cache missing" and yoga_skipped:
-                continue
+            rows.append(("cached current", "weathernote", ("yoga-rc",)))
+            rows.append(("response cache missing", "weathernote-small", ("yoga",)))
+        rows.append(("a new document every request", "weathernote", ("plain-strawberry",)))
+        if mixing:
+            rows.append(("a realistic mix", "weathernote", ("yoga", "yoga-rc")))
+        for row, ours, peers in rows:
             for run in range(args.runs):
-                for name in (ours, peer):
+                if row == "a realistic mix":
+                    check_mix()
+                for name in (ours, *peers):
                     if row == "cached current":
                         check_one_cell()
                         result = load(url[name], BODY, args)
                     elif row == "response cache missing":
                         check_cells()
                         result = load(cells_files[name], None, args)
-                    else:
+                    elif row == "a new document every request":
                         check_one_cell()
                         result = load(alias_requests(url[name], f"r{run}_", args.documents), None, args)
+                    else:  # the same draw for each server of a run, another draw each run
+                        mix = zipf_mix(url[name], mix_points, args.zipf_s, args.mix_requests, seed=run)
+                        result = load(mix, None, args)
+                        mix.unlink()
                     results.setdefault((row, name), []).append(result)
             if row == "response cache missing":  # the answers did not fit: the cache stayed within its budget
                 held = [
@@ -241,11 +348,17 @@ def main() -> None:
         f" {args.duration:g} s each (after {args.warmup:g} s warm-up), interleaved with the peer's"
     )
     if yoga_skipped:
-        print(f"graphql-yoga: skipped ({yoga_skipped}): the cached and response-cache-missing rows are left out")
+        print(f"graphql-yoga: skipped ({yoga_skipped}): only the new-document row ran")
     else:
         print(f"graphql-yoga: {yoga_versions()}")
         print(f"yoga+response-cache: the same and @graphql-yoga/plugin-response-cache {response_cache_version()}")
-    print(f"{'row':<30}{'server':<20}{'min req/s':>10}{'median':>9}{'max':>9}{'p99 ms':>9}{'errors':>8}{'x peer':>8}")
+    if mixing:
+        print(
+            f"the mix: {', '.join(f'{name} {weight}' for name, weight in MIX)} (weights), APQ GET, Zipf s={args.zipf_s:g}"
+            f" over {args.mix_cells:,} cells"
+        )
+    print("wn/peer: WeatherNote's median req/s over this peer's")
+    print(f"{'row':<30}{'server':<20}{'min req/s':>10}{'median':>9}{'max':>9}{'p99 ms':>9}{'errors':>8}{'wn/peer':>8}")
     labels = {
         "weathernote": "weathernote",
         "weathernote-small": f"weathernote ({args.small_cache_bytes // 1000} kB)",
@@ -253,15 +366,13 @@ def main() -> None:
         "yoga": "yoga (no cache)",
         "yoga-rc": "yoga+response-cache",
     }
-    for row, ours, peer in rows:
-        if (row, ours) not in results:
-            continue
-        peer_median = statistics.median(r["rps"] for r in results[(row, peer)])
-        for name in (ours, peer):
+    for row, ours, peers in rows:
+        ours_median = statistics.median(r["rps"] for r in results[(row, ours)])
+        for name in (ours, *peers):
             rps = [r["rps"] for r in results[(row, name)]]
             p99 = statistics.median(r["p99_ms"] for r in results[(row, name)])
             errors = sum(int(r["errors"]) for r in results[(row, name)])
-            ratio = f"{statistics.median(rps) / peer_median:>8.2f}" if name == ours else f"{'':>8}"
+            ratio = f"{ours_median / statistics.median(rps):>8.2f}" if name != ours else f"{'':>8}"
             print(
                 f"{row if name == ours else '':<30}{labels[name]:<20}{min(rps):>10.0f}{statistics.median(rps):>9.0f}"
                 f"{max(rps):>9.0f}{p99:>9.2f}{errors:>8}{ratio}"
