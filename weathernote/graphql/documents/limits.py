@@ -29,6 +29,7 @@ from graphql import (
     validate,
 )
 
+from weathernote.graphql.documents.rules import with_class_lookups
 from weathernote.graphql.errors import (
     GRAPHQL_PARSE_FAILED,
     GRAPHQL_VALIDATION_FAILED,
@@ -111,7 +112,7 @@ class DocumentChecker:
         rules = [*specified_rules, complexity_rule(limits)]
         if not limits.introspection:
             rules.append(NoSchemaIntrospectionCustomRule)
-        self.rules = tuple(rules)
+        self.rules = with_class_lookups(rules)
 
     def check(self, query: str) -> tuple[DocumentNode | None, tuple[GraphQLError, ...]]:
         """The parsed document (None if it does not parse) and its errors, each with its code."""
