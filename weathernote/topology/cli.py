@@ -1,6 +1,7 @@
 """The command line, `python -m weathernote.topology up|status|down`: the topology from a shell.
 `up` returns once everything answers and leaves it running; `status` and `down`, later and from
-another shell, find it through the state directory."""
+another shell, find it through the state directory: one topology, or (`up --regions N`) the
+regions and their front."""
 
 from __future__ import annotations
 
@@ -13,9 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from weathernote.topology.errors import TopologyError
-from weathernote.topology.nginx import instance_route
-from weathernote.topology.state import default_state_dir, instance_name
-from weathernote.topology.topology import DEFAULT_DRAIN_SECONDS, DEFAULT_INSTANCES, DEFAULT_PORT, Topology
+from weathernote.topology.nginx import instance_route, region_route
+from weathernote.topology.regions import Regions, has_regions
+from weathernote.topology.state import STATE_FILE, default_state_dir, instance_name
+from weathernote.topology.topology import (
+    DEFAULT_DRAIN_SECONDS,
+    DEFAULT_INSTANCES,
+    DEFAULT_PORT,
+    DEFAULT_PRIMARIES,
+    DEFAULT_REPLICAS,
+    Topology,
+)
 
 PROG = "python -m weathernote.topology"
 
@@ -62,6 +71,33 @@ def describe(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def describe_regions(report: dict[str, Any]) -> str:
+    """`Regions.status()`'s report for people: the front, then each region as `describe` says it."""
+    if not report.get("running") and not report.get("processes"):
+        return f"no local regions run (state directory {report['state_dir']})"
+    front = report["load_balancer"]
+    [proc] = [p for p in report["processes"] if p["name"] == "front-nginx"] or [None]
+    state = f"pid {proc['pid']:<7} {'running' if proc['alive'] else 'NOT RUNNING'}" if proc else "-"
+    ready = {200: "ready", None: "no answer"}.get(front.get("ready"), f"not ready ({front.get('ready')})")
+    names = [region["name"] for region in report["regions"]]
+    lines = [
+        f"WeatherNote local regions, up since {report['started_at']} (state in {report['state_dir']})",
+        f"  front          {front['url']:<28} nginx     {state}   /ready: {ready}",
+        f"                 GraphQL {front['url']}/graphql  (WebSocket: {front['url'].replace('http', 'ws', 1)}/graphql)",
+        f"                 sends to {names[0]}, fails over to {', then '.join(names[1:])}",
+    ]
+    for index, region in enumerate(report["regions"]):
+        through = {200: "ready", None: "no answer"}.get(region.get("ready_through_front"), "not ready")
+        role = "the front's first choice" if index == 0 else "backup"
+        lines.append(
+            f"  {region['name']} ({role})   nginx {region['url']}, through the front"
+            f" ({region_route(front['url'], region['name'])}): {through}"
+        )
+        lines.extend(f"    {line}" for line in describe(region["status"]).splitlines())
+    lines.append(f"  front's logs   {report['state_dir']}/logs/, {report['state_dir']}/front/logs/")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -89,7 +125,22 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (up, status, down):
         sub.add_argument("--dir", type=Path, default=None, help=f"state directory (default {default_state_dir()})")
     up.add_argument("--port", type=int, default=DEFAULT_PORT, help="nginx's port on 127.0.0.1 (default 8080)")
-    up.add_argument("--instances", type=int, default=DEFAULT_INSTANCES, help="weathernote serve processes (default 3)")
+    up.add_argument(
+        "--regions",
+        type=int,
+        default=1,
+        help="regions side by side, each its own cluster, upstream, instances and nginx, with one nginx in"
+        " front that fails over (default 1: no front); the front listens on --port, the regions on the next ports",
+    )
+    up.add_argument(
+        "--instances", type=int, default=DEFAULT_INSTANCES, help="weathernote serve processes (a region's; default 3)"
+    )
+    up.add_argument(
+        "--primaries", type=int, default=DEFAULT_PRIMARIES, help="Redis Cluster primaries (a region's; default 3)"
+    )
+    up.add_argument(
+        "--replicas", type=int, default=DEFAULT_REPLICAS, help="replicas of each primary (default 1; 0 for none)"
+    )
     up.add_argument("--upstream-url", default=None, help="use this Open-Meteo URL instead of starting the simulator")
     up.add_argument(
         "--drain-seconds", type=float, default=DEFAULT_DRAIN_SECONDS, help="WEATHERNOTE_DRAIN_SECONDS (default 3)"
@@ -115,23 +166,35 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _up(args: argparse.Namespace, env: dict[str, str]) -> int:
-    topology = Topology(
-        args.dir,
-        port=args.port,
-        instances=args.instances,
-        upstream_url=args.upstream_url,
-        drain_seconds=args.drain_seconds,
-        prewarm_interval_seconds=args.prewarm_interval,
-        log_level=args.log_level,
-        env=env,
-    )
+    options: dict[str, Any] = {
+        "port": args.port,
+        "instances": args.instances,
+        "primaries": args.primaries,
+        "replicas": args.replicas,
+        "upstream_url": args.upstream_url,
+        "drain_seconds": args.drain_seconds,
+        "prewarm_interval_seconds": args.prewarm_interval,
+        "log_level": args.log_level,
+        "env": env,
+    }
+    topology: Topology | Regions
+    directory = Path(args.dir or default_state_dir())
+    other = None
+    if args.regions > 1 and (directory / STATE_FILE).exists():
+        other = "a one-region topology runs"
+    elif args.regions == 1 and has_regions(directory):
+        other = "regions run"
+    if other:
+        print(f"{other} in {directory}: stop it first ({_command('down', args.dir)})", file=sys.stderr)
+        return 1
+    topology = Regions(args.dir, regions=args.regions, **options) if args.regions > 1 else Topology(args.dir, **options)
     started = time.monotonic()
     try:
         fresh = topology.start(args.timeout)
     except TopologyError as exc:
         print(f"up failed, everything it started is stopped again:\n{exc}", file=sys.stderr)
         return 1
-    print(describe(topology.status()))
+    print(_describe(topology))
     if fresh:
         print(f"up in {time.monotonic() - started:.1f} s; stop it with: {_command('down', args.dir)}")
     else:
@@ -141,24 +204,37 @@ def _up(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     """Exit 0 when everything runs, 1 when some of it does, 3 when nothing does."""
-    report = Topology(args.dir).status()
-    print(json.dumps(report, indent=2) if args.json else describe(report))
-    if not report.get("processes"):
+    regions = has_regions(args.dir)
+    report = Regions(args.dir).status() if regions else Topology(args.dir).status()
+    print(json.dumps(report, indent=2) if args.json else (describe_regions if regions else describe)(report))
+    if not _processes(report):
         return 3
     return 0 if report["running"] else 1
 
 
 def _down(args: argparse.Namespace) -> int:
-    topology = Topology(args.dir)
-    report = topology.status()
+    topology = Regions(args.dir) if has_regions(args.dir) else Topology(args.dir)
+    processes = _processes(topology.status())
     if topology.stop(args.timeout):
-        alive = sum(1 for proc in report["processes"] if proc["alive"])
+        alive = sum(1 for proc in processes if proc["alive"])
         print(
-            f"stopped {alive} running processes of {len(report['processes'])}; state removed from {topology.dir} (logs kept in {topology.dir / 'logs'})"
+            f"stopped {alive} running processes of {len(processes)}; state removed from {topology.dir} (logs kept in {topology.dir / 'logs'})"
         )
     else:
         print(f"nothing was running (state directory {topology.dir})")
     return 0
+
+
+def _processes(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every process a status report names: the regions' too."""
+    regions = [region["status"] for region in report.get("regions", [])]
+    return [*report.get("processes", []), *(p for region in regions for p in region.get("processes", []))]
+
+
+def _describe(topology: Topology | Regions) -> str:
+    if isinstance(topology, Regions):
+        return describe_regions(topology.status())
+    return describe(topology.status())
 
 
 def _command(verb: str, state_dir: Path | None) -> str:

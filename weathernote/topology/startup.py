@@ -74,7 +74,7 @@ class Startup:
 
         # the upstream simulator starts (a Python process takes a moment) while the cluster forms
         simulator = self._spawn_simulator(options["upstream_url"])
-        self._start_cluster(left)
+        self._start_cluster(int(options.get("primaries", 3)), int(options.get("replicas", 1)), left)
         if simulator is not None:
             self._simulator_ready(simulator, left())
         self._start_instances(int(options["instances"]), left)
@@ -122,16 +122,19 @@ class Startup:
         self.files.state["upstream"] = {"url": simulator.url, "simulated": True}
         self.files.save()
 
-    def _start_cluster(self, left: Callable[[], float]) -> None:
-        """3 primaries, 3 replicas; ports (and bus ports +10000) from a random base, so two
-        topologies or test sessions starting together rarely pick the same ones."""
+    def _start_cluster(self, primaries: int, replicas: int, left: Callable[[], float]) -> None:
+        """`primaries` primaries with `replicas` replicas each (3 and 1 by default); ports (and
+        bus ports +10000) from a random base, so two topologies or test sessions starting
+        together rarely pick the same ones."""
         cluster_dir = self.files.dir / "cluster"
         shutil.rmtree(cluster_dir, ignore_errors=True)
         for attempt in range(3):
-            ports = free_cluster_ports(HOST, 6, start=random.randrange(31000, 50000))
-            if self.files.port in {*ports, *(p + 10000 for p in ports)}:
+            ports = free_cluster_ports(HOST, primaries * (1 + replicas), start=random.randrange(31000, 50000))
+            if self._reserved() & {*ports, *(p + 10000 for p in ports)}:
                 continue
-            cluster = EmbeddedCluster(cluster_dir / f"try-{attempt}", ports=ports, persistent=False)
+            cluster = EmbeddedCluster(
+                cluster_dir / f"try-{attempt}", primaries=primaries, replicas=replicas, ports=ports, persistent=False
+            )
             self.cluster = cluster
             try:
                 cluster.start(timeout=left())
@@ -151,7 +154,8 @@ class Startup:
 
     def _start_instances(self, count: int, left: Callable[[], float]) -> None:
         """All started together, then each waited for."""
-        ports = [p for p in free_ports(count + 1) if p != self.files.port][:count]
+        reserved = self._reserved()
+        ports = [p for p in free_ports(count + 1 + len(reserved)) if p not in reserved][:count]
         self.files.secret()  # created before any instance reads it, so that they all find the same one
         for index, port in enumerate(ports):
             self.files.state["instances"].append({"index": index, "url": f"http://{HOST}:{port}", "port": port})
@@ -173,6 +177,11 @@ class Startup:
         wait_until(lambda: http_status(f"{lb_url}/ready") == 200, left(), "the load balancer not ready")
 
     # ------------------------------------------------------------ processes
+
+    def _reserved(self) -> set[int]:
+        """Ports this topology's own processes must not take: its nginx's, and those the rest of a
+        larger setup will bind later (another region's nginx, the front)."""
+        return {self.files.port, *self.files.state["options"].get("reserved_ports", [])}
 
     def _instance_env(self, index: int, port: int) -> dict[str, str]:
         options = self.files.state["options"]

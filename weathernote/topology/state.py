@@ -33,15 +33,20 @@ def instance_name(index: int) -> str:
 
 
 class StateDir:
-    """One topology's state directory, and in `state` what its state file says (empty: nothing runs)."""
+    """One topology's state directory, and in `state` what its state file says (empty: nothing runs).
 
-    def __init__(self, directory: Path) -> None:
+    `state_file` is `state.json` for one region's topology, `regions.json` for the regions and
+    their front (`regions.py`), so that neither takes the other's directory for its own.
+    """
+
+    def __init__(self, directory: Path, state_file: str = STATE_FILE) -> None:
         self.dir = directory
+        self.state_file = state_file
         self.state: dict[str, Any] = {}
 
     @property
     def file(self) -> Path:
-        return self.dir / STATE_FILE
+        return self.dir / self.state_file
 
     # where things are, once started
 
@@ -116,6 +121,17 @@ class StateDir:
             with os.fdopen(fd, "w") as handle:
                 handle.write(secret + "\n")
             return secret
+
+    def share_secret(self, secret: str) -> None:
+        """Use `secret` as this directory's client-id secret (the regions share one)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / SECRET_FILE
+        temporary = path.with_suffix(".tmp")
+        temporary.unlink(missing_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret + "\n")
+        temporary.replace(path)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

@@ -22,13 +22,17 @@ from weathernote.topology.state import StateDir, default_state_dir, instance_nam
 DEFAULT_PORT = 8080
 DEFAULT_INSTANCES = 3
 DEFAULT_DRAIN_SECONDS = 3.0
+DEFAULT_PRIMARIES = 3
+DEFAULT_REPLICAS = 1
 
 
 class Topology:
     """The cluster, the upstream, the instances and nginx, started and stopped as one.
 
     `env` adds or overrides WEATHERNOTE_* variables of every instance (the tests lift the
-    rate limits and shorten the pre-warm period). A `Topology` built on a state directory
+    rate limits and shorten the pre-warm period). The cluster has `primaries` primaries with
+    `replicas` replicas each; `reserved_ports` are never taken by its processes (a larger setup,
+    two regions and their front, binds them later). A `Topology` built on a state directory
     where one already runs (`up` from another command) attaches to it: `stop()`, `status()`
     and `restart_instance()` work on the processes it finds there.
     """
@@ -39,11 +43,14 @@ class Topology:
         *,
         port: int = DEFAULT_PORT,
         instances: int = DEFAULT_INSTANCES,
+        primaries: int = DEFAULT_PRIMARIES,
+        replicas: int = DEFAULT_REPLICAS,
         upstream_url: str | None = None,
         drain_seconds: float = DEFAULT_DRAIN_SECONDS,
         prewarm_interval_seconds: float | None = None,
         log_level: str = "info",
         env: dict[str, str] | None = None,
+        reserved_ports: tuple[int, ...] = (),
         nginx: str | None = None,
         python: str | None = None,
     ) -> None:
@@ -51,11 +58,14 @@ class Topology:
         self.options: dict[str, Any] = {
             "port": port,
             "instances": instances,
+            "primaries": primaries,
+            "replicas": replicas,
             "upstream_url": upstream_url,
             "drain_seconds": drain_seconds,
             "prewarm_interval_seconds": prewarm_interval_seconds,
             "log_level": log_level,
             "env": {_variable(name): str(value) for name, value in (env or {}).items()},
+            "reserved_ports": list(reserved_ports),
         }
         self.nginx = nginx or nginx_binary()
         self.python = python or sys.executable
@@ -168,6 +178,17 @@ class Topology:
         proc = self._files.proc(instance_name(index))
         wait_until(partial(self._processes.gone, proc), timeout, f"instance {index + 1} did not exit", interval=0.02)
         return self._processes.exit_code(proc)
+
+    def signal_load_balancer(self, sig: int) -> int:
+        """Send `sig` to this topology's nginx (its whole process group), as an outage would; its pid."""
+        proc = self._files.proc("nginx")
+        if not self._processes.alive(proc):
+            raise TopologyError("nginx is not running")
+        os.killpg(proc.pid, sig)
+        return proc.pid
+
+    def load_balancer_alive(self) -> bool:
+        return self._processes.alive(self._files.proc("nginx"))
 
     def instance_alive(self, index: int) -> bool:
         return self._processes.alive(self._files.proc(instance_name(index)))
