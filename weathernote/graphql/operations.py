@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from graphql import GraphQLError, OperationDefinitionNode, OperationType
+from graphql import OperationDefinitionNode, OperationType
 from strawberry import Schema
 from strawberry.types import ExecutionResult
 
 from weathernote.errors import ShareSpent, UpstreamUnavailable
-from weathernote.graphql.context import Context, check_days
+from weathernote.graphql.context import Context
 from weathernote.graphql.documents import Bound, PersistedQueries, PersistedQueryError, Plan, Planner
 from weathernote.graphql.errors import BAD_REQUEST, error_dict, share_spent, upstream_unavailable
+from weathernote.graphql.projection import valid_days
 from weathernote.graphql.rendering import PayloadRenderer
 from weathernote.live import Feed, Feeds
 from weathernote.ops import requestlog
@@ -106,7 +107,8 @@ class Operations:
         plan, bound = prepared.plan, prepared.bound
         requestlog.note(operation=plan.label if plan else "other")
         if plan is not None and bound is not None:
-            arguments = plan.arguments(self.schema._schema, bound.variables)
+            values = plan.values(self.schema._schema, bound.variables)
+            arguments = plan.arguments(self.schema._schema, values) if values is not None else None
             if arguments is not None and valid_days(arguments[0]):
                 return await self._subscribe_planned(plan, bound, arguments[0], context, emitter)
         return await self._run_generic(prepared, context, emitter)
@@ -163,18 +165,6 @@ class Operations:
         )
         await emitter.emit(_payload(result))
         return None
-
-
-def valid_days(arguments: dict[str, Any]) -> bool:
-    """The resolver's own check: days it refuses take the generic path, which answers them."""
-    days = arguments.get("days")
-    if days is None:
-        return True
-    try:
-        check_days(days)
-    except GraphQLError:
-        return False
-    return True
 
 
 def _formatted(result: ExecutionResult) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from inspect import isawaitable
 from typing import Any
 
@@ -14,22 +14,22 @@ from weathernote.bounded import BoundedCache
 from weathernote.cache import Reading
 from weathernote.graphql.documents import DEFAULT_CACHE_BYTES, Bound, Plan
 from weathernote.graphql.errors import mask_internal
-from weathernote.model import Cell, Part
+from weathernote.graphql.projection import Projector
+from weathernote.model import Part
 from weathernote.ops import metrics
-
-BuildRoot = Callable[[str, Cell, Mapping[Part, Reading], Mapping[str, Any]], Any]
 
 
 class PayloadRenderer:
     """Subscription payloads, rendered once per plan, cell-normalised variables and entry versions.
 
     Every subscriber of a cell with the same document gets the same payload
-    string; only the first of them pays for executing the selection.
+    string; only the first of them pays for rendering it (by projection, or
+    by execution where the projection leaves it to execution).
     """
 
-    def __init__(self, schema: GraphQLSchema, build_root: BuildRoot, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+    def __init__(self, schema: GraphQLSchema, projector: Projector, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.schema = schema
-        self.build_root = build_root
+        self.projector = projector
         self.cache: BoundedCache[str] = BoundedCache("subscription", max_bytes)
 
     async def render(
@@ -43,9 +43,22 @@ class PayloadRenderer:
         cached: str | None = self.cache.get(key)
         if cached is not None:
             return cached
+        data = self.projector.data(plan, bound, [readings])
+        if data is not None:
+            payload = orjson.dumps({"data": data}).decode()
+        else:
+            payload = await self._execute(plan, bound, arguments, readings)
+        self.cache.put(key, payload, sys.getsizeof(payload) + len(bound.key))
+        metrics.RENDERS.labels("subscription").inc()
+        return payload
+
+    async def _execute(
+        self, plan: Plan, bound: Bound, arguments: Mapping[str, Any], readings: Mapping[Part, Reading]
+    ) -> str:
+        """The payload by execution, for what the projection leaves to it (and the errors it reports)."""
         [read] = plan.reads  # a subscription has exactly one root field
         try:
-            root = self.build_root(read.node.name.value, bound.reads[0][0], readings, arguments)
+            root = self.projector.build_root(read.node.name.value, bound.reads[0][0], readings, arguments)
         except Exception as exc:
             # where the resolver's failure would be: at its field, then masked and logged like it
             result = ExecutionResult(None, [located_error(exc, [read.node], [read.response_key])])
@@ -62,7 +75,4 @@ class PayloadRenderer:
         if result.errors:
             mask_internal(result.errors)
             body["errors"] = [error.formatted for error in result.errors]
-        payload = orjson.dumps(body).decode()
-        self.cache.put(key, payload, sys.getsizeof(payload) + len(bound.key))
-        metrics.RENDERS.labels("subscription").inc()
-        return payload
+        return orjson.dumps(body).decode()

@@ -16,7 +16,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from weathernote.graphql import Operations, PayloadRenderer, build_root, schema
+from weathernote.graphql import Operations, PayloadRenderer, Projector, build_root, schema
 from weathernote.graphql.documents import DocumentLimits, Planner
 from weathernote.http import csp, lifecycle
 from weathernote.http.caching import NO_STORE
@@ -71,10 +71,11 @@ def create_app(settings: Settings) -> Starlette:
         ),
         cache_bytes=settings.render_cache_bytes,
     )
+    projector = Projector(schema._schema, build_root)
     operations = Operations(
         schema,
         planner,
-        PayloadRenderer(schema._schema, build_root, settings.render_cache_bytes),
+        PayloadRenderer(schema._schema, projector, settings.render_cache_bytes),
         services.persisted,
         Feeds(services.live),
     )
@@ -181,6 +182,7 @@ def create_app(settings: Settings) -> Starlette:
         max_body_bytes=settings.http_max_body_bytes,
         body_timeout=settings.http_body_timeout_seconds,
         render_cache_bytes=settings.render_cache_bytes,
+        projector=projector,
     )
 
     async def graphql_over_http(request: Request) -> Response:

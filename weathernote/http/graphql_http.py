@@ -30,7 +30,7 @@ from weathernote.cache import WeatherService
 from weathernote.clock import Clock
 from weathernote.errors import BadRequest, ShareSpent, UpstreamUnavailable
 from weathernote.fairuse import Admission, Decision, Identity
-from weathernote.graphql import Context
+from weathernote.graphql import Context, Projector
 from weathernote.graphql.documents import (
     DEFAULT_CACHE_BYTES,
     Bound,
@@ -271,6 +271,7 @@ class GraphQLEndpoint:
         max_body_bytes: int = _MAX_BODY_BYTES,
         body_timeout: float = 10.0,
         render_cache_bytes: int = DEFAULT_CACHE_BYTES,
+        projector: Projector,
     ) -> None:
         self.schema = schema
         self.planner = planner
@@ -285,6 +286,7 @@ class GraphQLEndpoint:
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self.renders: BoundedCache[Answer] = BoundedCache("response", render_cache_bytes)
+        self.projector = projector
 
     async def handle(self, request: Request) -> Response:
         if request.method == "GET" and self._wants_ide(request):
@@ -367,6 +369,7 @@ class GraphQLEndpoint:
         params, plan, bound = prepared.params, prepared.plan, prepared.bound
         variables = params.variables
         render_key = None
+        data = None
         if plan is not None and bound is not None:
             versions = await self._prefetch(context, bound, raws)
             variables = bound.variables
@@ -375,14 +378,20 @@ class GraphQLEndpoint:
                 rendered = self.renders.get(render_key)
                 if rendered is not None:
                     return rendered
-        context.document, _ = self.planner.checked(prepared.query)
-        result = await self.schema.execute(
-            prepared.query,
-            variable_values=variables,
-            context_value=context,
-            operation_name=params.operation_name,
-            operation_extensions=params.extensions,
-        )
+            readings = [context.prefetched[(cell.label, parts)] for cell, parts in bound.reads]
+            if not any(isinstance(found, Exception) for found in readings):
+                data = self.projector.data(plan, bound, readings)  # type: ignore[arg-type]
+        if data is not None:
+            result = ExecutionResult(data=data, errors=None)
+        else:
+            context.document, _ = self.planner.checked(prepared.query)
+            result = await self.schema.execute(
+                prepared.query,
+                variable_values=variables,
+                context_value=context,
+                operation_name=params.operation_name,
+                operation_extensions=params.extensions,
+            )
         metrics.RENDERS.labels("response").inc()
         if result.errors:
             requestlog.note(outcome=outcome_of(result.errors))

@@ -8,15 +8,17 @@ document the planner passed, or serves what was rendered for its plan.
 from weathernote.graphql.documents.limits import DocumentLimits
 from weathernote.graphql.documents.persisted import PersistedQueries, PersistedQueryError, load_manifest
 from weathernote.graphql.documents.planner import DEFAULT_CACHE_BYTES, Planner
-from weathernote.graphql.documents.plans import Bound, Plan
+from weathernote.graphql.documents.plans import Bound, NotPlannable, Plan, included
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
     "Bound",
     "DocumentLimits",
+    "NotPlannable",
     "PersistedQueries",
     "PersistedQueryError",
     "Plan",
     "Planner",
+    "included",
     "load_manifest",
 ]

@@ -35,7 +35,7 @@ from graphql import (
     SelectionSetNode,
     VariableNode,
 )
-from graphql.execution.values import get_argument_values, get_variable_values
+from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
 from graphql.language import Visitor, visit
 
 from weathernote.bounded import kept_json
@@ -122,11 +122,13 @@ class Plan:
     def is_subscription(self) -> bool:
         return self.operation.operation is OperationType.SUBSCRIPTION
 
-    def arguments(self, schema: GraphQLSchema, variables: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-        """Coerced arguments of each root field (Python values), or None if they do not coerce."""
+    def values(self, schema: GraphQLSchema, variables: Mapping[str, Any]) -> VariableValues | None:
+        """The operation's variables coerced, or None if they do not coerce."""
         values = get_variable_values(schema, self.operation.variable_definitions or (), dict(variables))
-        if isinstance(values, list):
-            return None
+        return None if isinstance(values, list) else values
+
+    def arguments(self, schema: GraphQLSchema, values: VariableValues) -> list[dict[str, Any]] | None:
+        """Coerced arguments of each root field (Python values), or None if they do not coerce."""
         root = schema.get_root_type(self.operation.operation)
         assert root is not None
         try:
@@ -254,7 +256,7 @@ def _names(selection_set: SelectionSetNode | None, fragments: Mapping[str, Fragm
     if selection_set is None:
         return
     for selection in selection_set.selections:
-        if not _included(selection.directives):
+        if not included(selection.directives):
             continue
         if isinstance(selection, FieldNode):
             yield selection.name.value
@@ -267,11 +269,13 @@ def _names(selection_set: SelectionSetNode | None, fragments: Mapping[str, Fragm
             yield from _names(fragment.selection_set, fragments)
 
 
-def _included(directives: Any) -> bool:
+def included(directives: Any) -> bool:
+    """Whether literal @skip/@include keep a selection; NotPlannable for what depends on a variable
+    or any other directive (@defer, say)."""
     for directive in directives or ():
         name = directive.name.value
         if name not in ("skip", "include"):
-            continue
+            raise NotPlannable
         [argument] = directive.arguments
         if not isinstance(argument.value, BooleanValueNode):
             raise NotPlannable  # depends on a variable: let the ordinary path decide
