@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import re
 import shutil
 import signal
@@ -53,6 +54,7 @@ sys.path.insert(0, str(CLIENT_DIR))  # the client is its own distribution; the t
 from weathernote_client import CurrentWeather, RetryPolicy, WeatherNoteClient  # noqa: E402
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+TS_WATCH = ROOT / "clients" / "typescript" / "dist" / "watch.js"  # built by `npm ci` there (make test does it)
 BERLIN = {"lat": 52.52, "lon": 13.405}
 KEY = "weather:{lat:52.5:lon:13.4}"  # on a Cluster the cell is the key's hash tag
 WEATHER = (
@@ -197,6 +199,42 @@ async def watching(client: WeatherNoteClient) -> AsyncIterator[asyncio.Queue[Cur
             await task
 
 
+@contextlib.asynccontextmanager
+async def typescript_watching(url: str) -> AsyncIterator[asyncio.Queue[CurrentWeather]]:
+    """The TypeScript client's watch of the cell (its `watch` command, one JSON line a value), for
+    the block's length: graphql-ws reconnects it by itself (its backoff: 1 s and 0.3-3 s more)."""
+    node = shutil.which("node")
+    assert node and TS_WATCH.exists(), f"node and {TS_WATCH} are needed: `npm ci` in clients/typescript"
+    process = await asyncio.create_subprocess_exec(
+        node,
+        str(TS_WATCH),
+        *("--url", f"{url}/graphql", "--lat", str(BERLIN["lat"]), "--lon", str(BERLIN["lon"])),
+        *("--client-id", "watch-ts", "--json"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    values: asyncio.Queue[CurrentWeather] = asyncio.Queue()
+
+    async def read() -> None:
+        assert process.stdout is not None
+        async for line in process.stdout:
+            values.put_nowait(CurrentWeather.from_json(json.loads(line)))
+
+    reader = asyncio.create_task(read())
+    try:
+        yield values
+    finally:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
 async def delivered(values: asyncio.Queue[CurrentWeather], fetched_at: str) -> CurrentWeather:
     """The first value the watch delivers that is at least as new as `fetched_at`, within 15 s."""
     async with asyncio.timeout(15):
@@ -250,13 +288,18 @@ async def test_killing_the_serving_regions_nginx_queries_and_subscriptions_conti
     python_ws = WeatherNoteClient(regions.url, client_id="watch-ws", retry=FAST_RECONNECT)
     python_sse = WeatherNoteClient(regions.url, client_id="watch-sse", retry=FAST_RECONNECT, transport="sse")
     try:
-        async with watching(python_ws) as over_ws, watching(python_sse) as over_sse:
+        async with (
+            watching(python_ws) as over_ws,
+            watching(python_sse) as over_sse,
+            typescript_watching(regions.url) as over_ts,
+        ):
+            watches = {"python websocket": over_ws, "python sse": over_sse, "typescript websocket": over_ts}
             # before: the front sends everything to region-1, where the cell is a miss
             await socket.init()
             await socket.subscribe("w", WEATHER, BERLIN)
             first = (await socket.data())["data"]["weatherUpdates"]
             assert answered_by(regions, socket.ws.response.headers["X-Front-Upstream"]) == "region-1"
-            for watch in (over_ws, over_sse):
+            for watch in watches.values():
                 assert (await delivered(watch, first["fetchedAt"])).fetched_at.timestamp() == epoch(first["fetchedAt"])
 
             # region-2's own users ask for the cell too: its value, fetched by region-2, is newer
@@ -290,18 +333,21 @@ async def test_killing_the_serving_regions_nginx_queries_and_subscriptions_conti
             assert again["fetchedAt"] == in_two["fetchedAt"] and again["cached"] is True, (again, in_two)
             assert upstream_calls(two) == calls_in_two
 
-            # the Python client's watches reconnected by themselves and delivered it
-            for watch in (over_ws, over_sse):
+            # the clients' watches reconnected by themselves and delivered it
+            back_after = {}
+            for kind, watch in watches.items():
                 value = await delivered(watch, in_two["fetchedAt"])
-                assert value.fetched_at.timestamp() == epoch(in_two["fetchedAt"]), value
+                assert value.fetched_at.timestamp() == epoch(in_two["fetchedAt"]), (kind, value)
+                back_after[kind] = f"{time.time() - killed_at:.1f} s"
 
             # then region-2's refreshes, caused by misses on either of its instances
             for instance in (0, 1):
                 fetched_at = await asyncio.to_thread(refresh_in, two, instance)
                 update = await next_at_least(socket, fetched_at)
                 assert update["fetchedAt"] == fetched_at and update["cached"] is False
-                for watch in (over_ws, over_sse):
-                    assert (await delivered(watch, fetched_at)).fetched_at.timestamp() == epoch(fetched_at)
+                for kind, watch in watches.items():
+                    value = await delivered(watch, fetched_at)
+                    assert value.fetched_at.timestamp() == epoch(fetched_at), (kind, value)
 
             # and the Python client's queries (APQ GETs) are answered too
             answer = await python_ws.current(BERLIN["lat"], BERLIN["lon"])
@@ -320,7 +366,8 @@ async def test_killing_the_serving_regions_nginx_queries_and_subscriptions_conti
         f" {dict(Counter(a.status for a in answers))}, by region {dict(Counter(a.region for a in answers))},"
         f" failed at first attempt {len(failed)} (retried successfully {sum(1 for a in failed if a.retried_ok)});"
         f" the front logged {sum(1 for _, tried in logged if ',' in tried)} requests sent on to region-2 after"
-        f" region-1 failed them; the subscriber was back (in region-2) {reconnected_after:.2f} s after the kill"
+        f" region-1 failed them; the raw subscriber was back (in region-2) {reconnected_after:.2f} s after the kill,"
+        f" the clients' watches had delivered region-2's value by {back_after}"
     )
     assert answers and after, "the load ran past the kill"
     assert not [a for a in answers if a.status >= 500], "a 5xx reached a client"
