@@ -25,6 +25,7 @@ from weathernote.graphql.documents import PersistedQueries, load_manifest
 from weathernote.live import EntryChannels, LiveWeather
 from weathernote.model import Grid, Part
 from weathernote.ops.metrics import breaker_changed
+from weathernote.ops.tracing import Tracing
 from weathernote.prewarm import Prewarmer
 from weathernote.redis import RedisGateway, redacted
 from weathernote.settings import Settings
@@ -46,12 +47,16 @@ class Services:
         # one clock per process, as the settings say (benchmarks run it fast, anchored)
         self.clock = Clock.anchored(settings.clock_speed, settings.clock_anchor)
         self.grid = Grid(settings.grid_step)
+        # OTEL_* variables, the SDK's own: None (tracing off) unless an OTLP endpoint is configured
+        self.tracing = Tracing.from_environment()
+        self.tracer = self.tracing.tracer if self.tracing is not None else None
         self.redis = RedisGateway(
             settings.redis_url,
             timeout=settings.redis_timeout_seconds,
             breaker=_breaker("redis", settings.breaker_failures, settings.breaker_reset_seconds),
             seed_nodes=settings.redis_seed_nodes,
             pubsub_keepalive=settings.redis_pubsub_keepalive_seconds,
+            tracer=self.tracer,
         )
         self.usage = Usage(self.redis)
         self.demand = Demand(self.redis, self.clock, self.grid, watch_ttl_seconds=settings.watch_ttl_seconds)
@@ -72,6 +77,7 @@ class Services:
             settings.upstream_url,
             timeout=settings.upstream_timeout_seconds,
             max_connections=settings.upstream_max_connections,
+            tracer=self.tracer,
         )
         self.budget = UpstreamBudget(
             self.redis,
@@ -101,6 +107,7 @@ class Services:
             breaker=self.redis.breaker,
             connect_wait=self.redis.deadline,
             connect_timeout=self.redis.deadline * 3,
+            tracer=self.tracer,
         )
         freshness = _freshness(settings)
         self.refresher = Refresher(
@@ -115,6 +122,7 @@ class Services:
             usage=self.usage,
             clock=self.clock,
             lock_seconds=settings.upstream_timeout_seconds + 5,
+            tracer=self.tracer,
         )
         self.weather = WeatherService(
             store=self.store,
@@ -141,6 +149,7 @@ class Services:
             interval_seconds=settings.prewarm_interval_seconds or STEP_SECONDS,
             batch_size=settings.prewarm_batch_size,
             watched_share=settings.prewarm_watched_share,
+            tracer=self.tracer,
         )
         # a box's cells are charged one read each: no box may hold more than a client may read in a period
         self.area_max_cells = min(
@@ -153,6 +162,8 @@ class Services:
         await self.redis.connect()
         log.info("Redis at %s (%s)", redacted(self.redis.url), "cluster" if self.redis.cluster else "single server")
         log.info("Upstream at %s (offline? `make offline` runs against the bundled simulator)", settings.upstream_url)
+        if self.tracing is not None:
+            log.info("Tracing on: spans exported over OTLP/HTTP as the OTEL_* variables say")
         await self.channels.start()
         await self.demand.start()
         await self.usage.start()
@@ -176,6 +187,8 @@ class Services:
         await self.channels.stop()
         await self.upstream.aclose()
         await self.redis.aclose()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # the last spans exported, off the event loop
 
     def context(self, connection: HTTPConnection, identity: Identity) -> Context:
         """What one operation's resolvers may use."""

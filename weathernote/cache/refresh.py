@@ -6,6 +6,10 @@ entry; the others wait for the refresh's announcement through the
 `Rendezvous`, and take over if its holder dies). Every call is weighed and
 drawn from the shared budget; a circuit breaker stops hammering a failing
 Open-Meteo.
+
+Traced, each upstream request is a `refresh` span: the budget's draw, the
+upstream call and the write (its announcement carries the span's context, for
+the deliveries on every instance to link to).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from weathernote.clock import Clock
 from weathernote.demand import Usage
 from weathernote.errors import CacheError, SkipCause, UpstreamFailed, UpstreamSkipped
 from weathernote.model import Cell, Entry, Model, Part
+from weathernote.ops import tracing
+from weathernote.ops.tracing import Tracer
 from weathernote.redis import AnyPipeline, RedisGateway
 from weathernote.upstream import OpenMeteoClient, Payer, UpstreamBudget, request_weight
 
@@ -102,6 +108,7 @@ class Refresher:
         usage: Usage,
         clock: Clock,
         lock_seconds: float = 15.0,
+        tracer: Tracer | None = None,
     ) -> None:
         self.redis = redis
         self.store = store
@@ -114,6 +121,7 @@ class Refresher:
         self.usage = usage
         self.clock = clock
         self.lock_seconds = lock_seconds
+        self.tracer = tracer  # None: tracing is off
         self.healthy: bool | None = None  # outcome of the last upstream call
         self.flights = Flights()
         self._release = redis.script(_RELEASE)
@@ -232,13 +240,14 @@ class Refresher:
         within budget (and `payer`'s share) and breaker; store and announce the entries."""
         parts = list(requests[0][1])
         cells = [cell for cell, _ in requests]
-        weight = await self._spend(request_weight(len(cells), parts), prewarm, payer)
-        try:
-            models = await self.upstream.fetch(cells, parts)
-        except UpstreamFailed:
-            self._failed()
-            raise
-        return await self._keep(cells, parts, models, weight)
+        with tracing.span(self.tracer, "refresh", _attributes(cells, parts, prewarm)):
+            weight = await self._spend(request_weight(len(cells), parts), prewarm, payer)
+            try:
+                models = await self.upstream.fetch(cells, parts)
+            except UpstreamFailed:
+                self._failed()
+                raise
+            return await self._keep(cells, parts, models, weight)
 
     async def fetch_each(
         self, cells: Sequence[Cell], parts: Collection[Part], *, payer: Payer | None = None
@@ -246,14 +255,15 @@ class Refresher:
         """`fetch` of `parts` for `cells`, location by location: a location the upstream answered
         wrongly is an UpstreamFailed in its place (nothing of it stored), the others are kept."""
         parts = list(parts)
-        weight = await self._spend(request_weight(len(cells), parts), False, payer)
-        try:
-            answers = await self.upstream.fetch_each(cells, parts)
-        except UpstreamFailed:
-            self._failed()
-            raise
-        good = [(cell, answer) for cell, answer in zip(cells, answers) if not isinstance(answer, UpstreamFailed)]
-        kept = iter(await self._keep([cell for cell, _ in good], parts, [answer for _, answer in good], weight))
+        with tracing.span(self.tracer, "refresh", _attributes(cells, parts, False)):
+            weight = await self._spend(request_weight(len(cells), parts), False, payer)
+            try:
+                answers = await self.upstream.fetch_each(cells, parts)
+            except UpstreamFailed:
+                self._failed()
+                raise
+            good = [(cell, answer) for cell, answer in zip(cells, answers) if not isinstance(answer, UpstreamFailed)]
+            kept = iter(await self._keep([cell for cell, _ in good], parts, [answer for _, answer in good], weight))
         return [answer if isinstance(answer, UpstreamFailed) else next(kept) for answer in answers]
 
     async def _spend(self, weight: float, prewarm: bool, payer: Payer | None) -> float:
@@ -309,6 +319,15 @@ class Refresher:
         with contextlib.suppress(CacheError):
             await self.store.write(renewed, announce=False)
         return renewed
+
+
+def _attributes(cells: Sequence[Cell], parts: Sequence[Part], prewarm: bool) -> dict[str, Any]:
+    """A refresh span's: how many cells (not which: a pre-warm batch holds a hundred), which parts, for whom."""
+    return {
+        "weathernote.cells": len(cells),
+        "weathernote.parts": [part.value for part in parts],
+        "weathernote.prewarm": prewarm,
+    }
 
 
 def _retrieve_exception(future: asyncio.Future[Any]) -> None:

@@ -21,7 +21,7 @@ from weathernote.graphql.documents import DocumentLimits, Planner
 from weathernote.http import csp, lifecycle
 from weathernote.http.caching import NO_STORE
 from weathernote.http.graphql_http import GraphQLEndpoint
-from weathernote.http.observability import RequestObservability, metrics_endpoint
+from weathernote.http.observability import RequestObservability, RequestTracing, metrics_endpoint
 from weathernote.http.rest import RestRoutes
 from weathernote.http.sse import DistinctStreams, Reservations, SingleConnection, StreamGate, wants_event_stream
 from weathernote.http.websocket import GraphQLWebSocket, Limits
@@ -90,6 +90,7 @@ def create_app(settings: Settings) -> Starlette:
             max_connections_per_address=settings.ws_max_connections_per_address,
         ),
         services.admission,
+        services.tracer,
     )
 
     streams = StreamGate(
@@ -109,6 +110,7 @@ def create_app(settings: Settings) -> Starlette:
         keepalive=settings.sse_keepalive_seconds,
         max_body_bytes=settings.http_max_body_bytes,
         body_timeout=settings.http_body_timeout_seconds,
+        tracer=services.tracer,
     )
     single_connection = SingleConnection(
         operations,
@@ -125,6 +127,7 @@ def create_app(settings: Settings) -> Starlette:
         max_operations=settings.sse_max_operations,
         max_body_bytes=settings.http_max_body_bytes,
         body_timeout=settings.http_body_timeout_seconds,
+        tracer=services.tracer,
     )
 
     async def drain() -> None:
@@ -204,10 +207,13 @@ def create_app(settings: Settings) -> Starlette:
     if GRAPHIQL_DIR.is_dir():
         assets = csp.WithPolicy(StaticFiles(directory=GRAPHIQL_DIR, html=True))  # the IDE page's policy on its assets
         routes.append(Mount("/graphiql", assets, name="graphiql"))
+    # tracing off, its middleware is not in the stack at all: requests pay nothing for it
+    tracing = [Middleware(RequestTracing, tracer=services.tracer)] if services.tracer is not None else []
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         middleware=[
+            *tracing,
             Middleware(RequestObservability),
             Middleware(HotRoute, path="/graphql", endpoint=graphql_over_http),
         ],

@@ -49,6 +49,7 @@ from weathernote.graphql.errors import (
 )
 from weathernote.http import csp
 from weathernote.http.caching import NO_STORE, Validity, entity_tag
+from weathernote.http.observability import OPERATION_SPAN, name_operation
 from weathernote.http.querystring import query_params
 from weathernote.model import Grid
 from weathernote.ops import metrics, requestlog
@@ -299,6 +300,8 @@ class GraphQLEndpoint:
                 raise RequestError(406, f"acceptable responses are {GRAPHQL_RESPONSE} and {JSON}")
             operations, batched = await read_operations(request, self.max_batch, self.max_body_bytes, self.body_timeout)
             prepared = [await self.prepare(request, params, media) for params in operations]
+            if (span := request.scope.get(OPERATION_SPAN)) is not None:  # traced: its span says which operation
+                name_operation(span, self.planner, prepared)
             # One Redis round trip decides the limit and reads what a lone operation needs.
             keys = prepared[0].read_keys(self.weather) if len(prepared) == 1 else []
             identity = self.admission.identity(request.client.host if request.client else None, request.headers)

@@ -22,6 +22,7 @@ from weathernote.clock import Clock
 from weathernote.errors import CacheError
 from weathernote.live.hub import Hub, Listener, Subscriber
 from weathernote.model import Cell, Entry, Part
+from weathernote.ops.tracing import Tracer
 from weathernote.redis import PubSubBackend, RedisGateway
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class EntryChannels:
         breaker: CircuitBreaker,
         connect_wait: float = 1.5,
         connect_timeout: float = 5.0,
+        tracer: Tracer | None = None,
     ) -> None:
         self.redis = redis
         self.store = store
@@ -53,6 +55,7 @@ class EntryChannels:
             on_reconnect=self._catch_up,
             connect_wait=connect_wait,
             connect_timeout=connect_timeout,
+            tracer=tracer,
         )
         self._channels: dict[str, tuple[Part, Cell]] = {}
         self._uses: Counter[str] = Counter()  # listeners per channel, for _channels

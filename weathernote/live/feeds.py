@@ -7,6 +7,9 @@ string to each subscriber's outlet, which frames it and writes it at once. No
 subscription holds a task, a generator or a frame while idle: at tens of
 thousands of subscribers, each of those shows in memory and every task a
 refresh wakes shows in its latency.
+
+Traced, a fan-out (one rendering and its pushes) is a span under whatever
+brought the version: the hub's delivery of a refresh, or a subscriber's start.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Protocol
 from weathernote.cache import Reading
 from weathernote.live.watches import LiveWeather, Watch
 from weathernote.model import Cell, Part
+from weathernote.ops import tracing
 from weathernote.tasks import run_now
 from weathernote.upstream import Payer
 
@@ -103,12 +107,17 @@ class Feed:
         run_now(self._render())
 
     async def _render(self) -> None:
+        tracer = self.watch.live.tracer
         try:
             while True:
                 self._again = False
                 readings = dict(self.watch.readings)
-                payload = await self.render(readings)
-                self._publish(_versions(self.watch.parts, readings), payload)
+                with tracing.span(tracer if tracer is not None and tracing.recording() else None, "fan-out") as span:
+                    payload = await self.render(readings)
+                    pushed = self._publish(_versions(self.watch.parts, readings), payload)
+                    if span is not None:
+                        span.set_attribute("weathernote.subscribers", len(self.subscribers))
+                        span.set_attribute("weathernote.pushed", pushed)
                 if not self._again:
                     return
         except Exception:  # the hub goes on; the next refresh renders again
@@ -116,15 +125,19 @@ class Feed:
         finally:
             self._rendering = False
 
-    def _publish(self, versions: Versions, payload: str) -> None:
+    def _publish(self, versions: Versions, payload: str) -> int:
+        """Push `payload` to every subscriber not sent `versions` yet; how many were."""
         self.payload, self.versions = payload, versions
+        pushed = 0
         for outlet, sent in self.subscribers.items():
             if _newer(versions, sent):
                 self.subscribers[outlet] = versions
+                pushed += 1
                 try:
                     outlet.push(payload)
                 except Exception:  # one subscriber's failure must not keep the payload from the others
                     log.exception("delivery to a subscriber failed")
+        return pushed
 
 
 class Feeds:

@@ -17,6 +17,11 @@ subscribed) or lost otherwise unseen, and the next subscriber found it broken
 (issue 21). A listener that lost its link reconnects only if a channel is
 still wanted; otherwise it waits for one. Each loss of a link that was up is
 counted (`weathernote_pubsub_reconnects_total`, by what ended it).
+
+Traced, each message's delivery on this instance is a span of its own that
+links to the refresh that announced it (its trace context rides with the
+announcement: `redis.pubsub.with_traceparent`), so one update's trace reaches
+every instance that delivered it.
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ from typing import Any, Protocol
 from weathernote.breaker import CircuitBreaker
 from weathernote.breaker import State as BreakerState
 from weathernote.errors import RedisUnavailable, WeatherNoteError
-from weathernote.ops import metrics
+from weathernote.ops import metrics, tracing
+from weathernote.ops.tracing import SpanKind, Tracer
 from weathernote.redis import PubSubBackend
+from weathernote.redis.pubsub import without_traceparent
 from weathernote.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -126,6 +133,7 @@ class Hub:
         max_backoff: float = 2.0,
         connect_wait: float = 1.5,
         connect_timeout: float = 5.0,
+        tracer: Tracer | None = None,
     ) -> None:
         self.new_backend = backend  # a backend for the topology as the gateway knows it at each connection
         self.backend: PubSubBackend | None = None
@@ -135,6 +143,7 @@ class Hub:
         self.max_backoff = max_backoff
         self.connect_wait = connect_wait
         self.connect_timeout = connect_timeout  # a (re)connection holds the lock: never for long
+        self.tracer = tracer  # None: tracing is off
         self._listening = asyncio.Event()  # set while connected and subscribed
         self._catching_up: set[asyncio.Task[None]] = set()  # referenced until done
         self._subscribers: dict[str, set[Listener]] = {}
@@ -211,6 +220,24 @@ class Hub:
         subscribers = self._subscribers.get(channel)
         if not subscribers:
             return
+        data, traceparent = without_traceparent(data)
+        if self.tracer is None:
+            self._deliver(channel, data, subscribers)
+            return
+        link = tracing.link_to(traceparent)
+        attributes: dict[str, str | int] = {
+            "messaging.system": "redis",
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "deliver",
+            "messaging.destination.name": channel,
+            "weathernote.subscribers": len(subscribers),
+        }
+        with self.tracer.start_as_current_span(
+            "deliver", kind=SpanKind.CONSUMER, attributes=attributes, links=[link] if link else None
+        ):
+            self._deliver(channel, data, subscribers)
+
+    def _deliver(self, channel: str, data: bytes, subscribers: set[Listener]) -> None:
         try:
             message = self.decode(channel, data)
         except WeatherNoteError as exc:

@@ -221,6 +221,7 @@ class LiveWeather:
         self.channels = channels
         self.service = service
         self.watched = watched
+        self.tracer = channels.hub.tracer  # the fan-outs' (None: tracing is off)
 
     def watch(self, cell: Cell, parts: Collection[Part], on_change: Callable[[], None]) -> Watch:
         return Watch(self, cell, parts, on_change)

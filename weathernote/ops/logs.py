@@ -4,6 +4,8 @@ A line is formatted where it is logged (orjson, a few microseconds) and written
 by a thread of its own (a queue handler), so a slow or blocked stderr never
 stalls the event loop, and the loop pays no write per request.
 
+A line logged inside a traced (sampled) operation carries its `trace_id`.
+
 Raw client ids and addresses never reach them: uvicorn's lines lose the client
 address they start with, and the loggers that print request headers below INFO
 (websockets writes every handshake header, `x-client-id` and `x-forwarded-for`
@@ -22,6 +24,7 @@ import time
 from typing import Any, cast
 
 import orjson
+from opentelemetry import trace
 
 # below INFO these print raw request headers or whole ASGI messages
 _HEADER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi", "websockets")
@@ -60,6 +63,11 @@ class JsonLineFormatter(logging.Formatter):
         for name, value in record.__dict__.items():
             if name not in _STANDARD_ATTRIBUTES:
                 line[name] = value
+        if "trace_id" not in line:
+            # formatted on the caller's thread, inside the operation: its span is the current one
+            context = trace.get_current_span().get_span_context()
+            if context.trace_flags.sampled:
+                line["trace_id"] = format(context.trace_id, "032x")
         if record.exc_info:
             line["exc_info"] = self.formatException(record.exc_info)
         if record.stack_info:

@@ -25,9 +25,10 @@ class RequestInfo:
     cache: set[str] = field(default_factory=set)  # "hit", "miss", "stale"
     outcome: str = "ok"
     client: str | None = None  # a hashed client id, shortened; never the raw id
+    trace_id: str | None = None  # its trace's id, when it is traced (sampled)
 
     def fields(self) -> dict[str, Any]:
-        return {
+        fields = {
             "request_id": self.request_id,
             "transport": self.transport,
             "operation": self.operation,
@@ -37,6 +38,9 @@ class RequestInfo:
             "client": self.client,
             "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
         }
+        if self.trace_id is not None:
+            fields["trace_id"] = self.trace_id
+        return fields
 
 
 def _summary(outcomes: set[str]) -> str | None:

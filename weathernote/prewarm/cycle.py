@@ -2,7 +2,8 @@
 
 Exactly one instance runs it at a time (a lease in Redis, renewed by its
 holder, while a cycle runs too, released on shutdown, taken over within one
-lease period when the holder dies), one cycle per period. Cycles fetch just
+lease period when the holder dies), one cycle per period. Traced, a cycle is a
+span (a trace of its own) with its refreshes under it. Cycles fetch just
 after each period boundary; with the default period that is just after
 Open-Meteo's 15-minute step flips, before the entries it replaces lapse. A
 cycle ranks and reads its candidates a moment before (a real second at most),
@@ -32,7 +33,8 @@ from weathernote.clock import Clock
 from weathernote.demand import Demand
 from weathernote.errors import CacheError, FailureCause, SkipCause, UpstreamFailed, UpstreamSkipped
 from weathernote.model import Cell, Entry, Grid, Part
-from weathernote.ops import metrics
+from weathernote.ops import metrics, tracing
+from weathernote.ops.tracing import Tracer
 from weathernote.prewarm import due as planning
 from weathernote.prewarm.cities import top_cities
 from weathernote.prewarm.lease import Lease
@@ -89,6 +91,7 @@ class Prewarmer:
         lease_seconds: float | None = None,
         decay: float = 0.8,
         watched_share: float = 0.5,
+        tracer: Tracer | None = None,
     ) -> None:
         self.redis = redis
         self.store = store
@@ -104,6 +107,7 @@ class Prewarmer:
         self.max_candidates = max_candidates
         self.decay = decay
         self.watched_share = watched_share
+        self.tracer = tracer  # None: tracing is off
         self.lease = Lease(redis, clock, lease_seconds or max(3.0, min(interval_seconds, 60.0)))
         # within a third of the lease: the lease, renewed before the cycle, outlasts the wait
         self.lead_ms = int(min(_PLAN_LEAD_REAL_MS * clock.speed, self.lease.seconds * 1000 / 3, self.interval_ms / 10))
@@ -166,6 +170,13 @@ class Prewarmer:
         Only a cycle that completes counts as this period's: one stopped by the upstream
         or Redis runs again at the next try (within a third of the lease), not a period later.
         """
+        with tracing.span(self.tracer, "prewarm cycle") as span:
+            report = await self._cycle()
+            if span is not None:
+                span.set_attributes({f"weathernote.prewarm.{name}": value for name, value in _figures(report).items()})
+            return report
+
+    async def _cycle(self) -> CycleReport:
         now = self.clock.now_ms()
         slot = self._slot(now + self.lead_ms)  # the period this cycle serves
         report = CycleReport()
@@ -283,6 +294,11 @@ class Prewarmer:
             with attempt:
                 return await self.refresher.refresh_batch(cells, parts)
         raise AssertionError("unreachable: tenacity returns or reraises")
+
+
+def _figures(report: CycleReport) -> dict[str, int | float | str]:
+    """A cycle's report as span attributes (the skipped cells' list left out)."""
+    return {name: value for name, value in asdict(report).items() if isinstance(value, int | float | str)}
 
 
 def _reordered(entries: list[Entry | None], before: list[Candidate], after: list[Candidate]) -> list[Entry | None]:

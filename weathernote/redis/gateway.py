@@ -14,13 +14,18 @@ guessed: the gateway is not ready (`topology_known`), keeps asking on each
 
 On a Cluster, announcements use sharded pub/sub (SPUBLISH / SSUBSCRIBE): a
 refresh travels only inside the shard that owns its cell.
+
+With a tracer, each round trip made inside a recorded trace is a client span
+(`db.system` redis, the commands' names, never their arguments), and an
+announcement carries the trace context of the refresh it announces. A call
+outside any trace (the usage flusher, the watched-cell renewer) makes none.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -36,9 +41,11 @@ from redis.exceptions import (
 
 from weathernote.breaker import CircuitBreaker, State
 from weathernote.errors import RedisKeyError, RedisUnavailable
+from weathernote.ops import tracing
+from weathernote.ops.tracing import Span, SpanKind, Tracer
 from weathernote.redis.failures import classify, is_redirection
 from weathernote.redis.keys import CLUSTER_SPELLING, SEED_SPELLING, CellKeys
-from weathernote.redis.pubsub import PlainPubSub, PubSubBackend, ShardedPubSub
+from weathernote.redis.pubsub import PlainPubSub, PubSubBackend, ShardedPubSub, with_traceparent
 from weathernote.redis.scripts import Script
 from weathernote.redis.topology import cluster_client, host_port, is_cluster, standalone
 from weathernote.redis.wire import Command, MultiplexedConnection
@@ -48,6 +55,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 AnyRedis = Redis | RedisCluster
 AnyPipeline = Pipeline | ClusterPipeline
+Operation = Callable[[AnyRedis], Awaitable[T]]
 
 # connections per Cluster node; a call uses at most one per node
 _CLUSTER_CONNECTIONS = 128
@@ -74,8 +82,10 @@ class RedisGateway:
         breaker: CircuitBreaker,
         seed_nodes: Sequence[str] = (),
         pubsub_keepalive: float = 5.0,
+        tracer: Tracer | None = None,
     ) -> None:
         self.url = url
+        self.tracer = tracer  # None: tracing is off, and no call pays for it
         self.timeout = timeout
         self.pubsub_keepalive = pubsub_keepalive  # silence after which a pub/sub connection must answer a PING
         self.breaker = breaker
@@ -126,11 +136,16 @@ class RedisGateway:
             await wire.aclose()
         await previous.aclose()
 
-    async def call(self, operation: Callable[[AnyRedis], Awaitable[T]], *, bounded: bool = True) -> T:
-        """Run `operation` on the client within the breaker and the deadline.
+    def call(self, operation: Operation[T], *, bounded: bool = True, names: list[str] | None = None) -> Awaitable[T]:
+        """Run `operation` on the client within the breaker and the deadline (`bounded=False`: it bounds its
+        own wait, as the wire's do); `names`, the commands it sends, for its span (else noted as it runs)."""
+        if self.tracer is not None and (span := _redis_span(self.tracer, self.url)) is not None:
+            noted = [] if names is None else names
+            operation = _noting(operation, noted) if names is None else operation
+            return _traced(span, noted, self._call(operation, bounded))
+        return self._call(operation, bounded)  # the coroutine itself: untraced, no frame in between
 
-        `bounded=False` is for operations that bound their own wait (the wire's).
-        """
+    async def _call(self, operation: Operation[T], bounded: bool) -> T:
         if not self.breaker.allow():
             raise RedisUnavailable("circuit breaker open")
         try:
@@ -196,9 +211,9 @@ class RedisGateway:
             return cast(list[bytes | None], values)
         if self.cluster:
             # grouped by slot; one cell's keys share one (hash tags), so a cell is one command
-            values = await self.call(lambda client: client.mget_nonatomic(list(keys)))  # type: ignore[union-attr]
+            values = await self.call(lambda client: client.mget_nonatomic(list(keys)), names=["MGET"])  # type: ignore[union-attr]
         else:
-            values = await self.call(lambda client: client.mget(list(keys)))
+            values = await self.call(lambda client: client.mget(list(keys)), names=["MGET"])
         return cast(list[bytes | None], values)  # without decode_responses: bytes or None
 
     async def pipeline(self, build: Callable[[AnyPipeline], None], *, transaction: bool = False) -> list[Any]:
@@ -208,9 +223,11 @@ class RedisGateway:
         its key comes back in its place as a `RedisKeyError`; a server error raises.
         """
 
+        names: list[str] | None = None if self.tracer is None else []
+
         async def run(client: AnyRedis) -> list[Any]:
             async with client.pipeline(transaction=transaction) as pipe:
-                build(pipe)
+                build(pipe if names is None else cast(AnyPipeline, _Noted(pipe, names)))
                 replies = list(await pipe.execute(raise_on_error=False))
             for reply in replies:
                 # a server error in any reply fails the whole call, before the breaker hears of success
@@ -218,11 +235,11 @@ class RedisGateway:
                     raise reply
             return replies
 
-        results = await self.call(run)
+        results = await self.call(run, names=names)
         if any(isinstance(result, NoScriptError) for result in results):
             # a restarted, flushed or newly promoted node: load our scripts there, once
             await self.call(self._load_scripts)
-            results = await self.call(run)
+            results = await self.call(run, names=None if names is None else [])
         return [classify(result) if isinstance(result, BaseException) else result for result in results]
 
     async def commands(self, commands: Sequence[Command]) -> list[Any]:
@@ -240,12 +257,13 @@ class RedisGateway:
             return replies
 
         # the wire bounds its own wait: a reply later than the Redis timeout drops the connection
-        replies = await self.call(run, bounded=False)
+        names = None if self.tracer is None else [str(command[0]) for command in commands]
+        replies = await self.call(run, bounded=False, names=names)
         if not any(isinstance(reply, ResponseError) for reply in replies):
             return replies
         if any(isinstance(reply, NoScriptError) for reply in replies):
             await self.call(self._load_scripts)
-            replies = await self.call(run, bounded=False)
+            replies = await self.call(run, bounded=False, names=names)
         return [classify(reply) if isinstance(reply, ResponseError) else reply for reply in replies]
 
     async def _load_scripts(self, client: AnyRedis) -> None:
@@ -253,7 +271,10 @@ class RedisGateway:
             await client.script_load(script.source)
 
     def announce(self, pipe: AnyPipeline, channel: str, message: bytes) -> None:
-        """Add the announcement of a refresh to `pipe`: sharded on a Cluster, plain on one server."""
+        """Add the announcement of a refresh to `pipe`: sharded on a Cluster, plain on one server;
+        traced, with the refresh's trace context, for its deliveries to link to."""
+        if self.tracer is not None:
+            message = with_traceparent(message, tracing.current_traceparent())
         pipe.execute_command("SPUBLISH" if self.cluster else "PUBLISH", channel, message)
 
     def pubsub(self) -> PubSubBackend:
@@ -290,6 +311,61 @@ class RedisGateway:
         if self.wire is not None:
             await self.wire.aclose()
         await self.client.aclose()
+
+
+def _redis_span(tracer: Tracer, url: str) -> Span | None:
+    """A client span for one round trip, under the current span; None outside a recorded trace."""
+    if not tracing.recording():
+        return None
+    parts = urlsplit(url)
+    attributes: dict[str, str | int] = {"db.system": "redis", "db.system.name": "redis"}
+    attributes["server.address"] = parts.hostname or ""
+    if parts.port:
+        attributes["server.port"] = parts.port
+    # not made current: nothing happens under a round trip, and the refresh stays the current span
+    return tracer.start_span("redis", kind=SpanKind.CLIENT, attributes=attributes, record_exception=False)
+
+
+async def _traced(span: Span, names: list[str], call: Coroutine[Any, Any, T]) -> T:
+    """Await `call` under `span`, named after the commands it sent once it is done."""
+    try:
+        return await call
+    except BaseException as exc:
+        tracing.failed(span, exc)
+        raise
+    finally:
+        operation = " ".join(dict.fromkeys(names)) or "redis"
+        span.update_name(operation if len(operation) <= 64 else operation[:61] + "...")
+        span.set_attribute("db.operation.name", operation)
+        if len(names) > 1:
+            span.set_attribute("db.operation.batch.size", len(names))
+        span.end()
+
+
+def _noting(operation: Operation[T], names: list[str]) -> Operation[T]:
+    return lambda client: operation(cast(AnyRedis, _Noted(client, names)))
+
+
+class _Noted:
+    """A client or pipeline that notes the name of each command sent through it (for a span), nothing else."""
+
+    __slots__ = ("_names", "_target")
+
+    def __init__(self, target: Any, names: list[str]) -> None:
+        self._target = target
+        self._names = names
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if name == "execute_command":
+            return lambda *args, **options: self._note(str(args[0]), value(*args, **options))
+        if callable(value) and not name.startswith("_"):
+            self._names.append(name.upper())
+        return value
+
+    def _note(self, name: str, result: Any) -> Any:
+        self._names.append(name.upper())
+        return result
 
 
 def _wire(url: str, timeout: float) -> MultiplexedConnection | None:

@@ -31,6 +31,13 @@ kernel can tell.
 
 A lost link's `RedisUnavailable` has what ended it as its cause (redis-py's
 error, or `LinkClosed`, `LinkSilent`, `SlotMoved`): the hub counts reconnects by it.
+
+An announcement is an entry's wire form, whose JSON object ends it. Traced,
+the refresh's W3C `traceparent` rides as one more member at the end
+(`with_traceparent`): readers of every release ignore a member they do not
+know, so instances of an older release still read it; this one takes it off
+before decoding (`without_traceparent`). An announcement without one, or
+with a malformed one, is delivered all the same, unlinked.
 """
 
 from __future__ import annotations
@@ -54,6 +61,30 @@ from redis.exceptions import RedisClusterException, RedisError
 from weathernote.errors import RedisUnavailable
 
 Message = tuple[str, bytes]
+
+# `,"traceparent":"00-<32 hex>-<16 hex>-<2 hex>"}`: a traceparent's version 00 is 55 characters
+_TRACE_MEMBER = b',"traceparent":"'
+_TRACEPARENT_LENGTH = 55
+_TRAILER_LENGTH = len(_TRACE_MEMBER) + _TRACEPARENT_LENGTH + 2
+
+
+def with_traceparent(message: bytes, traceparent: str | None) -> bytes:
+    """`message` (ending in a JSON object) with `traceparent` as its last member; unchanged without one."""
+    if traceparent is None or len(traceparent) != _TRACEPARENT_LENGTH or not message.endswith(b"}"):
+        return message
+    return message[:-1] + _TRACE_MEMBER + traceparent.encode("ascii", "replace") + b'"}'
+
+
+def without_traceparent(data: bytes) -> tuple[bytes, str | None]:
+    """The announcement as it was before `with_traceparent`, and the traceparent it carried (unchecked:
+    garbage links to nothing), or `data` and None when it carries none."""
+    if len(data) <= _TRAILER_LENGTH or not data.endswith(b'"}'):
+        return data, None
+    start = len(data) - _TRAILER_LENGTH
+    if data[start : start + len(_TRACE_MEMBER)] != _TRACE_MEMBER:
+        return data, None
+    traceparent = data[start + len(_TRACE_MEMBER) : -2].decode("ascii", "replace")
+    return data[:start] + b"}", traceparent
 
 
 class PubSubBackend(Protocol):

@@ -1,4 +1,8 @@
-"""The Open-Meteo HTTP client: one pooled httpx client, one deadline per call, every failure one error type."""
+"""The Open-Meteo HTTP client: one pooled httpx client, one deadline per call, every failure one error type.
+
+Traced, each call is an HTTP client span (method, server, status; the URL without its
+query, which lists the coordinates of up to a thousand locations).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ import orjson
 from weathernote.errors import ContractError, FailureCause, UpstreamFailed
 from weathernote.model.cells import Cell
 from weathernote.model.entries import Model, Part
-from weathernote.ops import metrics
+from weathernote.ops import metrics, tracing
+from weathernote.ops.tracing import SpanKind, Tracer
 from weathernote.upstream.contract import forecast_days, parse_each, parse_locations, query_params, request_weight
 from weathernote.upstream.health import UpstreamHealth, connection_symptom
 
@@ -55,6 +60,7 @@ class OpenMeteoClient:
         max_connections: int = 4,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         max_body_bytes_per_location: int = DEFAULT_MAX_BODY_BYTES_PER_LOCATION,
+        tracer: Tracer | None = None,
     ) -> None:
         url = httpx.URL(base_url.rstrip("/"))
         # where the upstream is, fit for logs: without any user or password in the URL
@@ -63,6 +69,13 @@ class OpenMeteoClient:
         self.max_body_bytes = max_body_bytes
         self.max_body_bytes_per_location = max_body_bytes_per_location
         self.health = UpstreamHealth(self.base_url)
+        self.tracer = tracer  # None: tracing is off
+        self._span_attributes = {
+            "http.request.method": "GET",
+            "server.address": url.host,
+            "server.port": url.port or (443 if url.scheme == "https" else 80),
+            "url.full": f"{self.base_url}/v1/forecast",
+        }
         self._http = httpx.AsyncClient(
             base_url=url,
             # httpx's timeouts apply per phase and per read; the deadline in `fetch` bounds the whole
@@ -125,10 +138,20 @@ class OpenMeteoClient:
         params = query_params(parts)
         params["latitude"] = ",".join(f"{cell.lat:g}" for cell in cells)
         params["longitude"] = ",".join(f"{cell.lon:g}" for cell in cells)
+        method = "GET" if len(cells) <= _GET_MAX_LOCATIONS else "POST"
+        attributes = {**self._span_attributes, "http.request.method": method, "weathernote.locations": len(cells)}
         try:
-            with metrics.UPSTREAM_DURATION.time():
+            with (
+                metrics.UPSTREAM_DURATION.time(),
+                tracing.span(self.tracer, method, attributes, SpanKind.CLIENT) as span,
+            ):
                 async with asyncio.timeout(self.timeout):
                     status, content = await self._exchange(params, len(cells))
+                if span is not None:
+                    span.set_attribute("http.response.status_code", status)
+                    if status >= 400:
+                        span.set_attribute("error.type", str(status))
+                        span.set_status(tracing.Status(tracing.StatusCode.ERROR))
         except (TimeoutError, httpx.TimeoutException) as exc:
             reason = f"timeout: no complete answer within {self.timeout:g} s"
             raise self._failed(UpstreamFailed(reason, FailureCause.TIMEOUT), "timeout") from exc

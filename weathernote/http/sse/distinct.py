@@ -30,6 +30,7 @@ from weathernote.http.sse.protocol import refusal, refused
 from weathernote.http.sse.stream import EventStream, StreamResponse
 from weathernote.ops import requestlog
 from weathernote.ops.requestlog import RequestInfo
+from weathernote.ops.tracing import Tracer
 
 ContextFactory = Callable[[Request, Identity], Context]
 
@@ -65,8 +66,10 @@ class DistinctStreams:
         keepalive: float,
         max_body_bytes: int,
         body_timeout: float,
+        tracer: Tracer | None = None,
     ) -> None:
         self.operations = operations
+        self.tracer = tracer  # None: tracing is off
         self.context_factory = context_factory
         self.admission = admission
         self.gate = gate
@@ -115,7 +118,7 @@ class DistinctStreams:
         headers: dict[str, str],
     ) -> None:
         stream = EventStream(send, self.keepalive)
-        running = Running(self.operations, stream, distinct=True, record=False)
+        running = Running(self.operations, stream, distinct=True, record=False, tracer=self.tracer)
         self.gate.add(stream)
         try:
             await stream.open((name.lower().encode(), value.encode()) for name, value in headers.items())

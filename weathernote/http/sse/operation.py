@@ -8,12 +8,13 @@ import logging
 from weathernote.graphql import Context, Operations
 from weathernote.graphql.errors import internal_error
 from weathernote.graphql.operations import Prepared
-from weathernote.http.observability import access_log
+from weathernote.http.observability import access_log, stream_operation
 from weathernote.http.sse.protocol import complete_event, data_field, errors_payload, next_framing
 from weathernote.http.sse.stream import EventStream
 from weathernote.live import Feed
 from weathernote.ops import metrics, requestlog
 from weathernote.ops.requestlog import RequestInfo
+from weathernote.ops.tracing import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,11 @@ class Running:
     connection's do; a distinct connection is one request, logged as such).
     """
 
-    def __init__(self, operations: Operations, stream: EventStream, *, distinct: bool, record: bool) -> None:
+    def __init__(
+        self, operations: Operations, stream: EventStream, *, distinct: bool, record: bool, tracer: Tracer | None = None
+    ) -> None:
         self.operations = operations
+        self.tracer = tracer  # traced: each operation is a span under its request's
         self.stream = stream
         self.distinct = distinct
         self.record = record
@@ -85,7 +89,8 @@ class Running:
         info = operation.info
         requestlog.current.set(info)  # this task's own context
         try:
-            result = await self.operations.run(prepared, operation.context, operation)
+            with stream_operation(self.tracer, "sse", prepared):
+                result = await self.operations.run(prepared, operation.context, operation)
             if isinstance(result, Feed):
                 operation.feed = result  # from here on, callbacks serve it: this task ends
                 operation.task = None

@@ -38,6 +38,7 @@ from weathernote.http.sse.reservations import Reservation, Reservations
 from weathernote.http.sse.stream import EventStream, StreamResponse
 from weathernote.ops import metrics, requestlog
 from weathernote.ops.requestlog import RequestInfo
+from weathernote.ops.tracing import Tracer
 
 _NO_RESERVATION = "no such reservation: PUT /graphql/stream for a token, and send it with every request"
 
@@ -57,8 +58,10 @@ class SingleConnection:
         max_operations: int,
         max_body_bytes: int,
         body_timeout: float,
+        tracer: Tracer | None = None,
     ) -> None:
         self.operations = operations
+        self.tracer = tracer  # None: tracing is off
         self.context_factory = context_factory
         self.admission = admission
         self.gate = gate
@@ -107,7 +110,7 @@ class SingleConnection:
 
     async def _serve(self, receive: Receive, send: Send, identity: Identity, reservation: Reservation) -> None:
         stream = EventStream(send, self.keepalive)
-        running = Running(self.operations, stream, distinct=False, record=True)
+        running = Running(self.operations, stream, distinct=False, record=True, tracer=self.tracer)
         self.reservations.attach(reservation, stream, running)
         self.gate.add(stream)
         try:

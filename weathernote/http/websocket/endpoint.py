@@ -14,6 +14,7 @@ from weathernote.graphql import Operations
 from weathernote.graphql.errors import rate_limited_error
 from weathernote.http.websocket.protocol import SUBPROTOCOLS, Connection, ContextFactory, Limits
 from weathernote.ops import metrics
+from weathernote.ops.tracing import Tracer
 
 
 def negotiate(websocket: WebSocket) -> str | None:
@@ -36,9 +37,15 @@ class GraphQLWebSocket:
     """
 
     def __init__(
-        self, operations: Operations, context_factory: ContextFactory, limits: Limits, admission: Admission
+        self,
+        operations: Operations,
+        context_factory: ContextFactory,
+        limits: Limits,
+        admission: Admission,
+        tracer: Tracer | None = None,
     ) -> None:
         self.operations = operations
+        self.tracer = tracer  # None: tracing is off
         self.context_factory = context_factory
         self.limits = limits
         self.admission = admission
@@ -70,7 +77,14 @@ class GraphQLWebSocket:
                 await websocket.close(4406, "subprotocol not acceptable")
                 return
             connection = Connection(
-                websocket, protocol, self.operations, self.context_factory, self.limits, self.admission, identity
+                websocket,
+                protocol,
+                self.operations,
+                self.context_factory,
+                self.limits,
+                self.admission,
+                identity,
+                self.tracer,
             )
             self.connections.add(connection)
             metrics.WEBSOCKET_CONNECTIONS.inc()

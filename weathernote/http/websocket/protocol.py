@@ -25,11 +25,12 @@ from weathernote.fairuse import Admission, Identity
 from weathernote.graphql import Context, Operations
 from weathernote.graphql.errors import BAD_REQUEST, error_dict, internal_error, rate_limited_error
 from weathernote.graphql.operations import Prepared
-from weathernote.http.observability import access_log
+from weathernote.http.observability import access_log, handshake_parent, stream_operation
 from weathernote.http.websocket.writer import GONE, FrameWriter
 from weathernote.live import Feed
 from weathernote.ops import metrics, requestlog
 from weathernote.ops.requestlog import RequestInfo
+from weathernote.ops.tracing import Tracer
 from weathernote.tasks import run_now
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,9 @@ class Connection:
         "legacy",
         "limits",
         "operations",
+        "parent",
         "running",
+        "tracer",
         "websocket",
         "writer",
     )
@@ -118,8 +121,11 @@ class Connection:
         limits: Limits,
         admission: Admission,
         identity: Identity,
+        tracer: Tracer | None = None,
     ) -> None:
         self.websocket = websocket
+        self.tracer = tracer  # traced: each operation is a span, under the handshake's caller's trace if it sent one
+        self.parent = handshake_parent(tracer, websocket.headers)
         self.writer = FrameWriter(websocket)
         self.admission = admission
         self.identity = identity
@@ -243,7 +249,8 @@ class Connection:
         requestlog.current.set(info)  # this task's own context
         metrics.SUBSCRIPTIONS.inc()
         try:
-            result = await self.operations.run(prepared, self.context, operation)
+            with stream_operation(self.tracer, "ws", prepared, self.parent):
+                result = await self.operations.run(prepared, self.context, operation)
             if isinstance(result, Feed):
                 operation.feed = result
                 self.running[operation.id] = operation  # from here on, callbacks serve it: this task ends
