@@ -1,33 +1,45 @@
-"""Fan-out of a refresh burst to WebSocket subscribers: WeatherNote beside its peers, same run.
+"""Fan-out of a real pre-warm cycle to WebSocket subscribers: WeatherNote beside its peers, same run.
 
-For each `--subscribers` count (fresh server processes each time), that many
-connections over `--cells` cells, one subscription each, then one refresh
-burst the way the pre-warmer makes it: every cell's new entry written and
-announced in one pipeline (one round trip, all announcements within a few
-ms). Each delivery's latency is measured from the burst's start, taken just
-before its first announcement (the entries' `fetchedAt`; the bare peer's
-`ts`), so every peer is timed from the same instant. Printed per count and
-peer: p50/p99/max, server RSS growth per connection (KB), delivered, lost,
-and WeatherNote's p99 over the bare broadcast's (target <= 1.5x, <= 30 KB per
-connection, none lost). Peers, measured in turn:
-  - bare-broadcast:  a bare Starlette WebSocket broadcast fed by one Redis pub/sub
-                     connection: no GraphQL, no protocol (the limit)
-  - graphql-yoga:    GraphQL Yoga on Node (bench/peers/yoga), `weatherUpdates` over graphql-ws
-                     (graphql-transport-ws), fed by the same `updates:<entry key>` channels and
-                     the same refreshes as WeatherNote; skipped, saying so, without node and npm
+The refresh burst is the pre-warmer's own: a WeatherNote instance, the only
+one and so the leader, runs a cycle every `--interval` seconds on its event
+loop. Its subscribers watch `--cells` cells (so they are candidates); for each
+measurement the bench makes those cells due, by writing their entries back
+(without announcing) as holding the previous 15-minute step, and the next
+cycle fetches them all in one multi-location request from the upstream
+simulator over HTTP, writes them and announces each on its channel. Latency
+per delivery runs from the entry's `fetchedAt` (stamped when the upstream's
+answer is in) to its receipt. Each measurement checks that the cycle ran in
+that instance (its `weathernote_prewarm_cells_total` and the simulator's
+served locations grew by at least the cells) and that every subscriber got
+the refreshed entry (none lost).
 
-The subscribers run in `--client-processes` processes (each its own share of
-sockets and file descriptors); the bench raises its open-files limit to the
-hard limit, which the servers and clients inherit. A count the hard limit
-cannot hold in one server process is refused, saying so.
+Peers, each fed by the same kind of cycle on the same channels (`updates:<entry key>`):
+  - weathernote:     its subscribers on the instance that runs the cycle
+  - bare-websockets: the `websockets` library's server, `broadcast` (synchronous writes, no task per
+                     socket; bench/peers/bare_websockets.py); the WeatherNote instance, idle, runs the cycle
+  - bare-starlette:  Starlette on uvicorn (websockets-sansio, as WeatherNote), each socket written in
+                     turn from the pub/sub listener (bench/peers/bare_broadcast.py)
+  - graphql-yoga:    GraphQL Yoga on Node (bench/peers/yoga), `weatherUpdates` over graphql-ws;
+                     skipped, saying so, without node and npm
+Both bare peers decode each announcement with WeatherNote's own code (`EntryMemo.decode`, what its
+hub uses) and send `{"temperature":..,"fetchedAt":<ms>}` to the cell's sockets. The floor is the
+bare peer with the lower median p99 in the run; WeatherNote's p99 is compared with it (target <= 1.5x).
 
-Usage: python bench/subscriptions_fanout.py [--subscribers 5000 10000 20000] [--cells 100] [--client-processes 4] [--no-yoga]
+`--runs` runs, each on fresh processes (a fresh Redis, every server new, so memory per connection is
+each run's own), every peer measured in turn within a run. Printed per count: the median, min and max
+over the runs of each peer's p50/p99/max, its server's RSS growth per connection (KB), delivered and
+lost. The subscribers run in `--client-processes` processes; the bench raises its open-files limit to
+the hard limit, which the servers and clients inherit. A count the limit cannot hold in one server
+process is refused, saying so.
+
+Usage: python bench/subscriptions_fanout.py [--subscribers 5000 10000] [--cells 100] [--runs 3] [--no-yoga]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import resource
@@ -35,26 +47,29 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
-import orjson
 from harness import ROOT, Components, components, free_port, wait_http
 from redis import Redis as SyncRedis
-from redis.asyncio import Redis
 from ws_clients import cell_point
 from yoga_peer import yoga_cmd, yoga_env, yoga_ready, yoga_versions
 
 from weathernote.breaker import CircuitBreaker
 from weathernote.cache import EntryStore
 from weathernote.clock import Clock
-from weathernote.model import Current, Entry, Grid, Part
+from weathernote.model import Entry, Grid, Part
 from weathernote.redis import RedisGateway
 from weathernote.redis.keys import SEED_SPELLING
 from weathernote.simulator import SimulatorProcess
+from weathernote.upstream import STEP_SECONDS
+from weathernote.upstream.pace import AVAILABILITY_LAG_SECONDS
 
 SPARE_FILES = 200  # what a server holds besides its sockets: Redis, logs, modules, the listener
+STALE_SECONDS = 86400  # the instance's WEATHERNOTE_STALE_SECONDS: the cycle judges the last good copies
+UNLIMITED = "1000000000"
+PEERS = ("weathernote", "bare-websockets", "bare-starlette", "graphql-yoga")
+FIGURES = ("p50", "p99", "max", "kb_per_connection", "delivered", "lost")
 
 grid = Grid(0.1)
 
@@ -73,71 +88,148 @@ def raise_open_files_limit() -> int:
     return hard
 
 
-def current_entry(index: int, fetched_at_ms: int) -> Entry:
-    model = Current(
-        time=time.strftime("%Y-%m-%dT%H:%M+00:00", time.gmtime(fetched_at_ms / 1000)),
-        temperature=12.5,
-        apparent_temperature=11.0,
-        humidity=60.0,
-        precipitation=0.0,
-        weather_code=3,
-        cloud_cover=75.0,
-        pressure=1013.2,
-        wind_speed=10.4,
-        wind_direction=200.0,
-        wind_gusts=21.0,
-        is_day=True,
+def counter(base_url: str, name: str) -> float:
+    """The sum of a counter's samples in the instance's /metrics."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{")
     )
-    cell = grid.cell(*cell_point(index))
-    return Entry.from_model(Part.CURRENT, cell, model, fetched_at_ms, fetched_at_ms + 600_000, fetched_at_ms + 900_000)
 
 
-async def write_entries(redis_url: str, cells: int, announce: bool) -> None:
-    """What a pre-warm batch does: every cell's new entry (fetched now) written and announced in one pipeline.
+def simulator_locations(simulator_url: str) -> int:
+    return int(httpx.get(f"{simulator_url}/__simulator/stats", timeout=10).json()["locations"])
 
-    Without `announce`, the entries are only put in place: what a subscriber gets at once.
-    """
+
+async def make_due(redis_url: str, cells: int) -> None:
+    """Every cell's entry (and its last good copy) written back, unannounced, as holding the previous
+    step: the pre-warmer's next cycle finds them all due, and nobody hears of this write."""
     redis = RedisGateway(redis_url, timeout=5.0, breaker=CircuitBreaker("bench"))
     await redis.connect()
-    store = EntryStore(redis, Clock(), stale_ms=0)
-    await redis.call(lambda client: client.ping())  # connected before the clock starts
-    now_ms = time.time_ns() // 1_000_000
-    await store.write([current_entry(index, now_ms) for index in range(cells)], announce=announce)
+    clock = Clock()
+    store = EntryStore(redis, clock, stale_ms=STALE_SECONDS * 1000)
+    wanted = [(Part.CURRENT, grid.cell(*cell_point(index))) for index in range(cells)]
+    raws = await store.read_many(wanted)
+    now_ms = clock.now_ms()
+    step_start_ms = now_ms // (STEP_SECONDS * 1000) * STEP_SECONDS * 1000
+    previous_step = []
+    for (part, cell), raw in zip(wanted, raws):
+        assert raw is not None, f"{cell}: no entry to make due"
+        previous_step.append(
+            dataclasses.replace(
+                Entry.decode(part, cell, raw),
+                next_update_ms=step_start_ms + AVAILABILITY_LAG_SECONDS * 1000 - 1,  # observed: the step before
+                fresh_until_ms=now_ms + 300_000,
+            )
+        )
+    await store.write(previous_step, announce=False)
     await redis.aclose()
 
 
-async def refresh_graphql(redis_url: str, cells: int) -> None:
-    await write_entries(redis_url, cells, announce=True)
+def ask(base: str, cells: int) -> None:
+    """Ask WeatherNote for every cell's current values: fetched if missing, and requested (the pre-warmer's
+    demand decays each cycle; a watch registered by subscribers gone ages out), so each is a candidate."""
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for index in range(cells):
+            lat, lon = cell_point(index)
+            response = client.post("/graphql", json={"query": f"{{ current(lat: {lat}, lon: {lon}) {{ cached }} }}"})
+            assert response.status_code == 200 and "errors" not in response.json(), response.text
 
 
-async def refresh_bare(redis_url: str, cells: int) -> None:
-    """The same burst for the bare peer: one pipeline of PUBLISH, each stamped with the burst's start."""
-    redis = Redis.from_url(redis_url)
-    await redis.ping()
-    pipe = redis.pipeline(transaction=False)
-    message = orjson.dumps({"ts": time.time(), "temperature": 12.5})
-    for index in range(cells):
-        pipe.publish(f"bare:{index}", message)
-    await pipe.execute()
-    await redis.aclose()
+@dataclasses.dataclass
+class Server:
+    """A peer's server process: its pid (for RSS), its WebSocket URL and which subscriber talks to it."""
+
+    pid: int
+    url: str
+    kind: str  # ws_clients.py's: "graphql" or "bare"
 
 
-Refresh = Callable[[str, int], Awaitable[None]]
+def start_servers(
+    running: Components, upstream_url: str, args: argparse.Namespace, with_yoga: bool
+) -> tuple[str, dict[str, Server]]:
+    """WeatherNote (the pre-warm leader) and the peers, ready, every cell warm: its base URL and the peers."""
+    wn_port, ws_port, starlette_port, yoga_port = (free_port("127.0.0.1") for _ in range(4))
+    env = {
+        **os.environ,
+        "WEATHERNOTE_REDIS_URL": running.redis_url,
+        "WEATHERNOTE_UPSTREAM_URL": upstream_url,
+        "WEATHERNOTE_PORT": str(wn_port),
+        "WEATHERNOTE_LOG_LEVEL": "warning",
+        "WEATHERNOTE_STALE_SECONDS": str(STALE_SECONDS),
+        "WEATHERNOTE_PREWARM_INTERVAL_SECONDS": str(args.interval),
+        "WEATHERNOTE_PREWARM_WATCHED_SHARE": "1",  # every watched cell kept, whatever else is a candidate
+        "WEATHERNOTE_UPSTREAM_BUDGET_PER_MINUTE": UNLIMITED,  # a cycle every few seconds affords every cell
+        "WEATHERNOTE_UPSTREAM_BUDGET_PER_HOUR": UNLIMITED,
+        "WEATHERNOTE_UPSTREAM_BUDGET_PER_DAY": UNLIMITED,
+        "WEATHERNOTE_RATE_LIMIT_PER_MINUTE": UNLIMITED,
+        # every subscriber comes from 127.0.0.1, at once
+        "WEATHERNOTE_WS_MAX_CONNECTIONS": str(args.subscribers + SPARE_FILES),
+        "WEATHERNOTE_WS_MAX_CONNECTIONS_PER_ADDRESS": str(args.subscribers + SPARE_FILES),
+        "WEATHERNOTE_CONNECTION_START_RATE_PER_SECOND": UNLIMITED,
+        "WEATHERNOTE_CONNECTION_START_BURST": UNLIMITED,
+        "WEATHERNOTE_CLIENT_ID_SECRET": "5e0b6c1d7a2f8e3b9c4d0a5f1e6b2c7d8a3f9e4b0c5d1a6f2e7b3c8d9a4f0e5b",
+        "BENCH_REDIS_URL": running.redis_url,
+    }
+    weathernote = running.start([sys.executable, "-m", "weathernote", "serve"], env)
+    peers_dir = str(ROOT / "bench" / "peers")
+    bare_websockets = running.start(
+        [sys.executable, str(ROOT / "bench" / "peers" / "bare_websockets.py"), str(ws_port)], env
+    )
+    bare_starlette = running.start(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bare_broadcast:app",
+            "--port",
+            str(starlette_port),
+            "--log-level",
+            "warning",
+            "--app-dir",
+            peers_dir,
+            "--ws",
+            "websockets-sansio",
+            "--ws-per-message-deflate",
+            "false",
+            "--loop",
+            "uvloop",
+        ],
+        env,
+    )
+    yoga = running.start(yoga_cmd(yoga_port, running.redis_url), yoga_env(env)) if with_yoga else None
+    base = f"http://127.0.0.1:{wn_port}"
+    wait_http(f"{base}/ready")
+    ask(base, args.cells)  # every cell warm
+    servers = {
+        "weathernote": Server(weathernote.pid, f"ws://127.0.0.1:{wn_port}/graphql", "graphql"),
+        "bare-websockets": Server(bare_websockets.pid, f"ws://127.0.0.1:{ws_port}/", "bare"),
+        "bare-starlette": Server(bare_starlette.pid, f"ws://127.0.0.1:{starlette_port}/ws", "bare"),
+    }
+    if yoga is not None:
+        wait_http(f"http://127.0.0.1:{yoga_port}/health")
+        servers["graphql-yoga"] = Server(yoga.pid, f"ws://127.0.0.1:{yoga_port}/graphql", "graphql")
+    # a first cycle refreshes what the warm-up did not fetch (the top cities): no part of a measured one
+    deadline = time.monotonic() + 30
+    while counter(base, "weathernote_prewarm_cycles_total") < 2:
+        assert time.monotonic() < deadline, "no pre-warm cycle ran within 30 s"
+        time.sleep(0.2)
+    return base, servers
 
 
-def run_peer(kind: str, server_pid: int, url: str, args: argparse.Namespace, refresh: Refresh) -> dict[str, float]:
-    """`kind`: ws_clients.py's subscriber, "weathernote" (graphql-transport-ws, weatherUpdates) or "bare"."""
-    if kind == "weathernote":  # every cell's entry in place: what a GraphQL subscriber gets at once
-        asyncio.run(write_entries(args.redis_url, args.cells, announce=False))
-    before = rss_kb(server_pid)
+def run_peer(name: str, server: Server, args: argparse.Namespace, base: str, simulator_url: str) -> dict[str, float]:
+    """`args.subscribers` subscribers on `server`, then one cycle's refresh of every cell they watch."""
+    ask(base, args.cells)
+    before = rss_kb(server.pid)
     shares = [len(range(i, args.subscribers, args.client_processes)) for i in range(args.client_processes)]
     clients = [
         subprocess.Popen(
             [
                 sys.executable,
                 str(ROOT / "bench" / "ws_clients.py"),
-                kind,
-                url,
+                server.kind,
+                server.url,
                 "--count",
                 str(share),
                 "--offset",
@@ -145,35 +237,55 @@ def run_peer(kind: str, server_pid: int, url: str, args: argparse.Namespace, ref
                 "--cells",
                 str(args.cells),
                 "--timeout",
-                "60",
+                str(args.interval * 3 + 20),
             ],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         for i, share in enumerate(shares)
     ]
-    for client in clients:
-        assert client.stdout is not None
-        line = client.stdout.readline()
-        assert line.strip() == "READY", line
-    time.sleep(1)
-    after = rss_kb(server_pid)
-    if kind == "weathernote":  # only the server under test listens: no other peer shares the work
-        channels = [
-            SEED_SPELLING.update_channel(Part.CURRENT, grid.cell(*cell_point(index))) for index in range(args.cells)
-        ]
+    try:
+        for client in clients:
+            assert client.stdout is not None
+            line = client.stdout.readline()
+            assert line.strip() == "READY", f"{name}: {line!r}"
+        time.sleep(1)
+        after = rss_kb(server.pid)
+        channels = [SEED_SPELLING.update_channel(Part.CURRENT, grid.cell(*cell_point(i))) for i in range(args.cells)]
         with SyncRedis.from_url(args.redis_url) as redis:
             listeners = {count for _, count in redis.pubsub_numsub(*channels)}
-        assert listeners == {1}, f"{url}: channels with {sorted(listeners)} listeners, expected 1 each"
-    asyncio.run(refresh(args.redis_url, args.cells))
-    latencies: list[float] = []
-    lost = 0
-    for client in clients:
-        assert client.stdout is not None
-        result = json.loads(client.stdout.readline())
-        latencies += result["latencies"]
-        lost += result["lost"]
-        client.wait(30)
+        # only the server under test listens: no other peer shares the work
+        assert listeners == {1}, f"{name}: channels with {sorted(listeners)} listeners, expected 1 each"
+        cells_before = counter(base, "weathernote_prewarm_cells_total")
+        locations_before = simulator_locations(simulator_url)
+        since_ms = time.time_ns() // 1_000_000
+        for client in clients:
+            assert client.stdin is not None and client.stdout is not None
+            client.stdin.write(f"GO {since_ms}\n")
+            client.stdin.flush()
+            assert client.stdout.readline().strip() == "GO"
+        asyncio.run(make_due(args.redis_url, args.cells))
+        latencies: list[float] = []
+        versions: set[float] = set()
+        lost = 0
+        for client in clients:
+            assert client.stdout is not None
+            result = json.loads(client.stdout.readline())
+            latencies += result["latencies"]
+            versions.update(result["versions"])
+            lost += result["lost"]
+            client.wait(60)
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+    refreshed = counter(base, "weathernote_prewarm_cells_total") - cells_before
+    fetched = simulator_locations(simulator_url) - locations_before
+    assert refreshed >= args.cells and fetched >= args.cells, (
+        f"{name}: the cycle refreshed {refreshed}, fetched {fetched}"
+    )
     latencies.sort()
     return {
         "p50": statistics.median(latencies) if latencies else float("nan"),
@@ -182,79 +294,44 @@ def run_peer(kind: str, server_pid: int, url: str, args: argparse.Namespace, ref
         "kb_per_connection": (after - before) / args.subscribers,
         "lost": lost,
         "delivered": len(latencies),
+        "versions": len(versions),
     }
 
 
-def start_servers(running: Components, upstream_url: str, cells: int, with_yoga: bool) -> dict[str, tuple[int, str]]:
-    """WeatherNote, the bare broadcast and (if wanted) Yoga, ready, every cell warm: name -> (pid, URL)."""
-    wn_port, bare_port, yoga_port = (free_port("127.0.0.1") for _ in range(3))
-    env = {
-        **os.environ,
-        "WEATHERNOTE_REDIS_URL": running.redis_url,
-        "WEATHERNOTE_UPSTREAM_URL": upstream_url,
-        "WEATHERNOTE_PORT": str(wn_port),
-        "WEATHERNOTE_LOG_LEVEL": "warning",
-        "WEATHERNOTE_WEATHER_TTL_SECONDS": "3600",
-        "WEATHERNOTE_RATE_LIMIT_PER_MINUTE": "100000000",
-        "WEATHERNOTE_PREWARM_INTERVAL_SECONDS": "0",
-        "WEATHERNOTE_CLIENT_ID_SECRET": "5e0b6c1d7a2f8e3b9c4d0a5f1e6b2c7d8a3f9e4b0c5d1a6f2e7b3c8d9a4f0e5b",
-        "BENCH_REDIS_URL": running.redis_url,
-    }
-    weathernote = running.start([sys.executable, "-m", "weathernote", "serve"], env)
-    bare = running.start(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bare_broadcast:app",
-            "--port",
-            str(bare_port),
-            "--log-level",
-            "warning",
-            "--app-dir",
-            str(ROOT / "bench" / "peers"),
-            "--ws-per-message-deflate",
-            "false",
-        ],
-        env,
+def measure(args: argparse.Namespace, with_yoga: bool) -> dict[str, list[dict[str, float]]]:
+    """Every peer at `args.subscribers`, `args.runs` times, each run on fresh processes."""
+    results: dict[str, list[dict[str, float]]] = {}
+    simulator = SimulatorProcess(
+        max_concurrent=0, rate_limit_per_minute=1e9, rate_limit_per_hour=1e9, rate_limit_per_day=1e9
     )
-    yoga = running.start(yoga_cmd(yoga_port, running.redis_url), yoga_env(env)) if with_yoga else None
-    wait_http(f"http://127.0.0.1:{wn_port}/ready")
-    for index in range(cells):  # warm every cell, so subscribing costs no upstream call
-        lat, lon = cell_point(index)
-        httpx.post(
-            f"http://127.0.0.1:{wn_port}/graphql",
-            json={"query": f"{{ current(lat: {lat}, lon: {lon}) {{ cached }} }}"},
-            timeout=30,
-        )
-    servers = {
-        "weathernote": (weathernote.pid, f"ws://127.0.0.1:{wn_port}/graphql"),
-        "bare-broadcast": (bare.pid, f"ws://127.0.0.1:{bare_port}/ws"),
-    }
-    if yoga is not None:
-        wait_http(f"http://127.0.0.1:{yoga_port}/health")
-        servers["graphql-yoga"] = (yoga.pid, f"ws://127.0.0.1:{yoga_port}/graphql")
-    time.sleep(1)
-    return servers
-
-
-def measure(args: argparse.Namespace, with_yoga: bool) -> dict[str, dict[str, float]]:
-    """Every peer at `args.subscribers`, on fresh servers (so one count's memory never shows in the next)."""
     # the simulator outside: it outlives the servers, which stop first
-    with SimulatorProcess(max_concurrent=0, rate_limit_per_minute=1_000_000) as simulator, components() as running:
-        args.redis_url = running.redis_url
-        servers = start_servers(running, simulator.url, args.cells, with_yoga)
-        results = {}
-        for name, (pid, url) in servers.items():
-            kind = "bare" if name == "bare-broadcast" else "weathernote"  # Yoga: WeatherNote's subscriber
-            results[name] = run_peer(kind, pid, url, args, refresh_bare if kind == "bare" else refresh_graphql)
-        return results
+    with simulator:
+        for run in range(args.runs):
+            with components() as running:
+                args.redis_url = running.redis_url
+                base, servers = start_servers(running, simulator.url, args, with_yoga)
+                for name, server in servers.items():
+                    result = run_peer(name, server, args, base, simulator.url)
+                    results.setdefault(name, []).append(result)
+                    print(
+                        f"  run {run + 1} {name:<16} p99 {result['p99']:8.1f} ms, "
+                        f"{result['kb_per_connection']:5.1f} KB/conn, {result['delivered']} delivered, "
+                        f"{result['lost']} lost, fetchedAt values {result['versions']}",
+                        flush=True,
+                    )
+    return results
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--subscribers", type=int, nargs="+", default=[5_000, 10_000, 20_000])
+    parser.add_argument("--subscribers", type=int, nargs="+", default=[5_000, 10_000])
     parser.add_argument("--cells", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--interval", type=float, default=2.0, help="the instance's pre-warm period, seconds")
     parser.add_argument("--client-processes", type=int, default=4)
     parser.add_argument("--no-yoga", action="store_true", help="leave out the GraphQL Yoga (Node) peer")
     args = parser.parse_args()
@@ -270,32 +347,37 @@ def main() -> None:
     summary = []
     for count in args.subscribers:
         args.subscribers = count
+        print(f"\n{count} WebSocket subscribers over {args.cells} cells, {args.runs} runs", flush=True)
         results = measure(args, with_yoga=not yoga_skipped)
         print(
             f"\n{count} WebSocket subscribers over {args.cells} cells ({args.client_processes} client processes), "
-            "one refresh burst, latency from its start"
+            f"one pre-warm cycle's refresh (period {args.interval:g} s) per run, latency from each entry's fetchedAt; "
+            f"median (min-max) of {args.runs} runs"
         )
-        print(f"{'peer':<16}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'KB/conn':>9}{'delivered':>11}{'lost':>6}")
-        for name, r in results.items():
-            print(
-                f"{name:<16}{r['p50']:>9.1f}{r['p99']:>9.1f}{r['max']:>9.1f}"
-                f"{r['kb_per_connection']:>9.1f}{r['delivered']:>11}{r['lost']:>6}"
-            )
-        wn, bare = results["weathernote"], results["bare-broadcast"]
-        ratio = wn["p99"] / bare["p99"]
-        print(f"p99 weathernote / bare: {ratio:.2f}x (target <= 1.5x)")
-        if "graphql-yoga" in results:
-            yoga = results["graphql-yoga"]
-            print(f"p99 weathernote / graphql-yoga: {wn['p99'] / yoga['p99']:.2f}x")
-            print(
-                f"memory per connection weathernote / graphql-yoga: {wn['kb_per_connection'] / yoga['kb_per_connection']:.2f}x"
-            )
-        summary.append((count, wn, bare, ratio))
-    print("\nsummary: subscribers, weathernote p99 ms, bare p99 ms, ratio (<= 1.5x), KB/conn (<= 30), lost (0)")
-    for count, wn, bare, ratio in summary:
+        print(f"{'peer':<16}{'p50 ms':>20}{'p99 ms':>22}{'max ms':>22}{'KB/conn':>18}{'delivered':>11}{'lost':>6}")
+        medians: dict[str, dict[str, float]] = {}
+        for name, runs in results.items():
+            medians[name] = {figure: statistics.median(r[figure] for r in runs) for figure in FIGURES}
+            columns = [spread([r[figure] for r in runs]) for figure in ("p50", "p99", "max", "kb_per_connection")]
+            delivered = sum(int(r["delivered"]) for r in runs)
+            lost = sum(int(r["lost"]) for r in runs)
+            print(f"{name:<16}{columns[0]:>20}{columns[1]:>22}{columns[2]:>22}{columns[3]:>18}{delivered:>11}{lost:>6}")
+        floor = min(("bare-websockets", "bare-starlette"), key=lambda name: medians[name]["p99"])
+        wn = medians["weathernote"]
+        ratio = wn["p99"] / medians[floor]["p99"]
+        print(f"floor (lower median p99 of the bare peers): {floor}")
+        print(f"p99 weathernote / {floor}: {ratio:.2f}x (target <= 1.5x)")
+        if "graphql-yoga" in medians:
+            print(f"p99 weathernote / graphql-yoga: {wn['p99'] / medians['graphql-yoga']['p99']:.2f}x")
+        lost = sum(int(r["lost"]) for r in results["weathernote"])
+        summary.append((count, wn, medians[floor], floor, ratio, lost))
+    print(
+        "\nsummary (medians): subscribers, weathernote p99 ms, floor p99 ms, ratio (<= 1.5x), KB/conn (<= 28), lost (0)"
+    )
+    for count, wn, floor_figures, floor, ratio, lost in summary:
         print(
-            f"{count:>7}{wn['p99']:>10.1f}{bare['p99']:>10.1f}{ratio:>8.2f}x"
-            f"{wn['kb_per_connection']:>8.1f}{wn['lost']:>6}"
+            f"{count:>7}{wn['p99']:>10.1f}{floor_figures['p99']:>10.1f} ({floor}){ratio:>8.2f}x"
+            f"{wn['kb_per_connection']:>8.1f}{lost:>6}"
         )
 
 

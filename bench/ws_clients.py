@@ -1,10 +1,14 @@
 """WebSocket subscribers for the fan-out benchmark, run as several processes.
 
-Opens `count` connections, subscribes connection i to cell (offset + i) % cells,
-prints READY once every connection holds its first value, then waits for
-`expect` refreshes per connection and prints one JSON line: the delivery
-latencies in ms (receive time minus the refresh's own timestamp) and how many
-deliveries never arrived.
+Opens `count` connections, subscribes connection i to cell (offset + i) % cells
+and prints READY once every connection holds its first value (WeatherNote and
+Yoga: the first `next`; the bare peers: their ready message). Then it waits for
+one line on stdin, `GO <since ms>`, answers GO, and waits for each connection's
+first delivery of an entry fetched at or after `since`: the refresh the bench
+is about to cause. Messages of older entries are skipped. Prints one JSON line:
+each delivery's latency in ms (receipt minus the entry's fetchedAt inside the
+message), the distinct fetchedAt values delivered (one pre-warm batch: one
+value), and how many connections got no such delivery within `--timeout`.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ def cell_point(index: int) -> tuple[float, float]:
     return 10.0 + index // 10, 20.0 + index % 10
 
 
-async def open_weathernote(url: str, cell: int) -> Any:
+async def open_graphql(url: str, cell: int) -> Any:
     ws = await websockets.connect(url, subprotocols=["graphql-transport-ws"], max_queue=None, open_timeout=120)
     await ws.send('{"type":"connection_init"}')
     await ws.recv()
@@ -41,7 +45,8 @@ async def open_weathernote(url: str, cell: int) -> Any:
     return ws
 
 
-def weathernote_timestamp(message: str) -> float | None:
+def graphql_fetched_at(message: str | bytes) -> float | None:
+    """The entry's fetchedAt (Unix seconds) in a graphql-transport-ws `next`; None for any other message."""
     body = json.loads(message)
     if body.get("type") != "next":
         return None
@@ -50,32 +55,41 @@ def weathernote_timestamp(message: str) -> float | None:
 
 async def open_bare(url: str, cell: int) -> Any:
     ws = await websockets.connect(url, max_queue=None, open_timeout=120)
-    await ws.send(str(cell))
+    lat, lon = cell_point(cell)
+    await ws.send(f"{lat},{lon}")
     await ws.recv()
     return ws
 
 
-def bare_timestamp(message: str) -> float | None:
-    return json.loads(message)["ts"]
+def bare_fetched_at(message: str | bytes) -> float | None:
+    fetched_at = json.loads(message).get("fetchedAt")
+    return None if fetched_at is None else fetched_at / 1000
+
+
+async def read_go() -> float:
+    """The `since` of the bench's `GO <since ms>` line, in Unix seconds."""
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    word, since = line.split()
+    assert word == "GO", line
+    return int(since) / 1000
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["weathernote", "bare"])
+    parser.add_argument("kind", choices=["graphql", "bare"])
     parser.add_argument("url")
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--offset", type=int, default=0)
     parser.add_argument("--cells", type=int, default=100)
-    parser.add_argument("--expect", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=60)
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    opener, timestamp = (
-        (open_weathernote, weathernote_timestamp) if args.kind == "weathernote" else (open_bare, bare_timestamp)
-    )
+    opener, fetched_at = (open_graphql, graphql_fetched_at) if args.kind == "graphql" else (open_bare, bare_fetched_at)
     handshakes = asyncio.Semaphore(50)
     latencies: list[float] = []
+    versions: set[float] = set()
+    since: float | None = None  # known once the bench says GO
 
     async def connect(i: int) -> Any:
         async with handshakes:
@@ -93,23 +107,25 @@ async def main() -> None:
     gc.disable()
     print("READY", flush=True)
 
-    async def receive(ws: Any) -> int:
-        received = 0
-        while received < args.expect:
+    async def receive(ws: Any) -> bool:
+        while True:
             message = await ws.recv()
             now = time.time()
-            sent = timestamp(message)
-            if sent is not None:
-                latencies.append((now - sent) * 1000)
-                received += 1
-        return received
+            fetched = fetched_at(message)
+            if fetched is not None and since is not None and fetched >= since:
+                latencies.append((now - fetched) * 1000)
+                versions.add(fetched)
+                return True
 
     tasks = [asyncio.create_task(receive(ws)) for ws in sockets if ws is not None]
+    since = await read_go()
+    print("GO", flush=True)
     done, pending = await asyncio.wait(tasks, timeout=args.timeout)
     for task in pending:
         task.cancel()
-    received = sum(task.result() for task in done if task.exception() is None)
-    print(json.dumps({"latencies": latencies, "lost": args.count * args.expect - received}), flush=True)
+    received = sum(1 for task in done if task.exception() is None)
+    result = {"latencies": latencies, "versions": sorted(versions), "lost": args.count - received}
+    print(json.dumps(result), flush=True)
     await asyncio.gather(*(ws.close() for ws in sockets if ws is not None), return_exceptions=True)
 
 

@@ -1,8 +1,16 @@
-"""Baseline for the fan-out benchmark: a bare Starlette WebSocket broadcast.
+"""Baseline for the fan-out benchmark: a bare Starlette WebSocket broadcast with direct writes.
 
-A client sends the cell it wants as its first text message; one Redis pub/sub
-connection feeds every cell's sockets with the published bytes, unchanged.
-No GraphQL, no protocol, no per-subscriber work beyond the send: the limit.
+A client sends the point it wants ("lat,lon") as its first text message and
+gets '{"ready":true}'. The peer listens on the same channels as WeatherNote
+(`updates:<entry key>`, SUBSCRIBE for a cell's first socket, UNSUBSCRIBE after
+its last) on one Redis pub/sub connection, so a WeatherNote leader's pre-warm
+cycle feeds it. Each announcement is decoded once with WeatherNote's own code
+(`EntryMemo.decode`, what its hub uses) into one small JSON text
+(`{"temperature":..,"fetchedAt":<ms>}`), written to every socket of the cell
+in turn from the listener itself: no GraphQL, no protocol, no task per socket.
+
+`Feed` is shared with bench/peers/bare_websockets.py (the same feed on the
+`websockets` library's own server and its synchronous `broadcast`).
 """
 
 from __future__ import annotations
@@ -10,43 +18,98 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections import defaultdict
+import sys
+from collections.abc import Awaitable, Callable, Collection
+from pathlib import Path
+from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-redis = Redis.from_url(os.environ["BENCH_REDIS_URL"])
-sockets: dict[str, set[WebSocket]] = defaultdict(set)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from weathernote.cache import EntryMemo
+from weathernote.model import Cell, Current, Grid, Part
+from weathernote.redis.keys import SEED_SPELLING
+
+Forward = Callable[[Collection[Any], str], Awaitable[None]]
 
 
-async def listen() -> None:
-    pubsub = redis.pubsub(ignore_subscribe_messages=True)
-    await pubsub.psubscribe("bare:*")
-    while True:
-        message = await pubsub.get_message(timeout=1.0)
-        if message and message["type"] == "pmessage":
-            cell = message["channel"].decode().split(":", 1)[1]
-            text = message["data"].decode()
-            for ws in list(sockets.get(cell, ())):
-                task = asyncio.create_task(_send(ws, text))
-                _sending.add(task)
-                task.add_done_callback(_sending.discard)
+class Feed:
+    """Sockets by channel, and the one pub/sub connection that forwards each announcement to them."""
+
+    def __init__(self, redis_url: str, forward: Forward) -> None:
+        self.redis = Redis.from_url(redis_url)
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self.forward = forward
+        self.grid = Grid(0.1)
+        self.memo = EntryMemo()
+        self.sockets: dict[str, set[Any]] = {}
+        self.cells: dict[str, Cell] = {}
+        self.lock = asyncio.Lock()  # SUBSCRIBE and UNSUBSCRIBE in the order sockets come and go
+
+    async def join(self, socket: Any, point: str) -> str:
+        """`socket` wants the cell of `point` ("lat,lon"): its channel, subscribed before this returns."""
+        lat, lon = (float(value) for value in point.split(","))
+        cell = self.grid.cell(lat, lon)
+        channel = SEED_SPELLING.update_channel(Part.CURRENT, cell)
+        async with self.lock:
+            if channel not in self.sockets:
+                self.sockets[channel] = set()
+                self.cells[channel] = cell
+                await self.pubsub.subscribe(channel)
+            self.sockets[channel].add(socket)
+        return channel
+
+    async def leave(self, socket: Any, channel: str) -> None:
+        async with self.lock:
+            sockets = self.sockets.get(channel)
+            if sockets is None:
+                return
+            sockets.discard(socket)
+            if not sockets:
+                del self.sockets[channel]
+                await self.pubsub.unsubscribe(channel)
+
+    async def run(self) -> None:
+        while True:
+            if not self.pubsub.subscribed:
+                await asyncio.sleep(0.05)
+                continue
+            message = await self.pubsub.get_message(timeout=1.0)
+            if message is None or message["type"] != "message":
+                continue
+            channel = message["channel"].decode()
+            sockets = self.sockets.get(channel)
+            if not sockets:
+                continue
+            entry = self.memo.decode(Part.CURRENT, self.cells[channel], message["data"])
+            model = entry.model
+            assert isinstance(model, Current)
+            text = orjson.dumps({"temperature": model.temperature, "fetchedAt": entry.fetched_at_ms}).decode()
+            await self.forward(list(sockets), text)
+
+    async def aclose(self) -> None:
+        await self.pubsub.aclose()
+        await self.redis.aclose()
 
 
-_sending: set[asyncio.Task[None]] = set()  # referenced until sent
+async def write_each(sockets: Collection[Any], text: str) -> None:
+    # in turn from the listener: uvicorn's send writes at once unless the socket is paused
+    for ws in sockets:
+        with contextlib.suppress(Exception):  # a peer gone mid-send: the bare baseline just drops it
+            await ws.send_text(text)
 
 
-async def _send(ws: WebSocket, text: str) -> None:
-    with contextlib.suppress(Exception):  # a peer gone mid-send: the bare baseline just drops it
-        await ws.send_text(text)
+feed = Feed(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379"), write_each)
 
 
 async def endpoint(ws: WebSocket) -> None:
     await ws.accept()
-    cell = await ws.receive_text()
-    sockets[cell].add(ws)
+    channel = await feed.join(ws, await ws.receive_text())
     await ws.send_text('{"ready":true}')
     try:
         while True:
@@ -54,13 +117,14 @@ async def endpoint(ws: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        sockets[cell].discard(ws)
+        await feed.leave(ws, channel)
 
 
-async def lifespan(app):  # type: ignore[no-untyped-def]
-    task = asyncio.create_task(listen())
+async def lifespan(app: Starlette) -> Any:  # an async generator: Starlette's lifespan
+    task = asyncio.create_task(feed.run())
     yield
     task.cancel()
+    await feed.aclose()
 
 
 app = Starlette(routes=[WebSocketRoute("/ws", endpoint)], lifespan=lifespan)
