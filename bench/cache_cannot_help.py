@@ -50,7 +50,7 @@ from urllib.parse import quote
 
 import httpx
 from cached_current import BODY, QUERY, keep_entry, load, uvicorn_cmd
-from harness import ROOT, components, free_port, wait_http
+from harness import ROOT, components, cpu_seconds, free_port, wait_http
 from redis import Redis
 from yoga_peer import response_cache_version, yoga_cmd, yoga_env, yoga_ready, yoga_versions
 
@@ -229,19 +229,23 @@ def main() -> None:
             "BENCH_REDIS_URL": running.redis_url,
         }
         serve = [sys.executable, "-m", "weathernote", "serve"]
-        running.start(serve, {**env, "WEATHERNOTE_PORT": str(ports["weathernote"])})
-        running.start(
+        pids = {"weathernote": running.start(serve, {**env, "WEATHERNOTE_PORT": str(ports["weathernote"])}).pid}
+        pids["weathernote-small"] = running.start(
             serve,
             {
                 **env,
                 "WEATHERNOTE_PORT": str(ports["weathernote-small"]),
                 "WEATHERNOTE_RENDER_CACHE_BYTES": str(args.small_cache_bytes),
             },
-        )
-        running.start(uvicorn_cmd("plain_strawberry:app", ports["plain-strawberry"]), env)
+        ).pid
+        pids["plain-strawberry"] = running.start(
+            uvicorn_cmd("plain_strawberry:app", ports["plain-strawberry"]), env
+        ).pid
         if not yoga_skipped:
-            running.start(yoga_cmd(ports["yoga"], running.redis_url), yoga_env(env))
-            running.start([*yoga_cmd(ports["yoga-rc"], running.redis_url), "--response-cache"], yoga_env(env))
+            pids["yoga"] = running.start(yoga_cmd(ports["yoga"], running.redis_url), yoga_env(env)).pid
+            pids["yoga-rc"] = running.start(
+                [*yoga_cmd(ports["yoga-rc"], running.redis_url), "--response-cache"], yoga_env(env)
+            ).pid
             for name in ("yoga", "yoga-rc"):
                 wait_http(f"http://127.0.0.1:{ports[name]}/health")
         for name in ("weathernote", "weathernote-small"):
@@ -320,6 +324,7 @@ def main() -> None:
                 if row == "a realistic mix":
                     check_mix()
                 for name in (ours, *peers):
+                    cpu_before = cpu_seconds(pids[name])
                     if row == "cached current":
                         check_one_cell()
                         result = load(url[name], BODY, args)
@@ -333,6 +338,7 @@ def main() -> None:
                         mix = zipf_mix(url[name], mix_points, args.zipf_s, args.mix_requests, seed=run)
                         result = load(mix, None, args)
                         mix.unlink()
+                    result["cpu_us"] = (cpu_seconds(pids[name]) - cpu_before) / max(1, result["answered"]) * 1e6
                     results.setdefault((row, name), []).append(result)
             if row == "response cache missing":  # the answers did not fit: the cache stayed within its budget
                 held = [
@@ -357,8 +363,13 @@ def main() -> None:
             f"the mix: {', '.join(f'{name} {weight}' for name, weight in MIX)} (weights), APQ GET, Zipf s={args.zipf_s:g}"
             f" over {args.mix_cells:,} cells"
         )
-    print("wn/peer: WeatherNote's median req/s over this peer's")
-    print(f"{'row':<30}{'server':<20}{'min req/s':>10}{'median':>9}{'max':>9}{'p99 ms':>9}{'errors':>8}{'wn/peer':>8}")
+    print("wn/peer: WeatherNote's median req/s over this peer's; cpu us/req: the server process's CPU time per answer")
+    print("(median; the load generator, Redis and the other servers share the machine's cores, so req/s moves with")
+    print("them, CPU per answer much less), and peer/wn that of the peer over WeatherNote's")
+    print(
+        f"{'row':<30}{'server':<20}{'min req/s':>10}{'median':>9}{'max':>9}{'p99 ms':>9}{'errors':>8}{'wn/peer':>8}"
+        f"{'cpu us/req':>11}{'peer/wn':>8}"
+    )
     labels = {
         "weathernote": "weathernote",
         "weathernote-small": f"weathernote ({args.small_cache_bytes // 1000} kB)",
@@ -368,14 +379,17 @@ def main() -> None:
     }
     for row, ours, peers in rows:
         ours_median = statistics.median(r["rps"] for r in results[(row, ours)])
+        ours_cpu = statistics.median(r["cpu_us"] for r in results[(row, ours)])
         for name in (ours, *peers):
             rps = [r["rps"] for r in results[(row, name)]]
             p99 = statistics.median(r["p99_ms"] for r in results[(row, name)])
             errors = sum(int(r["errors"]) for r in results[(row, name)])
+            cpu = statistics.median(r["cpu_us"] for r in results[(row, name)])
             ratio = f"{ours_median / statistics.median(rps):>8.2f}" if name != ours else f"{'':>8}"
+            cpu_ratio = f"{cpu / ours_cpu:>8.2f}" if name != ours else f"{'':>8}"
             print(
                 f"{row if name == ours else '':<30}{labels[name]:<20}{min(rps):>10.0f}{statistics.median(rps):>9.0f}"
-                f"{max(rps):>9.0f}{p99:>9.2f}{errors:>8}{ratio}"
+                f"{max(rps):>9.0f}{p99:>9.2f}{errors:>8}{ratio}{cpu:>11.0f}{cpu_ratio}"
             )
 
 

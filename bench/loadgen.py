@@ -58,6 +58,7 @@ class Run:
     stop_at: float
     record_from: float
     total: int | None = None
+    answered: int = 0  # every response, the warm-up's included: what the server's CPU time paid for
     latencies: list[float] = field(default_factory=list)
     errors: list[int] = field(default_factory=list)
 
@@ -84,6 +85,7 @@ async def client(
             writer.write(run.requests[sent % len(run.requests)])
             sent += 1
             status, closes = await read_response(reader)
+            run.answered += 1
             if closes:
                 writer.close()
                 reader, writer = await asyncio.open_connection(host, port)
@@ -139,6 +141,7 @@ async def load(
 
     return {
         "requests": len(latencies),
+        "answered": run.answered,
         "errors": len(run.errors),
         "seconds": seconds,
         "rps": len(latencies) / seconds,
