@@ -272,11 +272,10 @@ async def test_a_refresh_delivered_on_another_instance_links_to_it(
 @pytest.mark.parametrize(
     "otel",
     [
-        {"OTEL_EXPORTER_OTLP_ENDPOINT": ""},  # the default: no endpoint, tracing off
-        {"OTEL_SDK_DISABLED": "true"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": ""},  # the default: no endpoint, tracing off (OTEL_SDK_DISABLED: a unit test)
         {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"},
     ],
-    ids=["no-endpoint", "sdk-disabled", "ratio-0"],
+    ids=["no-endpoint", "ratio-0"],
 )
 def test_nothing_is_exported_when_off_or_never_sampled(
     redis_url: str, simulator: Simulator, clean: Simulator, receiver: Receiver, otel: dict[str, str]

@@ -118,3 +118,38 @@ def test_the_trace_id_joins_a_responses_extensions() -> None:
     assert [item["extensions"] for item in batch] == [{"traceId": trace_id}] * 2
     assert tracing.with_trace_id(b"not json", trace_id) == b"not json"
     assert tracing.with_trace_id(b"[1]", trace_id) == b"[1]"
+
+
+def test_a_ratio_samplers_requests_are_decided_as_the_sdk_decides() -> None:
+    """The request path decides an unsampled root itself (cheaper than the SDK's generic path): on the
+    same trace id, it must agree with the SDK's own TraceIdRatioBased, and a sampled one is the SDK's
+    span with that very trace id."""
+    from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+
+    environ = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.25",
+    }
+    traced = tracing.Tracing.from_environment(environ)
+    assert traced is not None and traced.ratio_bound == TraceIdRatioBased(0.25).bound
+    reference = TraceIdRatioBased(0.25)
+    try:
+        spans = [traced.server_span("GET /health", None, {}) for _ in range(400)]
+        sampled = [span for span in spans if span.is_recording()]
+        assert 40 < len(sampled) < 160  # a quarter, give or take
+        for span in spans:
+            context = span.get_span_context()
+            decision = reference.should_sample(None, context.trace_id, "GET /health").decision
+            assert decision.is_sampled() == span.is_recording() == context.trace_flags.sampled
+            assert context.is_valid
+        # a caller's context is the SDK's to decide (parent-based): its sampled flag is followed
+        parent = tracing.remote_parent(TRACEPARENT, None)
+        child = traced.server_span("GET /health", parent, {})
+        assert child.is_recording() and format(child.get_span_context().trace_id, "032x") == TRACE
+    finally:
+        traced.provider.shutdown()  # nothing ended, nothing exported
+    # other samplers are the SDK's alone
+    other = tracing.Tracing.from_environment({**environ, "OTEL_TRACES_SAMPLER": "always_on"})
+    assert other is not None and other.ratio_bound is None
+    other.provider.shutdown()

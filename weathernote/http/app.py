@@ -208,7 +208,7 @@ def create_app(settings: Settings) -> Starlette:
         assets = csp.WithPolicy(StaticFiles(directory=GRAPHIQL_DIR, html=True))  # the IDE page's policy on its assets
         routes.append(Mount("/graphiql", assets, name="graphiql"))
     # tracing off, its middleware is not in the stack at all: requests pay nothing for it
-    tracing = [Middleware(RequestTracing, tracer=services.tracer)] if services.tracer is not None else []
+    tracing = [Middleware(RequestTracing, tracing=services.tracing)] if services.tracing is not None else []
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from weathernote.ops import metrics, requestlog, tracing
 from weathernote.ops.logs import AccessLog
 from weathernote.ops.requestlog import RequestInfo
-from weathernote.ops.tracing import Span, SpanKind, Tracer
+from weathernote.ops.tracing import Span, SpanKind, Tracer, Tracing
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -124,9 +124,10 @@ class RequestTracing:
     are traced per operation by their endpoint, not as one span as long as the connection.
     """
 
-    def __init__(self, app: ASGIApp, tracer: Tracer) -> None:
+    def __init__(self, app: ASGIApp, tracing: Tracing) -> None:
         self.app = app
-        self.tracer = tracer
+        self.tracing = tracing
+        self.tracer = tracing.tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,9 +140,15 @@ class RequestTracing:
         attributes = {"http.request.method": method, "url.path": path, "url.scheme": scope.get("scheme", "http")}
         if route is not None:
             attributes["http.route"] = route
-        server = self.tracer.start_span(
-            f"{method} {route}" if route else method, parent, SpanKind.SERVER, attributes, record_exception=False
-        )
+        server = self.tracing.server_span(f"{method} {route}" if route else method, parent, attributes)
+        if not server.is_recording():
+            # not sampled (most requests at a low ratio): what runs inside only needs to know that
+            token = tracing.attach(server)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                tracing.detach(token)
+            return
         graphql = path == "/graphql" and b"text/event-stream" not in headers.get(b"accept", b"")
         trace_id = tracing.trace_id(server)
         if trace_id is not None:
