@@ -57,3 +57,23 @@ def test_counts_waiting_for_an_unreachable_redis_stay_bounded() -> None:
 
     clients, cells = asyncio.run(flood())
     assert clients == 1_000 and cells == 500
+
+
+def test_a_version_decoded_once_is_read_again_by_its_header_alone() -> None:
+    budget = 1024 * 1024
+    memo = EntryMemo(budget)
+    raws = [hourly_entry(index).encode() for index in range(200)]
+    first = hourly_entry(0)
+    for raw, index in zip(raws, range(200), strict=True):
+        memo.decode(Part.HOURLY, hourly_entry(index).cell, raw)
+    assert memo._recent.get((Part.HOURLY, first.cell.label)) is None, "its decoded model was evicted"
+
+    again = memo.decode(Part.HOURLY, first.cell, raws[0])
+    assert again._model is None, "a version decoded whole before is taken by its header"
+    assert (again.fetched_at_ms, again.fresh_until_ms, again.next_update_ms) == (1, 2, 3)
+    assert again.model == first.model, "and its model decodes when a render needs it"
+
+    # a new version (another header) is checked whole: one that does not decode is a miss
+    corrupt = b'%s 9 8 7\n{"timezone": 5}' % first.header.split(b" ")[0]
+    assert memo.checked(Part.HOURLY, first.cell, corrupt) is None
+    assert memo._decoded_versions.bytes <= budget // 4

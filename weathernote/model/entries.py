@@ -119,17 +119,27 @@ class Entry:
     @classmethod
     def decode(cls, part: Part, cell: Cell, raw: bytes) -> Entry:
         """The entry `raw` holds, checked whole (header, JSON, every field's type)."""
+        entry = cls.undecoded(part, cell, raw)
+        try:
+            document = orjson.loads(entry.payload)
+        except orjson.JSONDecodeError as exc:
+            raise UndecodableEntry(f"unreadable {FORMAT.decode()} entry") from exc
+        entry._model = _model(part, document)
+        return entry
+
+    @classmethod
+    def undecoded(cls, part: Part, cell: Cell, raw: bytes) -> Entry:
+        """The entry `raw` holds, its header checked and its model decoded on first use: for a version
+        whose bytes this process has decoded whole before (cache.EntryMemo)."""
         header, _, payload = raw.partition(b"\n")
         fields_ = header.split(b" ")
         if len(fields_) != 4 or fields_[0] != FORMAT:
             raise UndecodableEntry(f"not a {FORMAT.decode()} entry")
         try:
             fresh_until, fetched_at, next_update = (int(value) for value in fields_[1:])
-            document = orjson.loads(payload)
-        except (ValueError, orjson.JSONDecodeError) as exc:
+        except ValueError as exc:
             raise UndecodableEntry(f"unreadable {FORMAT.decode()} entry") from exc
-        model = _model(part, document)
-        return cls(part, cell, fetched_at, fresh_until, next_update, payload, model)
+        return cls(part, cell, fetched_at, fresh_until, next_update, payload)
 
     def renewed(self, fresh_until_ms: int) -> Entry:
         """The same data and version, fresh for longer (the upstream cannot have newer yet)."""
