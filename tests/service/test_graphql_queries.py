@@ -135,3 +135,20 @@ def test_condition_describes_the_weather_code(server: Server, clean: Simulator) 
     assert current["condition"]["code"] == current["weatherCode"]
     assert current["condition"]["description"] not in ("", "Unknown")
     assert current["time"][-6] in "+-"  # local time with its UTC offset
+
+
+def test_a_planned_documents_variables_are_checked_whatever_it_answered_before(
+    server: Server, clean: Simulator
+) -> None:
+    """The endpoint skips coercing a plan's variables it bound to before (its key holds them all):
+    other values, in the same cell, are still checked, and refused before anything is read."""
+    query = "query($lat: Float!, $u: Units, $d: Int) { forecast(lat: $lat, lon: 2.35, units: $u, days: $d) { days timezone } }"
+    for _ in range(2):  # the second time from what the first checked
+        assert data(graphql(server.url, query, {"lat": 48.87, "u": "IMPERIAL", "d": 2}))["forecast"]["days"] == 2
+    for variables in ({"lat": 48.86, "u": "KELVIN", "d": 2}, {"lat": 48.86, "u": "IMPERIAL", "d": "two"}):
+        body = graphql(server.url, query, variables).json()
+        assert "data" not in body, body
+        assert [error["extensions"]["code"] for error in body["errors"]] == ["BAD_USER_INPUT"], body
+    refused = graphql(server.url, query, {"lat": 48.86, "u": "IMPERIAL", "d": 40}).json()
+    assert refused["data"] is None and refused["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", refused
+    assert clean.stats()["served"] == 1

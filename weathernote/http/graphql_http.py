@@ -287,6 +287,8 @@ class GraphQLEndpoint:
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self.renders: BoundedCache[Answer] = BoundedCache("response", render_cache_bytes)
+        # (plan, bound key) whose variables coerced: checked once, not on every request
+        self.coerced: BoundedCache[bool] = BoundedCache("coerced", render_cache_bytes // 16)
         self.projector = projector
 
     async def handle(self, request: Request) -> Response:
@@ -352,13 +354,22 @@ class GraphQLEndpoint:
         plan = self.planner.plan(query, params.operation_name)
         requestlog.note(operation=plan.label if plan else "other")
         bound = plan.bind(params.variables, self.grid) if plan and not plan.is_subscription else None
-        if plan is None or bound is None or not plan.coordinates_only:  # the hot path needs no second look
+        # the hot path needs no second look: a plan bound to coordinates alone, or to variables it
+        # bound to before (the key holds every variable, coordinates as their cell's)
+        checked = (
+            plan is not None
+            and bound is not None
+            and (plan.coordinates_only or self.coerced.get((plan.serial, bound.key)) is not None)
+        )
+        if not checked:
             operation, errors = self.planner.operation(query, params.operation_name, params.variables)
             if operation is None:
                 return Prepared(params, answer=_refused(errors, media))
             if operation.operation is OperationType.SUBSCRIPTION:
                 error = GraphQLError(_SUBSCRIPTION_OVER_HTTP, extensions={"code": BAD_REQUEST})
                 return Prepared(params, answer=_refused((error,), media))
+            if plan is not None and bound is not None:
+                self.coerced.put((plan.serial, bound.key), True, len(bound.key))
         cost = bound.cost if bound is not None else self.planner.cost(query, params.operation_name)
         return Prepared(params, query=query, plan=plan, bound=bound, cost=cost, register=resolved.register)
 
@@ -381,9 +392,10 @@ class GraphQLEndpoint:
                 rendered = self.renders.get(render_key)
                 if rendered is not None:
                     return rendered
-            readings = [context.prefetched[(cell.label, parts)] for cell, parts in bound.reads]
-            if not any(isinstance(found, Exception) for found in readings):
-                data = self.projector.data(plan, bound, readings)  # type: ignore[arg-type]
+            found = [context.prefetched[(cell.label, parts)] for cell, parts in bound.reads]
+            readings = [each for each in found if not isinstance(each, Exception)]
+            if len(readings) == len(found):  # a failed read's error is execution's to place
+                data = self.projector.data(plan, bound, readings)
         if data is not None:
             result = ExecutionResult(data=data, errors=None)
         else:
