@@ -322,8 +322,9 @@ def measure(args: argparse.Namespace, with_yoga: bool) -> dict[str, list[dict[st
     return results
 
 
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+def spread(values: list[float], digits: int) -> str:
+    """Median (min-max)."""
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
 def main() -> None:
@@ -354,11 +355,14 @@ def main() -> None:
             f"one pre-warm cycle's refresh (period {args.interval:g} s) per run, latency from each entry's fetchedAt; "
             f"median (min-max) of {args.runs} runs"
         )
-        print(f"{'peer':<16}{'p50 ms':>20}{'p99 ms':>22}{'max ms':>22}{'KB/conn':>18}{'delivered':>11}{'lost':>6}")
+        print(f"{'peer':<16}{'p50 ms':>19}{'p99 ms':>19}{'max ms':>19}{'KB/conn':>19}{'delivered':>11}{'lost':>6}")
         medians: dict[str, dict[str, float]] = {}
         for name, runs in results.items():
             medians[name] = {figure: statistics.median(r[figure] for r in runs) for figure in FIGURES}
-            columns = [spread([r[figure] for r in runs]) for figure in ("p50", "p99", "max", "kb_per_connection")]
+            columns = [
+                spread([r[figure] for r in runs], 1 if figure == "kb_per_connection" else 0)
+                for figure in ("p50", "p99", "max", "kb_per_connection")
+            ]
             delivered = sum(int(r["delivered"]) for r in runs)
             lost = sum(int(r["lost"]) for r in runs)
             print(f"{name:<16}{columns[0]:>20}{columns[1]:>22}{columns[2]:>22}{columns[3]:>18}{delivered:>11}{lost:>6}")

@@ -23,6 +23,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+import orjson
 import uvloop
 import websockets
 
@@ -47,7 +48,7 @@ async def open_graphql(url: str, cell: int) -> Any:
 
 def graphql_fetched_at(message: str | bytes) -> float | None:
     """The entry's fetchedAt (Unix seconds) in a graphql-transport-ws `next`; None for any other message."""
-    body = json.loads(message)
+    body = orjson.loads(message)
     if body.get("type") != "next":
         return None
     return datetime.fromisoformat(body["payload"]["data"]["weatherUpdates"]["fetchedAt"]).timestamp()
@@ -62,7 +63,7 @@ async def open_bare(url: str, cell: int) -> Any:
 
 
 def bare_fetched_at(message: str | bytes) -> float | None:
-    fetched_at = json.loads(message).get("fetchedAt")
+    fetched_at = orjson.loads(message).get("fetchedAt")
     return None if fetched_at is None else fetched_at / 1000
 
 
