@@ -16,12 +16,21 @@ by the requests answered: on a machine shared with other work this is steadier t
 to off's, and the spans the receiver got from it. The target (issue 22): at 1 %, at most 5 % fewer
 requests a second than off.
 
+On a machine shared with other work those figures move by several per cent from run to run, so the
+same comparison runs in process too: for each configuration and run a fresh process builds the app
+(`create_app`, its whole middleware stack, the real Redis and receiver), answers `--asgi-requests`
+cached queries through it one after another without sockets (no HTTP parsing: the figure is the
+app's own), and reports its CPU time per request (the batch processor's thread and its exports
+included). Interleaved like the load runs; min / median / max and the median's ratio to off's.
+
 Usage: python bench/tracing_overhead.py [--duration 5] [--warmup 1] [--connections 32] [--runs 3]
+                                        [--asgi-requests 5000]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -125,13 +134,68 @@ def load(url: str, args: argparse.Namespace) -> dict[str, float]:
     return dict(json.loads(out.stdout))
 
 
+async def asgi_requests(count: int) -> float:
+    """In a process of its own (its OTEL_* and WEATHERNOTE_* variables set): the app's CPU seconds per
+    cached `current` query, driven through its ASGI interface `count` times after as many to warm up."""
+    from weathernote.http.app import create_app
+    from weathernote.ops.logs import configure_logging
+    from weathernote.settings import Settings
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    body = BODY.encode()
+    headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/graphql",
+        "raw_path": b"/graphql",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    statuses: Counter[int] = Counter()
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses[message["status"]] += 1
+
+    async with app.router.lifespan_context(app):
+        for _ in range(600):  # ready within 30 s, or the warm-up's first answers fail the check below
+            if app.state.services.ready:
+                break
+            await asyncio.sleep(0.05)
+        for _ in range(count):  # the cell filled, every cache warm
+            await app(dict(scope), receive, send)
+        started = time.process_time()
+        for _ in range(count):
+            await app(dict(scope), receive, send)
+        spent = time.process_time() - started
+    assert statuses == {200: 2 * count}, statuses
+    return spent / count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=5)
     parser.add_argument("--warmup", type=float, default=1)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--asgi-requests", type=int, default=5000)
+    parser.add_argument("--asgi-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.asgi_worker:
+        print(json.dumps({"cpu": asyncio.run(asgi_requests(args.asgi_requests))}))
+        return
     receiver = Receiver()
     unlimited = "1000000000"
     limits = {f"rate_limit_per_{window}": int(unlimited) for window in ("minute", "hour", "day")}
@@ -150,10 +214,10 @@ def main() -> None:
                     "WEATHERNOTE_CLIENT_ID_SECRET": "5e0b6c1d7a2f8e3b9c4d0a5f1e6b2c7d8a3f9e4b0c5d1a6f2e7b3c8d9a4f0e5b",
                 }
             )
-            urls, pids = {}, {}
+            urls, pids, envs = {}, {}, {}
             for index, (name, otel) in enumerate(CONFIGURATIONS.items()):
                 port = free_port("127.0.0.1")
-                env = {**base, "WEATHERNOTE_PORT": str(port), **otel}
+                env = envs[name] = {**base, "WEATHERNOTE_PORT": str(port), **otel}
                 if otel:
                     env.update(
                         {
@@ -201,6 +265,28 @@ def main() -> None:
                     f"{name:<10}{rates[0]:>9.0f}{median:>9.0f}{rates[-1]:>9.0f}{middle['p99_ms']:>9.2f}"
                     f"{median / off:>8.3f}{per_request[name]:>12.1f}{per_request[name] / per_request['off']:>8.3f}"
                     f"{spans:>10,}"
+                )
+            in_process: dict[str, list[float]] = {name: [] for name in urls}
+            for _ in range(args.runs):
+                for name in urls:
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--asgi-worker", "--asgi-requests", str(args.asgi_requests)],
+                        env={**envs[name], "OTEL_SERVICE_NAME": "bench-asgi"},
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
+                    in_process[name].append(json.loads(out.stdout.strip().splitlines()[-1])["cpu"] * 1e6)
+            base_us = statistics.median(in_process["off"])
+            print(
+                f"\nin process (the app through its ASGI interface, no sockets), {args.asgi_requests:,} requests"
+                f" a run, {args.runs} interleaved runs each: CPU us per request"
+            )
+            print(f"{'tracing':<10}{'min':>9}{'median':>9}{'max':>9}{'x off':>8}")
+            for name, costs in in_process.items():
+                print(
+                    f"{name:<10}{min(costs):>9.1f}{statistics.median(costs):>9.1f}{max(costs):>9.1f}"
+                    f"{statistics.median(costs) / base_us:>8.3f}"
                 )
     finally:
         receiver.close()
