@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -231,6 +232,25 @@ def test_a_query_adopts_the_callers_trace_and_its_redis_round_trips_are_children
 
     # the request's log line carries the trace id
     wait_until(lambda: f'"trace_id":"{CALLER_TRACE}"' in instance_a.logs(), timeout=10)
+
+
+def test_an_sse_operation_is_a_span_under_its_request(instance_a: Server, clean: Simulator, receiver: Receiver) -> None:
+    trace = "5bf92f3577b34da6a3ce929d0e0e4737"
+    response = httpx.post(
+        f"{instance_a.url}/graphql",
+        json={"query": CURRENT, "variables": ROME},
+        headers={"accept": "text/event-stream", "traceparent": f"00-{trace}-{CALLER_SPAN}-01"},
+        timeout=10,
+    )
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert "event: complete" in response.text and "traceId" not in response.text  # events are left as they are
+
+    spans = spans_of(receiver, "wn-a", trace, lambda found: {"POST /graphql", "query Now"} <= {s.name for s in found})
+    server = named(spans, "POST /graphql")
+    operation = named(spans, "query Now")
+    assert server.parent == CALLER_SPAN and operation.parent == server.span_id
+    assert operation.attributes["weathernote.transport"] == "sse"
+    assert ancestors(named(spans, "GET"), spans)[-3:] == ["refresh", "query Now", "POST /graphql"]
 
 
 async def test_a_refresh_delivered_on_another_instance_links_to_it(
