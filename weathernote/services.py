@@ -163,7 +163,8 @@ class Services:
         log.info("Redis at %s (%s)", redacted(self.redis.url), "cluster" if self.redis.cluster else "single server")
         log.info("Upstream at %s (offline? `make offline` runs against the bundled simulator)", settings.upstream_url)
         if self.tracing is not None:
-            log.info("Tracing on: spans exported over OTLP/HTTP as the OTEL_* variables say")
+            sampler = self.tracing.provider.sampler.get_description()
+            log.info("Tracing on: spans exported over OTLP/HTTP as the OTEL_* variables say (sampler %s)", sampler)
         await self.channels.start()
         await self.demand.start()
         await self.usage.start()
