@@ -23,7 +23,6 @@ from weathernote.graphql.types import (
     Forecast,
     Units,
     daily_rows,
-    hourly_rows,
     utc_from_ms,
 )
 from weathernote.model.cells import Cell as GridCell
@@ -76,7 +75,7 @@ def build_forecast(cell: GridCell, readings: Mapping[Part, Reading], days: int, 
         days=days,
         units=units,
         daily=daily_rows(daily.entry.model, days, units) if daily else [],  # type: ignore[arg-type]
-        hourly_rows=hourly_rows(hourly.entry.model, days, units) if hourly else [],  # type: ignore[arg-type]
+        hourly_model=hourly.entry.model if hourly else None,  # type: ignore[arg-type]
         cached=all(r.cached for r in read),
         stale=any(r.stale for r in read),
         fetched_at=utc_from_ms(min(r.entry.fetched_at_ms for r in read)) if read else None,

@@ -154,14 +154,15 @@ class Forecast:
     next_update_at: datetime | None = strawberry.field(
         description="When the provider can have newer values of a part read (the earliest)"
     )
-    hourly_rows: strawberry.Private[list[HourlyForecast]]
+    # the hourly entry read (None when the selection needs none), its rows built only as far as asked
+    hourly_model: strawberry.Private[Hourly | None]
 
     @strawberry.field(description="Hourly steps from local midnight today; hours 1..24×days, default 24")
     def hourly(self, hours: int | None = 24) -> list[HourlyForecast]:
         hours = 24 if hours is None else hours
         if not 1 <= hours <= self.days * MAX_HOURS_PER_DAY:
             raise bad_user_input(f"hours must be between 1 and {self.days * MAX_HOURS_PER_DAY}")
-        return self.hourly_rows[:hours]
+        return [] if self.hourly_model is None else hourly_rows(self.hourly_model, hours, self.units)
 
 
 def daily_rows(model: Daily, days: int, units: UnitSystem) -> list[DailyForecast]:
@@ -183,7 +184,8 @@ def daily_rows(model: Daily, days: int, units: UnitSystem) -> list[DailyForecast
     ]
 
 
-def hourly_rows(model: Hourly, days: int, units: UnitSystem) -> list[HourlyForecast]:
+def hourly_rows(model: Hourly, hours: int, units: UnitSystem) -> list[HourlyForecast]:
+    """The first `hours` rows (as many as the entry holds)."""
     return [
         HourlyForecast(
             time=datetime.fromisoformat(model.time[i]),
@@ -192,7 +194,7 @@ def hourly_rows(model: Hourly, days: int, units: UnitSystem) -> list[HourlyForec
             weather_code=model.weather_code[i],
             wind_speed=convert.speed(model.wind_speed[i], units),
         )
-        for i in range(min(days * MAX_HOURS_PER_DAY, len(model.time)))
+        for i in range(min(hours, len(model.time)))
     ]
 
 
