@@ -21,14 +21,15 @@ Peers, each fed by the same kind of cycle on the same channels (`updates:<entry 
                      turn from the pub/sub listener (bench/peers/bare_broadcast.py)
   - graphql-yoga:    GraphQL Yoga on Node (bench/peers/yoga), `weatherUpdates` over graphql-ws;
                      skipped, saying so, without node and npm
-Both bare peers decode each announcement with WeatherNote's own code (`EntryMemo.decode`, what its
-hub uses) and send `{"temperature":..,"fetchedAt":<ms>}` to the cell's sockets. The floor is the
+Both bare peers decode each announcement with WeatherNote's own code, as its hub does
+(`without_traceparent`, then `EntryMemo.decode`), and send `{"temperature":..,"fetchedAt":<ms>}` to the cell's sockets. The floor is the
 bare peer with the lower median p99 in the run; WeatherNote's p99 is compared with it (target <= 1.5x).
 
 `--runs` runs, each on fresh processes (a fresh Redis, every server new, so memory per connection is
 each run's own), every peer measured in turn within a run. Printed per count: the median, min and max
-over the runs of each peer's p50/p99/max, its server's RSS growth per connection (KB), delivered and
-lost. The subscribers run in `--client-processes` processes; the bench raises its open-files limit to
+over the runs of each peer's p50/p99/max, its server's RSS growth per connection (KB), its server's
+CPU time from the bench's trigger to the last delivery (for the peers, also the leader's, which ran the
+cycle: on a shared machine CPU time moves less than latency), delivered and lost. The subscribers run in `--client-processes` processes; the bench raises its open-files limit to
 the hard limit, which the servers and clients inherit. A count the limit cannot hold in one server
 process is refused, saying so.
 
@@ -50,7 +51,7 @@ import time
 from pathlib import Path
 
 import httpx
-from harness import ROOT, Components, components, free_port, wait_http
+from harness import ROOT, Components, components, cpu_seconds, free_port, wait_http
 from redis import Redis as SyncRedis
 from ws_clients import cell_point
 from yoga_peer import yoga_cmd, yoga_env, yoga_ready, yoga_versions
@@ -69,7 +70,7 @@ SPARE_FILES = 200  # what a server holds besides its sockets: Redis, logs, modul
 STALE_SECONDS = 86400  # the instance's WEATHERNOTE_STALE_SECONDS: the cycle judges the last good copies
 UNLIMITED = "1000000000"
 PEERS = ("weathernote", "bare-websockets", "bare-starlette", "graphql-yoga")
-FIGURES = ("p50", "p99", "max", "kb_per_connection", "delivered", "lost")
+FIGURES = ("p50", "p99", "max", "kb_per_connection", "cpu_ms", "leader_cpu_ms", "delivered", "lost")
 
 grid = Grid(0.1)
 
@@ -218,8 +219,11 @@ def start_servers(
     return base, servers
 
 
-def run_peer(name: str, server: Server, args: argparse.Namespace, base: str, simulator_url: str) -> dict[str, float]:
-    """`args.subscribers` subscribers on `server`, then one cycle's refresh of every cell they watch."""
+def run_peer(
+    name: str, server: Server, leader: int, args: argparse.Namespace, base: str, simulator_url: str
+) -> dict[str, float]:
+    """`args.subscribers` subscribers on `server`, then one cycle's refresh of every cell they watch,
+    run by the WeatherNote instance `leader` (a pid: `server`'s own for WeatherNote)."""
     ask(base, args.cells)
     before = rss_kb(server.pid)
     shares = [len(range(i, args.subscribers, args.client_processes)) for i in range(args.client_processes)]
@@ -260,6 +264,7 @@ def run_peer(name: str, server: Server, args: argparse.Namespace, base: str, sim
         cells_before = counter(base, "weathernote_prewarm_cells_total")
         locations_before = simulator_locations(simulator_url)
         since_ms = time.time_ns() // 1_000_000
+        cpu_before, leader_before = cpu_seconds(server.pid), cpu_seconds(leader)
         for client in clients:
             assert client.stdin is not None and client.stdout is not None
             client.stdin.write(f"GO {since_ms}\n")
@@ -275,6 +280,15 @@ def run_peer(name: str, server: Server, args: argparse.Namespace, base: str, sim
             latencies += result["latencies"]
             versions.update(result["versions"])
             lost += result["lost"]
+        # before the sockets close: their closing handshakes are no part of the burst
+        cpu_ms, leader_cpu_ms = (
+            (cpu_seconds(pid) - before) * 1000 for pid, before in ((server.pid, cpu_before), (leader, leader_before))
+        )
+        for client in clients:
+            assert client.stdin is not None
+            client.stdin.write("BYE\n")
+            client.stdin.flush()
+        for client in clients:
             client.wait(60)
     finally:
         for client in clients:
@@ -292,6 +306,8 @@ def run_peer(name: str, server: Server, args: argparse.Namespace, base: str, sim
         "p99": latencies[int(0.99 * (len(latencies) - 1))] if latencies else float("nan"),
         "max": latencies[-1] if latencies else float("nan"),
         "kb_per_connection": (after - before) / args.subscribers,
+        "cpu_ms": cpu_ms,
+        "leader_cpu_ms": leader_cpu_ms,
         "lost": lost,
         "delivered": len(latencies),
         "versions": len(versions),
@@ -310,13 +326,15 @@ def measure(args: argparse.Namespace, with_yoga: bool) -> dict[str, list[dict[st
             with components() as running:
                 args.redis_url = running.redis_url
                 base, servers = start_servers(running, simulator.url, args, with_yoga)
+                leader = servers["weathernote"].pid
                 for name, server in servers.items():
-                    result = run_peer(name, server, args, base, simulator.url)
+                    result = run_peer(name, server, leader, args, base, simulator.url)
                     results.setdefault(name, []).append(result)
                     print(
                         f"  run {run + 1} {name:<16} p99 {result['p99']:8.1f} ms, "
                         f"{result['kb_per_connection']:5.1f} KB/conn, {result['delivered']} delivered, "
-                        f"{result['lost']} lost, fetchedAt values {result['versions']}",
+                        f"{result['lost']} lost, fetchedAt values {result['versions']}, "
+                        f"CPU {result['cpu_ms']:.0f} ms (leader {result['leader_cpu_ms']:.0f} ms)",
                         flush=True,
                     )
     return results
@@ -355,22 +373,36 @@ def main() -> None:
             f"one pre-warm cycle's refresh (period {args.interval:g} s) per run, latency from each entry's fetchedAt; "
             f"median (min-max) of {args.runs} runs"
         )
-        print(f"{'peer':<16}{'p50 ms':>19}{'p99 ms':>19}{'max ms':>19}{'KB/conn':>19}{'delivered':>11}{'lost':>6}")
+        print(
+            f"{'peer':<16}{'p50 ms':>17}{'p99 ms':>17}{'max ms':>17}{'KB/conn':>17}{'CPU ms':>17}{'leader CPU':>17}"
+            f"{'delivered':>11}{'lost':>5}"
+        )
         medians: dict[str, dict[str, float]] = {}
         for name, runs in results.items():
             medians[name] = {figure: statistics.median(r[figure] for r in runs) for figure in FIGURES}
             columns = [
                 spread([r[figure] for r in runs], 1 if figure == "kb_per_connection" else 0)
-                for figure in ("p50", "p99", "max", "kb_per_connection")
+                for figure in ("p50", "p99", "max", "kb_per_connection", "cpu_ms", "leader_cpu_ms")
             ]
+            if name == "weathernote":
+                columns[-1] = "(itself)"
             delivered = sum(int(r["delivered"]) for r in runs)
             lost = sum(int(r["lost"]) for r in runs)
-            print(f"{name:<16}{columns[0]:>20}{columns[1]:>22}{columns[2]:>22}{columns[3]:>18}{delivered:>11}{lost:>6}")
+            print(f"{name:<16}{''.join(f'{column:>17}' for column in columns)}{delivered:>11}{lost:>5}")
         floor = min(("bare-websockets", "bare-starlette"), key=lambda name: medians[name]["p99"])
         wn = medians["weathernote"]
         ratio = wn["p99"] / medians[floor]["p99"]
-        print(f"floor (lower median p99 of the bare peers): {floor}")
-        print(f"p99 weathernote / {floor}: {ratio:.2f}x (target <= 1.5x)")
+        # runs are interleaved: each run's pair met the same machine
+        per_run = [w["p99"] / b["p99"] for w, b in zip(results["weathernote"], results[floor])]
+        cpu_ratio = wn["cpu_ms"] / (medians[floor]["cpu_ms"] + medians[floor]["leader_cpu_ms"])
+        print(f"floor (the bare peer with the lower median p99): {floor}")
+        print(
+            f"p99 weathernote / {floor}: {ratio:.2f}x (target <= 1.5x); "
+            f"per run: {', '.join(f'{r:.2f}x' for r in per_run)}, median {statistics.median(per_run):.2f}x"
+        )
+        print(
+            f"CPU of the burst, weathernote (cycle and fan-out in one process) / {floor} and its leader's: {cpu_ratio:.2f}x"
+        )
         if "graphql-yoga" in medians:
             print(f"p99 weathernote / graphql-yoga: {wn['p99'] / medians['graphql-yoga']['p99']:.2f}x")
         lost = sum(int(r["lost"]) for r in results["weathernote"])

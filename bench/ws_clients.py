@@ -9,6 +9,8 @@ is about to cause. Messages of older entries are skipped. Prints one JSON line:
 each delivery's latency in ms (receipt minus the entry's fetchedAt inside the
 message), the distinct fetchedAt values delivered (one pre-warm batch: one
 value), and how many connections got no such delivery within `--timeout`.
+The connections close after one more line on stdin (BYE): the bench reads the
+servers' CPU time before their closing handshakes cost any.
 """
 
 from __future__ import annotations
@@ -67,12 +69,12 @@ def bare_fetched_at(message: str | bytes) -> float | None:
     return None if fetched_at is None else fetched_at / 1000
 
 
-async def read_go() -> float:
-    """The `since` of the bench's `GO <since ms>` line, in Unix seconds."""
+async def read_line(word: str) -> list[str]:
+    """The bench's next line on stdin, which starts with `word`: its other words."""
     line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    word, since = line.split()
-    assert word == "GO", line
-    return int(since) / 1000
+    first, *rest = line.split()
+    assert first == word, line
+    return rest
 
 
 async def main() -> None:
@@ -119,7 +121,8 @@ async def main() -> None:
                 return True
 
     tasks = [asyncio.create_task(receive(ws)) for ws in sockets if ws is not None]
-    since = await read_go()
+    [since_ms] = await read_line("GO")
+    since = int(since_ms) / 1000
     print("GO", flush=True)
     done, pending = await asyncio.wait(tasks, timeout=args.timeout)
     for task in pending:
@@ -127,6 +130,7 @@ async def main() -> None:
     received = sum(1 for task in done if task.exception() is None)
     result = {"latencies": latencies, "versions": sorted(versions), "lost": args.count - received}
     print(json.dumps(result), flush=True)
+    await read_line("BYE")
     await asyncio.gather(*(ws.close() for ws in sockets if ws is not None), return_exceptions=True)
 
 

@@ -4,8 +4,8 @@ A client sends the point it wants ("lat,lon") as its first text message and
 gets '{"ready":true}'. The peer listens on the same channels as WeatherNote
 (`updates:<entry key>`, SUBSCRIBE for a cell's first socket, UNSUBSCRIBE after
 its last) on one Redis pub/sub connection, so a WeatherNote leader's pre-warm
-cycle feeds it. Each announcement is decoded once with WeatherNote's own code
-(`EntryMemo.decode`, what its hub uses) into one small JSON text
+cycle feeds it. Each announcement is decoded once with WeatherNote's own code,
+as its hub does (`without_traceparent`, then `EntryMemo.decode`), into one small JSON text
 (`{"temperature":..,"fetchedAt":<ms>}`), written to every socket of the cell
 in turn from the listener itself: no GraphQL, no protocol, no task per socket.
 
@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from weathernote.cache import EntryMemo
 from weathernote.model import Cell, Current, Grid, Part
 from weathernote.redis.keys import SEED_SPELLING
+from weathernote.redis.pubsub import without_traceparent
 
 Forward = Callable[[Collection[Any], str], Awaitable[None]]
 
@@ -86,7 +87,8 @@ class Feed:
             sockets = self.sockets.get(channel)
             if not sockets:
                 continue
-            entry = self.memo.decode(Part.CURRENT, self.cells[channel], message["data"])
+            data, _ = without_traceparent(message["data"])  # a traced refresh's context: not ours to follow
+            entry = self.memo.decode(Part.CURRENT, self.cells[channel], data)
             model = entry.model
             assert isinstance(model, Current)
             text = orjson.dumps({"temperature": model.temperature, "fetchedAt": entry.fetched_at_ms}).decode()
