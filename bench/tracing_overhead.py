@@ -2,8 +2,10 @@
 
 Three `weathernote serve` processes on the same Redis and the same warm cell, differing only in their
 OTEL_* variables, loaded in turn by the same closed-loop generator (bench/loadgen.py, its own
-process), the three interleaved in each of `--runs` runs:
+process), the three interleaved in each of `--runs` runs (each configuration first in one of them, and
+each run only once the receiver has heard nothing for a second):
   - off:   no OTLP endpoint (the default): no SDK object exists, the tracing middleware is not in the stack
+  - disabled: an endpoint and OTEL_SDK_DISABLED=true: off too, measured again as the noise floor
   - 1 %:   OTEL_TRACES_SAMPLER=parentbased_traceidratio, OTEL_TRACES_SAMPLER_ARG=0.01
   - 100 %: OTEL_TRACES_SAMPLER=parentbased_always_on
 The traced two export over OTLP/HTTP (protobuf) to a real receiver in this process, which decodes
@@ -16,26 +18,28 @@ by the requests answered: on a machine shared with other work this is steadier t
 to off's, and the spans the receiver got from it. The target (issue 22): at 1 %, at most 5 % fewer
 requests a second than off.
 
-On a machine shared with other work those figures move by several per cent from run to run, so the
-same comparison runs in process too: for each configuration and run a fresh process builds the app
-(`create_app`, its whole middleware stack, the real Redis and receiver), answers `--asgi-requests`
-cached queries through it one after another without sockets (no HTTP parsing: the figure is the
-app's own), and reports its CPU time per request (the batch processor's thread and its exports
-included). Interleaved like the load runs; min / median / max and the median's ratio to off's.
+On a machine shared with other work those figures move by several per cent from run to run (two
+identical servers differ by as much), so the comparison runs in process too: one process builds the
+three apps (`create_app`: the whole middleware stack, the real Redis and receiver), and drives them
+through their ASGI interface without sockets in alternating blocks of requests, so that all three
+meet the same machine; per configuration, the event loop's CPU time per request (its blocks' thread
+time: the app's own, without HTTP parsing) and its exporter thread's, and the total's ratio to off's.
 
 Usage: python bench/tracing_overhead.py [--duration 5] [--warmup 1] [--connections 32] [--runs 3]
-                                        [--asgi-requests 5000]
+                                        [--blocks 60] [--block 200]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -56,6 +60,8 @@ QUERY = "{ current(lat: 40.7128, lon: -74.0060) { temperature cached cell { lat 
 BODY = json.dumps({"query": QUERY})
 CONFIGURATIONS: dict[str, dict[str, str]] = {
     "off": {},
+    # off as well (an endpoint, but OTEL_SDK_DISABLED=true): what two identical configurations differ by
+    "disabled": {"OTEL_SDK_DISABLED": "true"},
     "1 %": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"},
     "100 %": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
 }
@@ -99,6 +105,19 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def quiet(self, seconds: float = 1.0, at_most: float = 30.0) -> None:
+        """Until no span has arrived for `seconds` (a traced server's last batches exported): the next run
+        is not charged for the export of the one before it, nor for this process decoding it."""
+        deadline = time.monotonic() + at_most
+        last = -1
+        while time.monotonic() < deadline:
+            with self.lock:
+                total = sum(self.spans.values())
+            if total == last:
+                return
+            last = total
+            time.sleep(seconds)
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -134,16 +153,15 @@ def load(url: str, args: argparse.Namespace) -> dict[str, float]:
     return dict(json.loads(out.stdout))
 
 
-async def asgi_requests(count: int) -> float:
-    """In a process of its own (its OTEL_* and WEATHERNOTE_* variables set): the app's CPU seconds per
-    cached `current` query, driven through its ASGI interface `count` times after as many to warm up."""
+async def in_process(blocks: int, block: int, environs: dict[str, dict[str, str]]) -> dict[str, dict[str, float]]:
+    """The three configurations' apps in this one process (each built from its own OTEL_* variables), each
+    answering cached `current` queries through its ASGI interface, in alternating blocks of `block`, so that
+    all three meet the same machine. Per configuration: the event loop's CPU time per request (its blocks'
+    thread time) and its batch processor's export thread's (all of it, over the requests it traced)."""
     from weathernote.http.app import create_app
     from weathernote.ops.logs import configure_logging
     from weathernote.settings import Settings
 
-    settings = Settings()
-    configure_logging(settings.log_level)
-    app = create_app(settings)
     body = BODY.encode()
     headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     scope = {
@@ -169,19 +187,51 @@ async def asgi_requests(count: int) -> float:
         if message["type"] == "http.response.start":
             statuses[message["status"]] += 1
 
-    async with app.router.lifespan_context(app):
-        for _ in range(600):  # ready within 30 s, or the warm-up's first answers fail the check below
-            if app.state.services.ready:
+    configure_logging("info")
+    apps, exporters = {}, {}
+    async with contextlib.AsyncExitStack() as stack:
+        for name, environ in environs.items():
+            for key in [key for key in os.environ if key.startswith(("OTEL_", "WEATHERNOTE_"))]:
+                del os.environ[key]
+            os.environ.update(environ)
+            before = set(threading.enumerate())
+            app = apps[name] = create_app(Settings())
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            exporters[name] = [
+                t.native_id for t in set(threading.enumerate()) - before if t.name.startswith("OtelBatch")
+            ]
+        for _ in range(600):  # ready within 30 s, or the warm-up's answers fail the check below
+            if all(app.state.services.ready for app in apps.values()):
                 break
             await asyncio.sleep(0.05)
-        for _ in range(count):  # the cell filled, every cache warm
-            await app(dict(scope), receive, send)
-        started = time.process_time()
-        for _ in range(count):
-            await app(dict(scope), receive, send)
-        spent = time.process_time() - started
-    assert statuses == {200: 2 * count}, statuses
-    return spent / count
+        for app in apps.values():
+            for _ in range(block):  # the cell filled, every cache warm
+                await app(dict(scope), receive, send)
+        names = list(apps)
+        loop_cpu = dict.fromkeys(names, 0.0)
+        export_before = {name: sum(thread_cpu(tid) for tid in tids) for name, tids in exporters.items()}
+        for index in range(blocks):
+            for name in names[index % len(names) :] + names[: index % len(names)]:
+                app, started = apps[name], time.thread_time()
+                for _ in range(block):
+                    await app(dict(scope), receive, send)
+                loop_cpu[name] += time.thread_time() - started
+        for tracing in (app.state.services.tracing for app in apps.values()):
+            if tracing is not None:
+                tracing.provider.force_flush()  # what the blocks traced, exported and counted
+        export = {name: sum(thread_cpu(tid) for tid in tids) - export_before[name] for name, tids in exporters.items()}
+    assert statuses == {200: len(apps) * block * (blocks + 1)}, statuses
+    requests = blocks * block
+    return {name: {"loop": loop_cpu[name] / requests * 1e6, "export": export[name] / requests * 1e6} for name in names}
+
+
+def thread_cpu(native_id: int) -> float:
+    """One thread of this process: its user + system CPU time so far (0 once it has ended)."""
+    try:
+        fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -190,11 +240,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--asgi-requests", type=int, default=5000)
-    parser.add_argument("--asgi-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--blocks", type=int, default=60, help="in process: blocks per configuration")
+    parser.add_argument("--block", type=int, default=200, help="in process: requests a block")
+    parser.add_argument("--in-process", default=None, help=argparse.SUPPRESS)  # the worker: its environments
     args = parser.parse_args()
-    if args.asgi_worker:
-        print(json.dumps({"cpu": asyncio.run(asgi_requests(args.asgi_requests))}))
+    if args.in_process:
+        environs = json.loads(Path(args.in_process).read_text())
+        print(json.dumps(asyncio.run(in_process(args.blocks, args.block, environs))))
         return
     receiver = Receiver()
     unlimited = "1000000000"
@@ -239,14 +291,17 @@ def main() -> None:
                     assert ("extensions" in answer) == (name == "100 %"), (name, answer)
             results: dict[str, list[dict[str, float]]] = {name: [] for name in urls}
             cpu = dict.fromkeys(urls, 0.0)
-            for _ in range(args.runs):
-                for name, url in urls.items():
+            names = list(urls)
+            for run in range(args.runs):
+                for name in names[run % len(names) :] + names[: run % len(names)]:  # each goes first once
+                    receiver.quiet()
+                    url = urls[name]
                     before = cpu_seconds(pids[name])
                     results[name].append(load(url, args))
                     cpu[name] += cpu_seconds(pids[name]) - before
             # CPU time per response (the warm-up's included, as in the CPU time)
             per_request = {name: cpu[name] / sum(r["answered"] for r in runs) * 1e6 for name, runs in results.items()}
-            time.sleep(2)  # the last batches exported (OTEL_BSP_SCHEDULE_DELAY 0.5 s)
+            receiver.quiet()
             off = statistics.median(r["rps"] for r in results["off"])
             print(
                 f"cached `current` over HTTP, {args.connections} connections, {args.duration:g} s a run,"
@@ -266,28 +321,39 @@ def main() -> None:
                     f"{median / off:>8.3f}{per_request[name]:>12.1f}{per_request[name] / per_request['off']:>8.3f}"
                     f"{spans:>10,}"
                 )
-            in_process: dict[str, list[float]] = {name: [] for name in urls}
-            for _ in range(args.runs):
-                for name in urls:
-                    out = subprocess.run(
-                        [sys.executable, __file__, "--asgi-worker", "--asgi-requests", str(args.asgi_requests)],
-                        env={**envs[name], "OTEL_SERVICE_NAME": "bench-asgi"},
-                        capture_output=True,
-                        text=True,
-                        check=True,
-                    )
-                    in_process[name].append(json.loads(out.stdout.strip().splitlines()[-1])["cpu"] * 1e6)
-            base_us = statistics.median(in_process["off"])
-            print(
-                f"\nin process (the app through its ASGI interface, no sockets), {args.asgi_requests:,} requests"
-                f" a run, {args.runs} interleaved runs each: CPU us per request"
+            environs = {name: {**envs[name], "WEATHERNOTE_PORT": "0"} for name in urls}
+            for name in urls:
+                if "OTEL_SERVICE_NAME" in environs[name]:
+                    environs[name]["OTEL_SERVICE_NAME"] += "-in-process"
+            spec = Path(tempfile.mkdtemp(prefix="bench-tracing-")) / "environs.json"
+            spec.write_text(json.dumps(environs))
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--in-process",
+                    str(spec),
+                    "--blocks",
+                    str(args.blocks),
+                    "--block",
+                    str(args.block),
+                ],
+                env=base,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                check=True,
             )
-            print(f"{'tracing':<10}{'min':>9}{'median':>9}{'max':>9}{'x off':>8}")
-            for name, costs in in_process.items():
-                print(
-                    f"{name:<10}{min(costs):>9.1f}{statistics.median(costs):>9.1f}{max(costs):>9.1f}"
-                    f"{statistics.median(costs) / base_us:>8.3f}"
-                )
+            costs = json.loads(out.stdout.strip().splitlines()[-1])
+            off_us = costs["off"]["loop"] + costs["off"]["export"]
+            print(
+                f"\nin process: the three apps in one process, each through its ASGI interface (no sockets),"
+                f" {args.blocks} blocks of {args.block} requests each, alternating: CPU us per request"
+            )
+            print(f"{'tracing':<10}{'event loop':>12}{'exporter':>10}{'total':>9}{'x off':>8}")
+            for name, cost in costs.items():
+                total = cost["loop"] + cost["export"]
+                print(f"{name:<10}{cost['loop']:>12.1f}{cost['export']:>10.1f}{total:>9.1f}{total / off_us:>8.3f}")
     finally:
         receiver.close()
 

@@ -99,19 +99,22 @@ class Tracing:
         self.ids = ids  # the provider's id generator
         self.ratio_bound = ratio_bound  # a ratio sampler's bound on a root's trace id; None for other samplers
 
-    def server_span(self, name: str, parent: Context | None, attributes: Mapping[str, Any]) -> Span:
-        """A request's server span, under its caller's trace if it sent one.
+    def unsampled_root(self) -> Span | None:
+        """A request without a caller's trace under a ratio sampler, when it is not sampled (most at
+        1 %): its span, made here on the decision the sampler makes (TraceIdRatioBased's bound) on
+        the same random trace id, for a fraction of the SDK's generic path, which costs a cached
+        request several per cent. None when it is sampled (or another sampler decides): then
+        `server_span` makes the SDK's span, with the trace id drawn here."""
+        if self.ratio_bound is None:
+            return None
+        trace_id = self.ids.generate_trace_id()
+        if trace_id & _LOW_BITS >= self.ratio_bound:
+            return NonRecordingSpan(SpanContext(trace_id, self.ids.generate_span_id(), False, _UNSAMPLED))
+        self.ids.preset = trace_id
+        return None
 
-        An unsampled root under a ratio sampler (most requests at 1 %) is made here: the same
-        decision the sampler makes (TraceIdRatioBased's bound) on the same random trace id, for a
-        fraction of the SDK's generic path, which costs a cached request several per cent. A
-        sampled one is the SDK's, with that very trace id.
-        """
-        if parent is None and self.ratio_bound is not None:
-            trace_id = self.ids.generate_trace_id()
-            if trace_id & _LOW_BITS >= self.ratio_bound:
-                return NonRecordingSpan(SpanContext(trace_id, self.ids.generate_span_id(), False, _UNSAMPLED))
-            self.ids.preset = trace_id
+    def server_span(self, name: str, parent: Context | None, attributes: Mapping[str, Any]) -> Span:
+        """A request's server span (the SDK's, its sampler deciding), under its caller's trace if it sent one."""
         return self.tracer.start_span(name, parent, SpanKind.SERVER, attributes, record_exception=False)
 
     @classmethod
