@@ -121,35 +121,37 @@ def test_the_trace_id_joins_a_responses_extensions() -> None:
 
 
 def test_a_ratio_samplers_requests_are_decided_as_the_sdk_decides() -> None:
-    """The request path decides an unsampled root itself (cheaper than the SDK's generic path): on the
-    same trace id, it must agree with the SDK's own TraceIdRatioBased, and a sampled one is the SDK's
-    span with that very trace id."""
+    """The request path decides an unsampled root itself (cheaper than the SDK's generic path); a
+    sampled one is the SDK's span with the trace id decided on, which the SDK's own sampler agrees with."""
     from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
-    environ = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
-        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-        "OTEL_TRACES_SAMPLER_ARG": "0.25",
-    }
-    traced = tracing.Tracing.from_environment(environ)
-    assert traced is not None and traced.ratio_bound == TraceIdRatioBased(0.25).bound
+    def configured(ratio: str, sampler: str = "parentbased_traceidratio") -> tracing.Tracing:
+        environ = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+            "OTEL_TRACES_SAMPLER": sampler,
+            "OTEL_TRACES_SAMPLER_ARG": ratio,
+        }
+        traced = tracing.Tracing.from_environment(environ)
+        assert traced is not None
+        return traced
+
     reference = TraceIdRatioBased(0.25)
+    quarter, none, every, other = configured("0.25"), configured("0"), configured("1"), configured("1", "always_on")
     try:
-        spans = [traced.unsampled_root() or traced.server_span("GET /health", None, {}) for _ in range(400)]
-        sampled = [span for span in spans if span.is_recording()]
-        assert 40 < len(sampled) < 160  # a quarter, give or take
-        for span in spans:
-            context = span.get_span_context()
-            decision = reference.should_sample(None, context.trace_id, "GET /health").decision
-            assert decision.is_sampled() == span.is_recording() == context.trace_flags.sampled
-            assert context.is_valid
+        assert quarter.ratio_bound == reference.bound and other.ratio_bound is None
+        assert all(none.root_unsampled() for _ in range(200))
+        assert not any(every.root_unsampled() or other.root_unsampled() for _ in range(200))
+        sampled = 0
+        for _ in range(400):
+            if not quarter.root_unsampled():  # sampled: the SDK's span follows at once, as in the middleware
+                span = quarter.server_span("GET /health", None, {})
+                trace_id = span.get_span_context().trace_id
+                assert span.is_recording() and reference.should_sample(None, trace_id, "x").decision.is_sampled()
+                sampled += 1
+        assert 40 < sampled < 160  # a quarter, give or take
         # a caller's context is the SDK's to decide (parent-based): its sampled flag is followed
-        parent = tracing.remote_parent(TRACEPARENT, None)
-        child = traced.server_span("GET /health", parent, {})
+        child = none.server_span("GET /health", tracing.remote_parent(TRACEPARENT, None), {})
         assert child.is_recording() and format(child.get_span_context().trace_id, "032x") == TRACE
     finally:
-        traced.provider.shutdown()  # nothing ended, nothing exported
-    # other samplers are the SDK's alone
-    other = tracing.Tracing.from_environment({**environ, "OTEL_TRACES_SAMPLER": "always_on"})
-    assert other is not None and other.ratio_bound is None
-    other.provider.shutdown()
+        for traced in (quarter, none, every, other):
+            traced.provider.shutdown()  # nothing ended, nothing exported

@@ -135,17 +135,17 @@ class RequestTracing:
             return
         headers = dict(scope["headers"])
         parent = tracing.remote_parent(_header(headers, b"traceparent"), _header(headers, b"tracestate"))
-        server = self.tracing.unsampled_root() if parent is None else None
-        path = scope["path"]
-        if server is None:
-            method = scope["method"]
-            route = path if path in _ROUTES else "/graphiql/{path}" if path.startswith("/graphiql") else None
-            attributes = {"http.request.method": method, "url.path": path, "url.scheme": scope.get("scheme", "http")}
-            if route is not None:
-                attributes["http.route"] = route
-            server = self.tracing.server_span(f"{method} {route}" if route else method, parent, attributes)
+        if parent is None and self.tracing.root_unsampled():  # most requests at a low ratio: nothing to do
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        route = path if path in _ROUTES else "/graphiql/{path}" if path.startswith("/graphiql") else None
+        attributes = {"http.request.method": method, "url.path": path, "url.scheme": scope.get("scheme", "http")}
+        if route is not None:
+            attributes["http.route"] = route
+        server = self.tracing.server_span(f"{method} {route}" if route else method, parent, attributes)
         if not server.is_recording():
-            # not sampled (most requests at a low ratio): what runs inside only needs to know that
+            # not sampled, as the caller or another sampler decided: what runs inside needs to know that
             token = tracing.attach(server)
             try:
                 await self.app(scope, receive, send)

@@ -30,18 +30,7 @@ import orjson
 from opentelemetry import context as contexts
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import (
-    Link,
-    NonRecordingSpan,
-    Span,
-    SpanContext,
-    SpanKind,
-    Status,
-    StatusCode,
-    TraceFlags,
-    Tracer,
-    use_span,
-)
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer, use_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 if TYPE_CHECKING:
@@ -73,7 +62,6 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 # the samplers whose decision on a root is a bound on the trace id's low 64 bits (TraceIdRatioBased's)
 _RATIO_SAMPLERS = {"traceidratio": False, "parentbased_traceidratio": True}
 _LOW_BITS = (1 << 64) - 1
-_UNSAMPLED = TraceFlags(TraceFlags.RANDOM_TRACE_ID)  # what the SDK gives an unsampled span of a random trace id
 
 
 def enabled(environ: Mapping[str, str]) -> bool:
@@ -99,19 +87,22 @@ class Tracing:
         self.ids = ids  # the provider's id generator
         self.ratio_bound = ratio_bound  # a ratio sampler's bound on a root's trace id; None for other samplers
 
-    def unsampled_root(self) -> Span | None:
-        """A request without a caller's trace under a ratio sampler, when it is not sampled (most at
-        1 %): its span, made here on the decision the sampler makes (TraceIdRatioBased's bound) on
-        the same random trace id, for a fraction of the SDK's generic path, which costs a cached
-        request several per cent. None when it is sampled (or another sampler decides): then
-        `server_span` makes the SDK's span, with the trace id drawn here."""
+    def root_unsampled(self) -> bool:
+        """Is a request without a caller's trace left unsampled by a ratio sampler (most are at 1 %)?
+
+        Decided here as the sampler decides (TraceIdRatioBased's bound on a random trace id), for a
+        fraction of the SDK's generic path, which costs a cached request several per cent; such a
+        request then makes no span, and nothing under it has a parent (a miss's refresh is a root of
+        its own, sampled at the same ratio). False when sampled, the SDK's span then getting that very
+        trace id (`server_span`), or when another sampler is the SDK's to apply.
+        """
         if self.ratio_bound is None:
-            return None
+            return False
         trace_id = self.ids.generate_trace_id()
         if trace_id & _LOW_BITS >= self.ratio_bound:
-            return NonRecordingSpan(SpanContext(trace_id, self.ids.generate_span_id(), False, _UNSAMPLED))
+            return True
         self.ids.preset = trace_id
-        return None
+        return False
 
     def server_span(self, name: str, parent: Context | None, attributes: Mapping[str, Any]) -> Span:
         """A request's server span (the SDK's, its sampler deciding), under its caller's trace if it sent one."""
