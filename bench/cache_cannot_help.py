@@ -310,7 +310,9 @@ def main() -> None:
                     assert "errors" not in ours and ours == theirs, (name, ours, theirs)
 
         def check_mix() -> None:
-            keep_cells(redis, url["weathernote"], mix_points, 3 * run_seconds, mix=True)
+            # a run of the mix: three servers, each loaded twice (closed, then at the fixed rate), and
+            # no entry may lapse meanwhile (WeatherNote would refresh it; Yoga serves what Redis holds)
+            keep_cells(redis, url["weathernote"], mix_points, 3 * 2 * run_seconds + run_seconds, mix=True)
 
         # (row, WeatherNote's server, its peers)
         rows: list[tuple[str, str, tuple[str, ...]]] = []
