@@ -4,8 +4,8 @@ The refresh burst is the pre-warmer's own: a WeatherNote instance, the only
 one and so the leader, runs a cycle every `--interval` seconds on its event
 loop. Its subscribers watch `--cells` cells (so they are candidates); for each
 measurement the bench makes those cells due, by writing their entries back
-(without announcing) as holding the previous 15-minute step, and the next
-cycle fetches them all in one multi-location request from the upstream
+(without announcing) as holding the previous 15-minute step, just before the
+leader's next read of its candidates, and that cycle fetches them all in one multi-location request from the upstream
 simulator over HTTP, writes them and announces each on its channel. Latency
 per delivery runs from the entry's `fetchedAt` (stamped when the upstream's
 answer is in) to its receipt. Each measurement checks that the cycle ran in
@@ -66,6 +66,10 @@ from weathernote.simulator import SimulatorProcess
 from weathernote.upstream import STEP_SECONDS
 from weathernote.upstream.pace import AVAILABILITY_LAG_SECONDS
 
+# The leader reads its candidates at each multiple of its period (real time), then fetches a fifth of
+# a period later (with a 2 s period): the trigger comes this long before a read, so the CPU time read
+# from it to the last delivery holds little idle waiting.
+TRIGGER_BEFORE_READ_MS = 300
 SPARE_FILES = 200  # what a server holds besides its sockets: Redis, logs, modules, the listener
 STALE_SECONDS = 86400  # the instance's WEATHERNOTE_STALE_SECONDS: the cycle judges the last good copies
 UNLIMITED = "1000000000"
@@ -263,6 +267,8 @@ def run_peer(
         assert listeners == {1}, f"{name}: channels with {sorted(listeners)} listeners, expected 1 each"
         cells_before = counter(base, "weathernote_prewarm_cells_total")
         locations_before = simulator_locations(simulator_url)
+        period_ms = int(args.interval * 1000)
+        time.sleep((-(time.time_ns() // 1_000_000 + TRIGGER_BEFORE_READ_MS) % period_ms) / 1000)
         since_ms = time.time_ns() // 1_000_000
         cpu_before, leader_before = cpu_seconds(server.pid), cpu_seconds(leader)
         for client in clients:
