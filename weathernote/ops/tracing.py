@@ -48,6 +48,7 @@ __all__ = [
     "attach",
     "current_traceparent",
     "detach",
+    "enabled",
     "failed",
     "link_to",
     "recording",
