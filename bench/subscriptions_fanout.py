@@ -246,6 +246,7 @@ def run_peer(
                 str(args.cells),
                 "--timeout",
                 str(args.interval * 3 + 20),
+                "--hold",
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

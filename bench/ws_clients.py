@@ -9,8 +9,8 @@ is about to cause. Messages of older entries are skipped. Prints one JSON line:
 each delivery's latency in ms (receipt minus the entry's fetchedAt inside the
 message), the distinct fetchedAt values delivered (one pre-warm batch: one
 value), and how many connections got no such delivery within `--timeout`.
-The connections close after one more line on stdin (BYE): the bench reads the
-servers' CPU time before their closing handshakes cost any.
+With `--hold`, the connections close only after one more line on stdin (BYE):
+the bench reads the servers' CPU time before their closing handshakes cost any.
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ async def main() -> None:
     parser.add_argument("--offset", type=int, default=0)
     parser.add_argument("--cells", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=60)
+    parser.add_argument("--hold", action="store_true", help="close the connections only after a BYE line on stdin")
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -130,7 +131,8 @@ async def main() -> None:
     received = sum(1 for task in done if task.exception() is None)
     result = {"latencies": latencies, "versions": sorted(versions), "lost": args.count - received}
     print(json.dumps(result), flush=True)
-    await read_line("BYE")
+    if args.hold:
+        await read_line("BYE")
     await asyncio.gather(*(ws.close() for ws in sockets if ws is not None), return_exceptions=True)
 
 
