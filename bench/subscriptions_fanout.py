@@ -1,17 +1,14 @@
 """Fan-out of a real pre-warm cycle to WebSocket subscribers: WeatherNote beside its peers, same run.
 
-The refresh burst is the pre-warmer's own: a WeatherNote instance, the only
-one and so the leader, runs a cycle every `--interval` seconds on its event
-loop. Its subscribers watch `--cells` cells (so they are candidates); for each
-measurement the bench makes those cells due, by writing their entries back
-(without announcing) as holding the previous 15-minute step, just before the
-leader's next read of its candidates, and that cycle fetches them all in one multi-location request from the upstream
-simulator over HTTP, writes them and announces each on its channel. Latency
-per delivery runs from the entry's `fetchedAt` (stamped when the upstream's
-answer is in) to its receipt. Each measurement checks that the cycle ran in
-that instance (its `weathernote_prewarm_cells_total` and the simulator's
-served locations grew by at least the cells) and that every subscriber got
-the refreshed entry (none lost).
+The refresh burst is the pre-warmer's own: a WeatherNote instance, the only one and so the leader,
+runs a cycle every `--interval` seconds on its event loop. Its subscribers watch `--cells` cells (so
+they are candidates). For each measurement the bench makes those cells due, by writing their entries
+back (without announcing) as holding the previous 15-minute step just before the leader's next read of
+its candidates; that cycle fetches them all in one multi-location request from the upstream simulator
+over HTTP, writes them and announces each on its channel. Latency per delivery runs from the entry's
+`fetchedAt` (stamped when the upstream's answer is in) to its receipt. Each measurement checks that the
+cycle ran in that instance (its `weathernote_prewarm_cells_total` and the simulator's served locations
+grew by at least the cells) and that every subscriber got the refreshed entry (none lost).
 
 Peers, each fed by the same kind of cycle on the same channels (`updates:<entry key>`):
   - weathernote:     its subscribers on the instance that runs the cycle
@@ -22,16 +19,17 @@ Peers, each fed by the same kind of cycle on the same channels (`updates:<entry 
   - graphql-yoga:    GraphQL Yoga on Node (bench/peers/yoga), `weatherUpdates` over graphql-ws;
                      skipped, saying so, without node and npm
 Both bare peers decode each announcement with WeatherNote's own code, as its hub does
-(`without_traceparent`, then `EntryMemo.decode`), and send `{"temperature":..,"fetchedAt":<ms>}` to the cell's sockets. The floor is the
-bare peer with the lower median p99 in the run; WeatherNote's p99 is compared with it (target <= 1.5x).
+(`without_traceparent`, then `EntryMemo.decode`), and send `{"temperature":..,"fetchedAt":<ms>}` to
+the cell's sockets. The floor is the bare peer with the lower median p99; WeatherNote's p99 is compared
+with it (target <= 1.5x), as the ratio of the medians and run by run.
 
 `--runs` runs, each on fresh processes (a fresh Redis, every server new, so memory per connection is
 each run's own), every peer measured in turn within a run. Printed per count: the median, min and max
-over the runs of each peer's p50/p99/max, its server's RSS growth per connection (KB), its server's
-CPU time from the bench's trigger to the last delivery (for the peers, also the leader's, which ran the
-cycle: on a shared machine CPU time moves less than latency), delivered and lost. The subscribers run in `--client-processes` processes; the bench raises its open-files limit to
-the hard limit, which the servers and clients inherit. A count the limit cannot hold in one server
-process is refused, saying so.
+over the runs of each peer's p50/p99/max, its server's RSS growth per connection (KB), its server's CPU
+time from the bench's trigger to the last delivery (for the peers, also the leader's, which ran the
+cycle: on a shared machine CPU time moves less than latency), delivered and lost. The subscribers run
+in `--client-processes` processes; the bench raises its open-files limit to the hard limit, which the
+servers and clients inherit. A count the limit cannot hold in one server process is refused, saying so.
 
 Usage: python bench/subscriptions_fanout.py [--subscribers 5000 10000] [--cells 100] [--runs 3] [--no-yoga]
 """
@@ -73,7 +71,6 @@ TRIGGER_BEFORE_READ_MS = 300
 SPARE_FILES = 200  # what a server holds besides its sockets: Redis, logs, modules, the listener
 STALE_SECONDS = 86400  # the instance's WEATHERNOTE_STALE_SECONDS: the cycle judges the last good copies
 UNLIMITED = "1000000000"
-PEERS = ("weathernote", "bare-websockets", "bare-starlette", "graphql-yoga")
 FIGURES = ("p50", "p99", "max", "kb_per_connection", "cpu_ms", "leader_cpu_ms", "delivered", "lost")
 
 grid = Grid(0.1)
