@@ -1,7 +1,7 @@
 """The capacity model's inputs, measured on this code; the seed's scenario sized from them; and
 (`--check`) the model's predictions for the local three-instance topology beside what it does.
 
-Measure (always; about two minutes). The local topology with ONE instance (weathernote.topology:
+Measure (always; three to five minutes on a shared two-core machine). The local topology with ONE instance (weathernote.topology:
 a 3 + 3 Valkey Cluster, the Open-Meteo simulator, nginx), the rate limits and upstream shares
 lifted (one load generator stands for many phones; the limits have tests of their own), the
 pre-warmer off (its upstream plan is arithmetic, printed below), request logs on. Then:
@@ -29,7 +29,7 @@ pre-warmer off (its upstream plan is arithmetic, printed below), request logs on
 It prints the inputs and the seed's scenario worked through from them (instances, Redis shards,
 memory, the HPA's range, the upstream plan), and writes the inputs as JSON (`--save`).
 
-Check (`--check`; about two more minutes): the topology with THREE instances, and on this machine
+Check (`--check`; two to five minutes more): the topology with THREE instances, and on this machine
 the model's predictions beside the measurements, each with its error (target within ±25 %):
 the cached throughput through nginx (saturated, and within the p99 target), Redis operations,
 bytes and CPU a second at a fixed rate, the instances' memory and CPU for `--check-subscribers`
