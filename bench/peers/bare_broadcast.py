@@ -5,7 +5,8 @@ gets '{"ready":true}'. The peer listens on the same channels as WeatherNote
 (`updates:<entry key>`, SUBSCRIBE for a cell's first socket, UNSUBSCRIBE after
 its last) on one Redis pub/sub connection, so a WeatherNote leader's pre-warm
 cycle feeds it. Each announcement is decoded once with WeatherNote's own code,
-as its hub does (`without_traceparent`, then `EntryMemo.decode`), into one small JSON text
+as its hub does (`without_traceparent`, then `EntryMemo.decode`; one that does
+not decode is dropped, as the hub drops it), into one small JSON text
 (`{"temperature":..,"fetchedAt":<ms>}`), written to every socket of the cell
 in turn from the listener itself: no GraphQL, no protocol, no task per socket.
 
@@ -32,6 +33,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from weathernote.cache import EntryMemo
+from weathernote.errors import UndecodableEntry
 from weathernote.model import Cell, Current, Grid, Part
 from weathernote.redis.keys import SEED_SPELLING
 from weathernote.redis.pubsub import without_traceparent
@@ -88,7 +90,10 @@ class Feed:
             if not sockets:
                 continue
             data, _ = without_traceparent(message["data"])  # a traced refresh's context: not ours to follow
-            entry = self.memo.decode(Part.CURRENT, self.cells[channel], data)
+            try:
+                entry = self.memo.decode(Part.CURRENT, self.cells[channel], data)
+            except UndecodableEntry:
+                continue
             model = entry.model
             assert isinstance(model, Current)
             text = orjson.dumps({"temperature": model.temperature, "fetchedAt": entry.fetched_at_ms}).decode()
