@@ -13,6 +13,9 @@ CURRENT = "{ current(lat: 51.5074, lon: -0.1278) { temperature cached fetchedAt 
 FORECAST = "{ forecast(lat: 51.5074, lon: -0.1278, days: 3) { daily { temperatureMax } fetchedAt nextUpdateAt } }"
 
 
+DATE_SLACK = 5  # seconds between the Date header and the clock max-age is computed from
+
+
 def _seconds(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
@@ -35,7 +38,9 @@ def test_a_get_answer_is_kept_until_the_provider_can_have_newer_data(server: Ser
         now = parsedate_to_datetime(answer.headers["date"]).timestamp()
         next_update = _seconds(body["nextUpdateAt"])
         assert next_update > _seconds(body["fetchedAt"])
-        assert abs(_max_age(answer) - (next_update - now)) <= 2, "max-age runs until nextUpdateAt"
+        # uvicorn refreshes its Date header once a second from its main loop (later on a loaded
+        # machine): seconds of slack, still far below the minutes a wrong max-age would be off by
+        assert abs(_max_age(answer) - (next_update - now)) <= DATE_SLACK, "max-age runs until nextUpdateAt"
         assert parsedate_to_datetime(answer.headers["last-modified"]).timestamp() == int(_seconds(body["fetchedAt"]))
         assert answer.headers["vary"] == "Accept"
     assert miss.json()["data"]["current"]["cached"] is False and hit.json()["data"]["current"]["cached"] is True
@@ -102,7 +107,7 @@ def test_rest_answers_are_cacheable_and_revalidated(server: Server, clean: Simul
     body = first.json()
     assert body["next_update_at"] > body["fetched_at"]
     now = parsedate_to_datetime(first.headers["date"]).timestamp()
-    assert abs(_max_age(first) - (body["next_update_at"] - now)) <= 2
+    assert abs(_max_age(first) - (body["next_update_at"] - now)) <= DATE_SLACK
     second = httpx.get(url, params=params)
     again = httpx.get(url, params=params, headers={"if-none-match": second.headers["etag"]})
     assert again.status_code == 304 and again.content == b""

@@ -444,7 +444,7 @@ async def test_cli_watch_prints_a_line_per_update_and_exits_cleanly_on_ctrl_c(
             first_update["fetched_at"]
         )
         process.send_signal(signal.SIGINT)
-        returncode = await within(10, process.wait())
+        returncode = await within(30, process.wait())  # bounded, generous: a loaded machine's exit
         errors = (await process.stderr.read()).decode()
         assert returncode in (0, 130) and "Traceback" not in errors, errors
     finally:

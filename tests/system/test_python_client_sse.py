@@ -112,7 +112,7 @@ async def test_cli_watch_over_sse(server: Server, clean: Simulator) -> None:
         first = json.loads(await within(15, process.stdout.readline()))
         assert first["cell"] == {"lat": 48.9, "lon": 2.4}
         process.send_signal(signal.SIGINT)
-        returncode = await within(10, process.wait())
+        returncode = await within(30, process.wait())  # bounded, generous: a loaded machine's exit
         errors = (await process.stderr.read()).decode()
         assert returncode in (0, 130) and "Traceback" not in errors, errors
     finally:
