@@ -63,10 +63,12 @@ topology-up: $(INSTALLED) debian-tools
 topology-down: $(INSTALLED)
 	$(BIN)/python -m weathernote.topology down $(ARGS)
 
-# the cached `current` rows, then the rows where the cache cannot help (ROWS_ARGS: bench/cache_cannot_help.py's)
+# the cached `current` rows, the rows where the cache cannot help (ROWS_ARGS: bench/cache_cannot_help.py's),
+# then a real pre-warm cycle's fan-out to 10,000 subscribers (FANOUT_ARGS: bench/subscriptions_fanout.py's)
 bench: $(INSTALLED)
 	$(BIN)/python bench/cached_current.py $(ARGS)
 	$(BIN)/python bench/cache_cannot_help.py $(ROWS_ARGS)
+	$(BIN)/python bench/subscriptions_fanout.py $(or $(FANOUT_ARGS),--subscribers 10000)
 
 schema: $(INSTALLED)
 	$(BIN)/weathernote export-schema -o schema.graphql
