@@ -148,3 +148,29 @@ def test_two_instances_share_a_small_budget_and_misses_get_what_the_prewarmer_le
     finally:
         first.stop()
         second.stop()
+
+
+def test_every_read_is_counted_in_the_shared_popularity_in_one_flush(
+    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
+) -> None:
+    """An instance's read counts reach the shared sorted set the pre-warmer ranks by, each (part, cell)
+    with its own count (one script call a flush); a set of another type is left alone and costs nothing."""
+    srv = Server(server_env(redis_url, simulator, prewarm_interval_seconds=0))
+    points = {(10, lon): 1 + index % 3 for index, lon in enumerate(range(-150, 150, 10))}  # 30 cells, 1..3 reads
+    try:
+        for (lat, lon), reads in points.items():
+            for _ in range(reads):
+                assert graphql(srv.url, CURRENT, {"lat": lat, "lon": lon}).json()["data"]["current"] is not None
+    finally:
+        srv.stop()  # its last counts are flushed on the way out
+    counted = {member.decode(): score for member, score in redis_client.zrange("popular_cells", 0, -1, withscores=True)}
+    assert counted == {f"current|lat:{lat:.1f}:lon:{lon:.1f}": reads for (lat, lon), reads in points.items()}
+
+    redis_client.delete("popular_cells")
+    redis_client.set("popular_cells", "not a sorted set")
+    srv = Server(server_env(redis_url, simulator, prewarm_interval_seconds=0))
+    try:
+        assert graphql(srv.url, CURRENT, {"lat": 10, "lon": 0}).json()["data"]["current"] is not None
+    finally:
+        assert srv.stop() == 0
+    assert redis_client.get("popular_cells") == b"not a sorted set", "a foreign key is not ours to change"
