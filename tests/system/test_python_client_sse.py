@@ -22,6 +22,7 @@ from tests.system.test_python_client import (
     PARIS,
     PARIS_CELL,
     assert_nothing_repeated,
+    interruptible,
     metric,
     refresh_current,
     refresh_forecast,
@@ -106,13 +107,14 @@ async def test_cli_watch_over_sse(server: Server, clean: Simulator) -> None:
         env=CLIENT_ENV,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=interruptible,
     )
     try:
         assert process.stdout is not None and process.stderr is not None
         first = json.loads(await within(15, process.stdout.readline()))
         assert first["cell"] == {"lat": 48.9, "lon": 2.4}
         process.send_signal(signal.SIGINT)
-        returncode = await within(30, process.wait())  # bounded, generous: a loaded machine's exit
+        returncode = await within(10, process.wait())
         errors = (await process.stderr.read()).decode()
         assert returncode in (0, 130) and "Traceback" not in errors, errors
     finally:
