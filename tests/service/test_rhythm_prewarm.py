@@ -150,8 +150,9 @@ def test_two_instances_share_a_small_budget_and_misses_get_what_the_prewarmer_le
         second.stop()
 
 
+@pytest.mark.topologies
 def test_every_read_is_counted_in_the_shared_popularity_in_one_flush(
-    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis
+    redis_url: str, simulator: Simulator, clean: Simulator, redis_client: redis.Redis, topology: str
 ) -> None:
     """An instance's read counts reach the shared sorted set the pre-warmer ranks by, each (part, cell)
     with its own count (one script call a flush); a set of another type is left alone and costs nothing."""
