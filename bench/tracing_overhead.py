@@ -49,7 +49,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import ROOT, components, free_port, wait_http
+from cached_current import BODY, QUERY, load
+from harness import components, cpu_seconds, free_port, wait_http
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -57,8 +58,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from weathernote.simulator import SimulatorProcess
 
-QUERY = "{ current(lat: 40.7128, lon: -74.0060) { temperature cached cell { lat lon } } }"
-BODY = json.dumps({"query": QUERY})
 CONFIGURATIONS: dict[str, dict[str, str]] = {
     "off": {},
     # off as well (an endpoint, but OTEL_SDK_DISABLED=true): what two identical configurations differ by
@@ -122,36 +121,6 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-def cpu_seconds(pid: int) -> float:
-    """A process's user + system CPU time so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def load(url: str, args: argparse.Namespace) -> dict[str, float]:
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "loadgen.py"),
-            url,
-            "--body",
-            BODY,
-            "--header",
-            "Content-Type: application/json",
-            "--connections",
-            str(args.connections),
-            "--duration",
-            str(args.duration),
-            "--warmup",
-            str(args.warmup),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return dict(json.loads(out.stdout))
 
 
 async def in_process(blocks: int, block: int, environs: dict[str, dict[str, str]]) -> dict[str, dict[str, float]]:
@@ -299,7 +268,7 @@ def main() -> None:
                         receiver.quiet(5.5)  # its last batch (one every 5 s) exported before the next run
                     previous, url = name, urls[name]
                     before = cpu_seconds(pids[name])
-                    results[name].append(load(url, args))
+                    results[name].append(load(url, BODY, args))
                     cpu[name] += cpu_seconds(pids[name]) - before
             # CPU time per response (the warm-up's included, as in the CPU time)
             per_request = {name: cpu[name] / sum(r["answered"] for r in runs) * 1e6 for name, runs in results.items()}
