@@ -64,7 +64,7 @@ class Projection:
 
     def __init__(self, schema: GraphQLSchema, plan: Plan) -> None:
         fragments = {d.name.value: d for d in plan.document.definitions if isinstance(d, FragmentDefinitionNode)}
-        self._compiler = _Compiler(schema, fragments)
+        compiler = _Compiler(fragments)
         root_type = schema.get_root_type(plan.operation.operation)
         if root_type is None:
             raise Unprojectable("no root type")
@@ -72,7 +72,7 @@ class Projection:
         if len(set(self.keys)) != len(self.keys):
             raise Unprojectable("root fields merged under one response key")
         self.roots = tuple(
-            self._compiler.completer(root_type.fields[read.node.name.value].type, [read.node]) for read in plan.reads
+            compiler.completer(root_type.fields[read.node.name.value].type, [read.node]) for read in plan.reads
         )
 
     def data(self, roots: Sequence[Any], values: VariableValues) -> dict[str, Any]:
@@ -83,8 +83,7 @@ class Projection:
 class _Compiler:
     """Turns selections into getters against the schema's types, fragments flattened and merged."""
 
-    def __init__(self, schema: GraphQLSchema, fragments: Mapping[str, FragmentDefinitionNode]) -> None:
-        self.schema = schema
+    def __init__(self, fragments: Mapping[str, FragmentDefinitionNode]) -> None:
         self.fragments = fragments
 
     def completer(self, type_: GraphQLOutputType, nodes: list[FieldNode]) -> Getter:
